@@ -1,0 +1,203 @@
+"""TOML + ${ENV} -> validated settings.
+
+Every problem is raised as one ConfigError naming the key, so the CLI can print it and
+exit 2 without a traceback.  Adapter sections ([telegram], [slack], [console], ...) are
+validated by the adapter's own schema, found through the adapter registry.
+"""
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+
+from bridge.texts import DEFAULT_TEXTS
+
+_ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+class ConfigError(Exception):
+    """A config problem, phrased for the person who wrote the file."""
+
+
+class StrictModel(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class HelpdeskSettings(StrictModel):
+    url: str = "https://api.eusate.com"
+    api_key: SecretStr
+    namespace: str = "/helpdesk"
+    # Sockets in the pool. Each can have one conversation opening at a time (a first
+    # reply carries no session id), so this is also how many can open at once.
+    connections: int = Field(4, ge=1, le=256)
+    request_timeout: float = Field(15.0, gt=0)
+
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("must start with http:// or https://")
+        return value.rstrip("/")
+
+
+class StorageSettings(StrictModel):
+    url: SecretStr = SecretStr("sqlite+aiosqlite:///bridge.db")
+
+
+class HttpSettings(StrictModel):
+    listen: str = "127.0.0.1:8080"
+    public_url: str = ""
+
+
+class LoggingSettings(StrictModel):
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    format: Literal["text", "json"] = "text"
+
+
+class Settings(StrictModel):
+    helpdesk: HelpdeskSettings
+    storage: StorageSettings = StorageSettings()
+    http: HttpSettings = HttpSettings()
+    logging: LoggingSettings = LoggingSettings()
+    # language -> key -> template; "" is the default language.
+    texts: dict[str, dict[str, str]] = Field(default_factory=dict)
+    default_language: str = "en"
+    # section name -> the adapter's validated settings model
+    adapters: dict[str, Any] = Field(default_factory=dict)
+
+    def secrets(self) -> list[str]:
+        """Every configured secret value, for the log redactor."""
+        found: list[str] = []
+
+        def walk(value: Any) -> None:
+            if isinstance(value, SecretStr):
+                found.append(value.get_secret_value())
+            elif isinstance(value, BaseModel):
+                for name in type(value).model_fields:
+                    walk(getattr(value, name))
+            elif isinstance(value, dict):
+                for item in value.values():
+                    walk(item)
+
+        walk(self)
+        found.extend(_url_password(self.storage.url.get_secret_value()))
+        return [s for s in found if s and not s.startswith("sqlite")]
+
+
+def _url_password(url: str) -> list[str]:
+    from sqlalchemy.engine import make_url
+
+    try:
+        password = make_url(url).password
+    except Exception:
+        return []
+    return [password] if password else []
+
+
+def substitute_env(raw: Any, env: dict[str, str], path: str = "") -> Any:
+    """Replace ${VAR} in every string of the TOML tree."""
+    if isinstance(raw, dict):
+        return {key: substitute_env(value, env, f"{path}.{key}" if path else key)
+                for key, value in raw.items()}
+    if isinstance(raw, list):
+        return [substitute_env(item, env, path) for item in raw]
+    if isinstance(raw, str):
+        def replace(match: re.Match[str]) -> str:
+            name = match.group(1)
+            if name not in env:
+                raise ConfigError(f"{_where(path)}: environment variable {name} is not set")
+            return env[name]
+
+        return _ENV_REF.sub(replace, raw)
+    return raw
+
+
+def _where(path: str) -> str:
+    section, _, key = path.partition(".")
+    return f"[{section}] {key}" if key else f"[{section}]"
+
+
+def _explain(error: ValidationError, section: str = "") -> ConfigError:
+    first = error.errors()[0]
+    location = [str(part) for part in first["loc"]]
+    if section:
+        location.insert(0, section)
+    if first["type"] == "extra_forbidden":
+        message = "unknown key"
+    elif first["type"] == "missing":
+        message = "is required"
+    else:
+        message = first["msg"]
+    path = ".".join(location)
+    return ConfigError(f"{_where(path)}: {message}")
+
+
+def _texts(raw: dict[str, Any]) -> dict[str, dict[str, str]]:
+    """[texts] key = "..." for the default language, [texts.de] key = "..." per language."""
+    by_language: dict[str, dict[str, str]] = {"": {}}
+    for key, value in raw.items():
+        if isinstance(value, dict):
+            for text_key, template in value.items():
+                _check_text(f"{key}.{text_key}", text_key, template)
+            by_language[key] = dict(value)
+        else:
+            _check_text(key, key, value)
+            by_language[""][key] = value
+    return by_language
+
+
+def _check_text(path: str, key: str, template: Any) -> None:
+    if key not in DEFAULT_TEXTS:
+        raise ConfigError(f"[texts] {path}: unknown text (known: {', '.join(sorted(DEFAULT_TEXTS))})")
+    if not isinstance(template, str):
+        raise ConfigError(f"[texts] {path}: must be a string")
+
+
+CORE_SECTIONS = {"helpdesk", "storage", "http", "logging", "texts"}
+
+
+def load_settings(raw: dict[str, Any], env: dict[str, str] | None = None,
+                  adapter_schemas: dict[str, type[BaseModel]] | None = None) -> Settings:
+    """Validate a parsed TOML document. adapter_schemas maps section name -> settings model."""
+    env = dict(os.environ) if env is None else env
+    adapter_schemas = adapter_schemas or {}
+    data = substitute_env(raw, env)
+    core: dict[str, Any] = {}
+    adapters: dict[str, Any] = {}
+    for section, value in data.items():
+        if section == "default_language":
+            core[section] = value
+        elif section in CORE_SECTIONS:
+            if not isinstance(value, dict):
+                raise ConfigError(f"[{section}]: must be a table")
+            core[section] = _texts(value) if section == "texts" else value
+        elif section in adapter_schemas:
+            if not isinstance(value, dict):
+                raise ConfigError(f"[{section}]: must be a table")
+            try:
+                adapters[section] = adapter_schemas[section].model_validate(value)
+            except ValidationError as error:
+                raise _explain(error, section) from None
+        else:
+            known = sorted(CORE_SECTIONS | set(adapter_schemas))
+            raise ConfigError(f"[{section}]: unknown section (known: {', '.join(known)})")
+    if "helpdesk" not in core:
+        raise ConfigError("[helpdesk]: section is required")
+    try:
+        return Settings.model_validate({**core, "adapters": adapters})
+    except ValidationError as error:
+        raise _explain(error) from None
+
+
+def read_config_file(path: str | Path) -> dict[str, Any]:
+    try:
+        with open(path, "rb") as handle:
+            return tomllib.load(handle)
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} does not exist") from None
+    except tomllib.TOMLDecodeError as error:
+        raise ConfigError(f"config file {path} is not valid TOML: {error}") from None

@@ -1,0 +1,423 @@
+"""The Socket.IO link to the helpdesk: a small pool of connections shared by all customers.
+
+Why a pool and not one connection per customer: 10,000 customers would need 10,000
+sockets (~33 KB each) and 10,000 reconnects after a network blip. Why not one connection:
+a first reply carries a new ticket_chat_id but no session_id, so two conversations opening
+at once on one connection cannot be told apart (protocol-notes.md). So:
+
+* each customer lives on one connection of the pool (chosen by a hash of the session id),
+  with all of its conversations: one customer's events arrive in order on one socket;
+* a connection has at most one conversation *opening* at a time; an unknown
+  ticket_chat_id arriving on that connection belongs to it, and nothing else can;
+* known conversations are routed by ticket_chat_id, which every broadcast carries.
+
+Responses may come as an ack or as a server event of the same name; both are accepted,
+matched first-in first-out per connection (and by ticket_chat_id where the data has one).
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+import zlib
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any, Awaitable, Callable
+from urllib.parse import quote
+
+import socketio
+
+from bridge.protocol import (
+    BROADCASTS,
+    Envelope,
+    HelpdeskError,
+    HelpdeskEvent,
+    MalformedPayload,
+    parse_envelope,
+    parse_event,
+)
+
+log = logging.getLogger(__name__)
+
+EventSink = Callable[[HelpdeskEvent], Awaitable[None]]
+Bind = Callable[[str], Awaitable[None]]
+
+
+class HelpdeskUnavailable(Exception):
+    """Not connected, or no answer in time. The request may be retried."""
+
+
+class KeyRefused(Exception):
+    """The helpdesk refused the API key: not a network blip, retrying will not help."""
+
+
+@dataclass
+class _Waiter:
+    event: str
+    ticket_chat_id: str | None
+    future: asyncio.Future
+
+
+@dataclass
+class _Opening:
+    """The one conversation a connection may be opening: waits for its ticket_chat_id."""
+    bind: Bind
+    ticket: asyncio.Future
+
+
+@dataclass
+class _Connection:
+    index: int
+    client: socketio.AsyncClient
+    connected: asyncio.Event = field(default_factory=asyncio.Event)
+    gone: asyncio.Event = field(default_factory=asyncio.Event)
+    customers: set[str] = field(default_factory=set)       # session ids
+    conversations: set[str] = field(default_factory=set)   # ticket_chat_ids
+    waiters: deque[_Waiter] = field(default_factory=deque)
+    open_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    opening: _Opening | None = None
+    disconnected_at: float | None = None
+    refused: dict | None = None
+    ever_connected: bool = False
+
+
+def _backoff(attempt: int, base: float = 0.25, cap: float = 30.0) -> float:
+    """Full jitter: spreads thousands of reconnects instead of a synchronized storm."""
+    return random.uniform(0, min(cap, base * 2 ** attempt))
+
+
+class HelpdeskLink:
+    def __init__(self, url: str, api_key: str, on_event: EventSink, *,
+                 namespace: str = "/helpdesk", connections: int = 4,
+                 request_timeout: float = 15.0) -> None:
+        self._url = url
+        self._api_key = api_key
+        self._on_event = on_event
+        self._namespace = namespace
+        self._timeout = request_timeout
+        self._connections = [self._make_connection(i) for i in range(connections)]
+        self._tasks: list[asyncio.Task] = []
+        self._stopping = False
+        self.failure: KeyRefused | None = None
+        self.reconnects = 0
+        self.seconds_disconnected = 0.0
+        self.malformed = 0
+
+    # --- lifecycle ---------------------------------------------------------------
+
+    def _connect_url(self) -> str:
+        # The key must travel in the URL (the API says so); it is registered with the log
+        # redactor by the daemon, and never put into our own messages.
+        separator = "&" if "?" in self._url else "?"
+        return f"{self._url}{separator}token_source=api&token={quote(self._api_key, safe='')}"
+
+    def _make_connection(self, index: int) -> _Connection:
+        client = socketio.AsyncClient(reconnection=False, logger=False, engineio_logger=False)
+        connection = _Connection(index, client)
+        ns = self._namespace
+
+        async def on_connect() -> None:
+            asyncio.ensure_future(self._after_connect(connection))
+
+        async def on_connect_error(data: Any = None) -> None:
+            status = _refusal_status(data)
+            if status in (400, 401, 403):
+                connection.refused = {"status_code": status}
+
+        async def on_disconnect(*_reason: Any) -> None:
+            connection.connected.clear()
+            connection.gone.set()
+            connection.disconnected_at = time.monotonic()
+            self._fail_waiters(connection, HelpdeskUnavailable("the helpdesk connection dropped"))
+
+        async def on_any(event: str, *args: Any) -> None:
+            await self._on_server_event(connection, event, args[0] if args else None)
+
+        client.on("connect", on_connect, namespace=ns)
+        client.on("connect_error", on_connect_error, namespace=ns)
+        client.on("disconnect", on_disconnect, namespace=ns)
+        client.on("*", on_any, namespace=ns)
+        return connection
+
+    async def start(self) -> None:
+        self._stopping = False
+        self._tasks = [asyncio.create_task(self._supervise(c), name=f"helpdesk-link-{c.index}")
+                       for c in self._connections]
+
+    async def stop(self) -> None:
+        self._stopping = True
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        for connection in self._connections:
+            self._fail_waiters(connection, HelpdeskUnavailable("the bridge is stopping"))
+            if connection.client.connected:
+                await connection.client.disconnect()
+
+    @property
+    def connected(self) -> bool:
+        return all(c.connected.is_set() for c in self._connections)
+
+    async def wait_connected(self, timeout: float) -> None:
+        """Wait until every connection is up; KeyRefused at once if the key was refused."""
+        deadline = time.monotonic() + timeout
+        while not self.connected:
+            if self.failure:
+                raise self.failure
+            if time.monotonic() > deadline:
+                raise HelpdeskUnavailable(f"could not reach the helpdesk at {self._url}")
+            await asyncio.sleep(0.05)
+
+    async def _supervise(self, connection: _Connection) -> None:
+        attempt = 0
+        while not self._stopping:
+            connection.refused = None
+            connection.gone.clear()
+            try:
+                await connection.client.connect(self._connect_url(), namespaces=[self._namespace],
+                                                wait_timeout=self._timeout)
+            except socketio.exceptions.ConnectionError as error:
+                if connection.refused:
+                    self._refused(connection)
+                    if not connection.ever_connected:
+                        return
+                    await asyncio.sleep(60)  # a revoked key: retry rarely, it will not heal fast
+                    continue
+                attempt += 1
+                delay = _backoff(attempt)
+                log.warning("helpdesk link %d: cannot connect (%s); retrying in %.1fs",
+                            connection.index, error, delay)
+                await asyncio.sleep(delay)
+                continue
+            except (OSError, ValueError) as error:
+                attempt += 1
+                log.warning("helpdesk link %d: %s", connection.index, error)
+                await asyncio.sleep(_backoff(attempt))
+                continue
+            attempt = 0
+            await connection.gone.wait()
+            try:  # make sure Engine.IO is closed too before connecting again
+                await connection.client.disconnect()
+            except Exception:
+                pass
+            if not self._stopping:
+                await asyncio.sleep(_backoff(0))  # short: events sent meanwhile are lost
+
+    def _refused(self, connection: _Connection) -> None:
+        status = connection.refused["status_code"]
+        if self.failure is None:
+            log.error("helpdesk refused the API key (status %s): check [helpdesk] api_key", status)
+        self.failure = KeyRefused(f"helpdesk refused the API key (status {status})")
+
+    async def _after_connect(self, connection: _Connection) -> None:
+        """Re-join every room this connection serves, then let queued work through."""
+        was_down = connection.disconnected_at
+        client, ns = connection.client, self._namespace
+        try:
+            for session_id in list(connection.customers):
+                await client.emit("enter_customer_support", {"session_id": session_id}, namespace=ns)
+            for ticket in list(connection.conversations):
+                await client.emit("enter_support", {"ticket_chat_id": ticket}, namespace=ns)
+        except socketio.exceptions.SocketIOError:
+            return  # dropped again while re-joining; the next connect re-joins
+        if was_down is not None:
+            gap = time.monotonic() - was_down
+            self.reconnects += 1
+            self.seconds_disconnected += gap
+            connection.disconnected_at = None
+            log.warning("helpdesk link %d reconnected after %.2fs without a connection; "
+                        "re-joined %d customer and %d conversation rooms (server events sent "
+                        "in that window are not replayed by Socket.IO)", connection.index, gap,
+                        len(connection.customers), len(connection.conversations))
+        else:
+            log.info("helpdesk link %d connected", connection.index)
+        connection.ever_connected = True
+        connection.connected.set()
+
+    # --- routing -----------------------------------------------------------------
+
+    def _connection_for(self, session_id: str) -> _Connection:
+        return self._connections[zlib.crc32(session_id.encode()) % len(self._connections)]
+
+    async def watch_customer(self, session_id: str) -> None:
+        """Join the customer's personal room, now and after every reconnect."""
+        connection = self._connection_for(session_id)
+        if session_id in connection.customers:
+            return
+        connection.customers.add(session_id)
+        if connection.connected.is_set():
+            await self._emit_quietly(connection, "enter_customer_support", {"session_id": session_id})
+
+    async def watch_conversation(self, session_id: str, ticket_chat_id: str) -> None:
+        connection = self._connection_for(session_id)
+        if ticket_chat_id in connection.conversations:
+            return
+        connection.conversations.add(ticket_chat_id)
+        if connection.connected.is_set():
+            await self._emit_quietly(connection, "enter_support", {"ticket_chat_id": ticket_chat_id})
+
+    async def unwatch_conversation(self, session_id: str, ticket_chat_id: str) -> None:
+        connection = self._connection_for(session_id)
+        if ticket_chat_id not in connection.conversations:
+            return
+        connection.conversations.discard(ticket_chat_id)
+        if connection.connected.is_set():
+            await self._emit_quietly(connection, "leave_support", {"ticket_chat_id": ticket_chat_id})
+
+    async def _emit_quietly(self, connection: _Connection, event: str, payload: dict) -> None:
+        try:
+            await connection.client.emit(event, payload, namespace=self._namespace)
+        except socketio.exceptions.SocketIOError:
+            pass  # re-sent by _after_connect
+
+    # --- requests ----------------------------------------------------------------
+
+    async def _ready(self, connection: _Connection) -> None:
+        if self.failure and not connection.connected.is_set():
+            raise HelpdeskUnavailable(str(self.failure))
+        try:
+            await asyncio.wait_for(connection.connected.wait(), self._timeout)
+        except asyncio.TimeoutError:
+            raise HelpdeskUnavailable("not connected to the helpdesk") from None
+
+    async def request(self, session_id: str, event: str, payload: dict,
+                      answer_event: str | None = None) -> Envelope:
+        """Send a request and wait for its response, by ack or by event. Raises
+        HelpdeskError for a non-200 answer, HelpdeskUnavailable on no answer."""
+        connection = self._connection_for(session_id)
+        await self._ready(connection)
+        waiter = _Waiter(answer_event or event, payload.get("ticket_chat_id"),
+                         asyncio.get_running_loop().create_future())
+        connection.waiters.append(waiter)
+
+        def on_ack(*args: Any) -> None:
+            if not waiter.future.done() and args:
+                try:
+                    waiter.future.set_result(parse_envelope(args[0]))
+                except MalformedPayload as error:
+                    log.warning("helpdesk: malformed ack to %s skipped: %s", event, error)
+
+        try:
+            await connection.client.emit(event, payload, namespace=self._namespace, callback=on_ack)
+            envelope = await asyncio.wait_for(asyncio.shield(waiter.future), self._timeout)
+        except asyncio.TimeoutError:
+            log.warning("helpdesk: no answer to %s within %.0fs", event, self._timeout)
+            raise HelpdeskUnavailable(f"no answer to {event}") from None
+        except socketio.exceptions.SocketIOError as error:
+            raise HelpdeskUnavailable(f"could not send {event}: {error}") from None
+        finally:
+            if waiter in connection.waiters:
+                connection.waiters.remove(waiter)
+        return envelope.raise_for_status()
+
+    async def send_message(self, session_id: str, ticket_chat_id: str, text: str,
+                           attachment_metadata: Any = None) -> None:
+        """A follow-up message. Returns once the helpdesk has acknowledged it (support_echo
+        or ack): only then is it handed over (protocol-notes.md, Lost while disconnected)."""
+        await self.request(session_id, "support", _support_payload(
+            session_id, ticket_chat_id, text, attachment_metadata), answer_event="support_echo")
+
+    async def open_conversation(self, session_id: str, bind: Bind, *, text: str | None = None,
+                                attachment_metadata: Any = None, call: bool = False) -> str:
+        """Open a conversation with a first message (or a call) and return its ticket_chat_id.
+
+        `bind(ticket_chat_id)` is awaited as soon as the id is known and before any event of
+        that conversation is passed on, so the caller can record whose it is first."""
+        connection = self._connection_for(session_id)
+        async with connection.open_lock:
+            opening = _Opening(bind, asyncio.get_running_loop().create_future())
+            connection.opening = opening
+            try:
+                if call:
+                    payload = {"session_id": session_id, "ticket_chat_id": None}
+                    envelope = await self.request(session_id, "call_support", payload)
+                else:
+                    payload = _support_payload(session_id, None, text or "", attachment_metadata)
+                    envelope = await self.request(session_id, "support", payload,
+                                                  answer_event="support_echo")
+                if envelope.ticket_chat_id and not opening.ticket.done():
+                    await self._bind(connection, envelope.ticket_chat_id)
+                # The echo may say nothing of the id: then the first reply brings it.
+                return await asyncio.wait_for(asyncio.shield(opening.ticket), self._timeout)
+            except asyncio.TimeoutError:
+                raise HelpdeskUnavailable("the helpdesk did not say which conversation it "
+                                          "opened") from None
+            finally:
+                connection.opening = None
+
+    async def _bind(self, connection: _Connection, ticket_chat_id: str) -> None:
+        opening = connection.opening
+        if opening is None or opening.ticket.done():
+            return
+        await opening.bind(ticket_chat_id)
+        connection.conversations.add(ticket_chat_id)
+        opening.ticket.set_result(ticket_chat_id)
+        await self._emit_quietly(connection, "enter_support", {"ticket_chat_id": ticket_chat_id})
+
+    # --- server events -----------------------------------------------------------
+
+    async def _on_server_event(self, connection: _Connection, event: str, payload: Any) -> None:
+        try:
+            envelope = parse_envelope(payload)
+        except MalformedPayload as error:
+            self.malformed += 1
+            log.warning("helpdesk: malformed %s payload skipped: %s", event, error)
+            return
+        self._resolve_waiter(connection, event, envelope)
+        if event not in BROADCASTS or not envelope.ok:
+            return
+        ticket = envelope.ticket_chat_id
+        if ticket is not None and ticket not in connection.conversations:
+            if connection.opening is not None and event in ("support", "call_support"):
+                await self._bind(connection, ticket)
+        try:
+            typed = parse_event(event, envelope)
+        except MalformedPayload as error:
+            self.malformed += 1
+            log.warning("helpdesk: malformed %s payload skipped: %s", event, error)
+            return
+        try:
+            await self._on_event(typed)
+        except Exception:
+            log.exception("helpdesk: handling %s for %s failed", event, ticket)
+
+    def _resolve_waiter(self, connection: _Connection, event: str, envelope: Envelope) -> None:
+        """Match a response event to the oldest request waiting for it."""
+        ticket = envelope.ticket_chat_id
+        for waiter in connection.waiters:
+            if waiter.future.done():
+                continue
+            answers = waiter.event == event or (
+                waiter.event == "support_echo" and event == "support" and not envelope.ok)
+            if answers and (ticket is None or waiter.ticket_chat_id in (None, ticket)):
+                waiter.future.set_result(envelope)
+                return
+
+    def _fail_waiters(self, connection: _Connection, error: Exception) -> None:
+        for waiter in connection.waiters:
+            if not waiter.future.done():
+                waiter.future.set_exception(error)
+                waiter.future.exception()  # retrieved here: no "never retrieved" warnings
+        if connection.opening is not None and not connection.opening.ticket.done():
+            connection.opening.ticket.set_exception(error)
+            connection.opening.ticket.exception()
+
+
+def _support_payload(session_id: str, ticket_chat_id: str | None, text: str,
+                     attachment_metadata: Any) -> dict:
+    payload = {"session_id": session_id, "message": text,
+               "attachment": attachment_metadata is not None, "ticket_chat_id": ticket_chat_id}
+    if attachment_metadata is not None:
+        payload["attachment_metadata"] = attachment_metadata
+    return payload
+
+
+def _refusal_status(data: Any) -> int | None:
+    """connect_error data: {status_code} or python-socketio's {message, data: {...}}."""
+    for candidate in (data, data.get("data") if isinstance(data, dict) else None):
+        if isinstance(candidate, dict):
+            status = candidate.get("status_code")
+            if isinstance(status, int):
+                return status
+    return None

@@ -1,0 +1,85 @@
+"""Logging set-up with a redactor that no secret gets past.
+
+The redactor is installed as the log *record factory*, not as a handler filter: every record
+of every logger (ours, engineio's, aiohttp's) is cleaned when it is created, so even handlers
+added later (pytest's caplog, an embedding application's own) never see a secret.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import traceback
+
+REDACTED = "***"
+_secrets: set[str] = set()
+_installed = False
+
+
+def add_secrets(values: list[str]) -> None:
+    """Register secret values; any log record containing one is rewritten with *** instead."""
+    global _installed
+    _secrets.update(v for v in values if v and len(v) >= 4)
+    if not _installed:
+        _install_factory()
+        _installed = True
+
+
+def redact(text: str) -> str:
+    for secret in _secrets:
+        if secret in text:
+            text = text.replace(secret, REDACTED)
+    return text
+
+
+def _install_factory() -> None:
+    previous = logging.getLogRecordFactory()
+
+    def factory(*args, **kwargs) -> logging.LogRecord:
+        record = previous(*args, **kwargs)
+        if not _secrets:
+            return record
+        try:
+            message = record.getMessage()
+        except Exception:  # a broken format string in some library: keep what we can
+            message = str(record.msg)
+        cleaned = redact(message)
+        if cleaned != message:
+            record.msg, record.args = cleaned, ()
+        if record.exc_info:
+            text = "".join(traceback.format_exception(*record.exc_info))
+            record.exc_text = redact(text).rstrip("\n")
+            record.exc_info = None
+        return record
+
+    logging.setLogRecordFactory(factory)
+
+
+class JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        entry = {
+            "time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S"),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        for key in ("session_id", "ticket_chat_id"):
+            if hasattr(record, key):
+                entry[key] = getattr(record, key)
+        if record.exc_text:
+            entry["exception"] = record.exc_text
+        elif record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return redact(json.dumps(entry, ensure_ascii=False))
+
+
+def setup_logging(level: str = "INFO", fmt: str = "text", secrets: list[str] | None = None) -> None:
+    add_secrets(secrets or [])
+    handler = logging.StreamHandler(sys.stderr)
+    if fmt == "json":
+        handler.setFormatter(JsonFormatter())
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)

@@ -1,0 +1,83 @@
+"""Tables. The migrations in migrations/versions must produce exactly these (a test checks)."""
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+from sqlalchemy import JSON, Boolean, DateTime, ForeignKey, Integer, String, Text, UniqueConstraint
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Customer(Base):
+    """One chat user of one bot/workspace. session_id is what the helpdesk sees: opaque."""
+    __tablename__ = "customers"
+    __table_args__ = (UniqueConstraint("platform", "account", "user_id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    platform: Mapped[str] = mapped_column(String(32))
+    account: Mapped[str] = mapped_column(String(128))
+    user_id: Mapped[str] = mapped_column(String(128))
+    chat_id: Mapped[str] = mapped_column(String(128))
+    session_id: Mapped[str] = mapped_column(String(64), unique=True)
+    language: Mapped[str | None] = mapped_column(String(16))
+    # Not a foreign key: conversations already point here, and a cycle buys nothing.
+    active_conversation_id: Mapped[int | None] = mapped_column(Integer)
+    unreachable: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class Conversation(Base):
+    __tablename__ = "conversations"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    customer_id: Mapped[int] = mapped_column(ForeignKey("customers.id"), index=True)
+    ticket_chat_id: Mapped[str | None] = mapped_column(String(128), unique=True)
+    number: Mapped[int] = mapped_column(Integer)  # "Conversation 2" for the customer
+    state: Mapped[str] = mapped_column(String(16), default="opening")  # opening|open|closed|failed
+    handler: Mapped[str] = mapped_column(String(16), default="sate")  # sate|agent
+    agent_name: Mapped[str | None] = mapped_column(String(128))
+    prompt: Mapped[str | None] = mapped_column(String(16))  # close_confirm|rating|comment
+    prompt_ref: Mapped[str | None] = mapped_column(String(128))  # platform message to edit
+    rating: Mapped[int | None] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    closed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class ToHelpdesk(Base):
+    """A customer's message or request, kept until the helpdesk has acknowledged it."""
+    __tablename__ = "to_helpdesk"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    customer_id: Mapped[int] = mapped_column(ForeignKey("customers.id"), index=True)
+    conversation_id: Mapped[int | None] = mapped_column(ForeignKey("conversations.id"))
+    kind: Mapped[str] = mapped_column(String(24))  # message|close|review|call|close_call
+    body: Mapped[dict] = mapped_column(JSON)
+    dedupe_key: Mapped[str | None] = mapped_column(String(255), unique=True)
+    status: Mapped[str] = mapped_column(String(12), default="queued", index=True)  # queued|done|failed
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    done_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class ToCustomer(Base):
+    """Something to show a customer, kept until the platform has accepted it."""
+    __tablename__ = "to_customer"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    customer_id: Mapped[int] = mapped_column(ForeignKey("customers.id"), index=True)
+    conversation_id: Mapped[int | None] = mapped_column(ForeignKey("conversations.id"))
+    body: Mapped[dict] = mapped_column(JSON)
+    dedupe_key: Mapped[str | None] = mapped_column(String(255), unique=True)
+    status: Mapped[str] = mapped_column(String(12), default="queued", index=True)  # queued|delivered|failed
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    platform_ref: Mapped[str | None] = mapped_column(String(128))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    delivered_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

@@ -1,0 +1,238 @@
+"""The one module that runs queries. Rows come back detached and read-only by convention:
+change them through a Store method, so every write is one short transaction."""
+from __future__ import annotations
+
+import secrets
+from typing import Any
+
+from sqlalchemy import event, func, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
+
+from bridge.store.models import Conversation, Customer, ToCustomer, ToHelpdesk, utcnow
+
+OPEN_STATES = ("opening", "open")
+
+
+def make_engine(url: str) -> AsyncEngine:
+    if url.startswith("sqlite"):
+        engine = create_async_engine(url, connect_args={"timeout": 30})
+
+        @event.listens_for(engine.sync_engine, "connect")
+        def _sqlite_pragmas(dbapi_connection, _record) -> None:
+            # WAL: readers don't block the writer; synchronous=NORMAL is still durable
+            # against a killed process (only a power cut can lose the last commits).
+            cursor = dbapi_connection.cursor()
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA synchronous=NORMAL")
+            cursor.execute("PRAGMA foreign_keys=ON")
+            cursor.close()
+
+        return engine
+    return create_async_engine(url, pool_pre_ping=True)
+
+
+class Store:
+    def __init__(self, engine: AsyncEngine) -> None:
+        self.engine = engine
+        self._session = async_sessionmaker(engine, expire_on_commit=False)
+
+    @classmethod
+    def from_url(cls, url: str) -> "Store":
+        return cls(make_engine(url))
+
+    async def close(self) -> None:
+        await self.engine.dispose()
+
+    async def ping(self) -> None:
+        async with self._session() as session:
+            await session.execute(select(1))
+
+    # --- customers ---------------------------------------------------------------
+
+    async def customer_for(self, platform: str, account: str, user_id: str, chat_id: str,
+                           language: str | None = None) -> Customer:
+        """The customer row for a chat user, created on first contact."""
+        query = select(Customer).where(Customer.platform == platform,
+                                       Customer.account == account, Customer.user_id == user_id)
+        async with self._session() as session:
+            found = (await session.execute(query)).scalar_one_or_none()
+            if found is not None:
+                if found.chat_id != chat_id or (language and found.language != language):
+                    found.chat_id = chat_id
+                    found.language = language or found.language
+                    await session.commit()
+                return found
+        try:
+            async with self._session.begin() as session:
+                customer = Customer(platform=platform, account=account, user_id=user_id,
+                                    chat_id=chat_id, language=language, unreachable=False,
+                                    session_id=secrets.token_hex(16), created_at=utcnow())
+                session.add(customer)
+            return customer
+        except IntegrityError:  # created by a concurrent first message
+            async with self._session() as session:
+                return (await session.execute(query)).scalar_one()
+
+    async def customer(self, customer_id: int) -> Customer | None:
+        async with self._session() as session:
+            return await session.get(Customer, customer_id)
+
+    async def set_customer(self, customer_id: int, **fields: Any) -> None:
+        async with self._session.begin() as session:
+            await session.execute(update(Customer).where(Customer.id == customer_id).values(**fields))
+
+    async def all_session_ids(self) -> list[str]:
+        async with self._session() as session:
+            return list((await session.execute(select(Customer.session_id))).scalars())
+
+    # --- conversations -----------------------------------------------------------
+
+    async def conversation(self, conversation_id: int) -> Conversation | None:
+        async with self._session() as session:
+            return await session.get(Conversation, conversation_id)
+
+    async def conversation_by_ticket(self, ticket_chat_id: str) -> Conversation | None:
+        query = select(Conversation).where(Conversation.ticket_chat_id == ticket_chat_id)
+        async with self._session() as session:
+            return (await session.execute(query)).scalar_one_or_none()
+
+    async def open_conversations(self, customer_id: int) -> list[Conversation]:
+        query = (select(Conversation)
+                 .where(Conversation.customer_id == customer_id,
+                        Conversation.state.in_(OPEN_STATES))
+                 .order_by(Conversation.id))
+        async with self._session() as session:
+            return list((await session.execute(query)).scalars())
+
+    async def open_ticket_ids(self) -> list[str]:
+        query = select(Conversation.ticket_chat_id).where(
+            Conversation.state == "open", Conversation.ticket_chat_id.is_not(None))
+        async with self._session() as session:
+            return list((await session.execute(query)).scalars())
+
+    async def set_conversation(self, conversation_id: int, **fields: Any) -> None:
+        async with self._session.begin() as session:
+            await session.execute(update(Conversation)
+                                  .where(Conversation.id == conversation_id).values(**fields))
+
+    async def start_conversation(self, customer_id: int) -> Conversation:
+        """A new conversation row (state "opening"), made the customer's active one."""
+        async with self._session.begin() as session:
+            return await self._start_conversation(session, customer_id)
+
+    async def _start_conversation(self, session, customer_id: int) -> Conversation:
+        highest = (await session.execute(select(func.max(Conversation.number))
+                                         .where(Conversation.customer_id == customer_id))).scalar()
+        conversation = Conversation(customer_id=customer_id, number=(highest or 0) + 1,
+                                    state="opening", handler="sate", created_at=utcnow())
+        session.add(conversation)
+        await session.flush()
+        await session.execute(update(Customer).where(Customer.id == customer_id)
+                              .values(active_conversation_id=conversation.id))
+        return conversation
+
+    # --- customer -> helpdesk ----------------------------------------------------
+
+    async def accept_message(self, customer_id: int, body: dict, dedupe_key: str | None
+                             ) -> ToHelpdesk | None:
+        """Queue a customer message in their active conversation, opening one if there is
+        none. One transaction, so a crash leaves either both or neither. None: a duplicate."""
+        try:
+            async with self._session.begin() as session:
+                customer = await session.get(Customer, customer_id)
+                active = None
+                if customer.active_conversation_id is not None:
+                    active = await session.get(Conversation, customer.active_conversation_id)
+                if active is None or active.state not in OPEN_STATES:
+                    active = await self._start_conversation(session, customer_id)
+                row = ToHelpdesk(customer_id=customer_id, conversation_id=active.id,
+                                 kind="message", body=body, dedupe_key=dedupe_key,
+                                 status="queued", attempts=0, created_at=utcnow())
+                session.add(row)
+            return row
+        except IntegrityError:
+            return None
+
+    async def enqueue_request(self, customer_id: int, conversation_id: int, kind: str,
+                              body: dict, dedupe_key: str | None = None) -> ToHelpdesk | None:
+        try:
+            async with self._session.begin() as session:
+                row = ToHelpdesk(customer_id=customer_id, conversation_id=conversation_id,
+                                 kind=kind, body=body, dedupe_key=dedupe_key, status="queued",
+                                 attempts=0, created_at=utcnow())
+                session.add(row)
+            return row
+        except IntegrityError:
+            return None
+
+    async def next_to_helpdesk(self, customer_id: int) -> ToHelpdesk | None:
+        query = (select(ToHelpdesk)
+                 .where(ToHelpdesk.customer_id == customer_id, ToHelpdesk.status == "queued")
+                 .order_by(ToHelpdesk.id).limit(1))
+        async with self._session() as session:
+            return (await session.execute(query)).scalar_one_or_none()
+
+    async def finish_to_helpdesk(self, row_id: int, status: str, error: str | None = None) -> None:
+        async with self._session.begin() as session:
+            await session.execute(update(ToHelpdesk).where(ToHelpdesk.id == row_id)
+                                  .values(status=status, error=error, done_at=utcnow()))
+
+    async def count_attempt(self, row_id: int) -> None:
+        async with self._session.begin() as session:
+            await session.execute(update(ToHelpdesk).where(ToHelpdesk.id == row_id)
+                                  .values(attempts=ToHelpdesk.attempts + 1))
+
+    # --- helpdesk -> customer ----------------------------------------------------
+
+    async def enqueue_to_customer(self, customer_id: int, conversation_id: int | None,
+                                  body: dict, dedupe_key: str | None = None) -> ToCustomer | None:
+        """Queue something to show; None if dedupe_key was seen before (shown once)."""
+        try:
+            async with self._session.begin() as session:
+                row = ToCustomer(customer_id=customer_id, conversation_id=conversation_id,
+                                 body=body, dedupe_key=dedupe_key, status="queued", attempts=0,
+                                 created_at=utcnow())
+                session.add(row)
+            return row
+        except IntegrityError:
+            return None
+
+    async def next_to_customer(self, customer_id: int) -> ToCustomer | None:
+        query = (select(ToCustomer)
+                 .where(ToCustomer.customer_id == customer_id, ToCustomer.status == "queued")
+                 .order_by(ToCustomer.id).limit(1))
+        async with self._session() as session:
+            return (await session.execute(query)).scalar_one_or_none()
+
+    async def finish_to_customer(self, row_id: int, status: str,
+                                 platform_ref: str | None = None) -> None:
+        async with self._session.begin() as session:
+            await session.execute(update(ToCustomer).where(ToCustomer.id == row_id)
+                                  .values(status=status, platform_ref=platform_ref,
+                                          delivered_at=utcnow(),
+                                          attempts=ToCustomer.attempts + 1))
+
+    async def delivered_ref(self, row_id: int) -> str | None:
+        async with self._session() as session:
+            row = await session.get(ToCustomer, row_id)
+            return row.platform_ref if row else None
+
+    async def customers_with_work(self) -> tuple[list[int], list[int]]:
+        """Customers with queued rows: (to the helpdesk, to the customer). For restarts."""
+        async with self._session() as session:
+            up = await session.execute(select(ToHelpdesk.customer_id.distinct())
+                                       .where(ToHelpdesk.status == "queued"))
+            down = await session.execute(select(ToCustomer.customer_id.distinct())
+                                         .where(ToCustomer.status == "queued"))
+            return list(up.scalars()), list(down.scalars())
+
+    async def to_customer_rows(self, customer_id: int) -> list[ToCustomer]:
+        query = select(ToCustomer).where(ToCustomer.customer_id == customer_id).order_by(ToCustomer.id)
+        async with self._session() as session:
+            return list((await session.execute(query)).scalars())
+
+    async def to_helpdesk_rows(self, customer_id: int) -> list[ToHelpdesk]:
+        query = select(ToHelpdesk).where(ToHelpdesk.customer_id == customer_id).order_by(ToHelpdesk.id)
+        async with self._session() as session:
+            return list((await session.execute(query)).scalars())
