@@ -76,6 +76,7 @@ class _Connection:
     conversations: set[str] = field(default_factory=set)   # ticket_chat_ids
     waiters: deque[_Waiter] = field(default_factory=deque)
     open_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    inbox: asyncio.Queue = field(default_factory=asyncio.Queue)
     opening: _Opening | None = None
     disconnected_at: float | None = None
     refused: dict | None = None
@@ -132,7 +133,10 @@ class HelpdeskLink:
             self._fail_waiters(connection, HelpdeskUnavailable("the helpdesk connection dropped"))
 
         async def on_any(event: str, *args: Any) -> None:
-            await self._on_server_event(connection, event, args[0] if args else None)
+            # Engine.IO runs each packet's handler in a task of its own, so handlers that
+            # await could overtake each other. Queue at once (before any await) and let
+            # one consumer per connection handle events in arrival order.
+            connection.inbox.put_nowait((event, args[0] if args else None))
 
         client.on("connect", on_connect, namespace=ns)
         client.on("connect_error", on_connect_error, namespace=ns)
@@ -144,6 +148,8 @@ class HelpdeskLink:
         self._stopping = False
         self._tasks = [asyncio.create_task(self._supervise(c), name=f"helpdesk-link-{c.index}")
                        for c in self._connections]
+        self._tasks += [asyncio.create_task(self._consume(c), name=f"helpdesk-events-{c.index}")
+                        for c in self._connections]
 
     async def stop(self) -> None:
         self._stopping = True
@@ -265,6 +271,12 @@ class HelpdeskLink:
         if connection.connected.is_set():
             await self._emit_quietly(connection, "leave_support", {"ticket_chat_id": ticket_chat_id})
 
+    async def notify(self, session_id: str, event: str, payload: dict) -> None:
+        """Send without waiting for an answer (read receipts); dropped if not connected."""
+        connection = self._connection_for(session_id)
+        if connection.connected.is_set():
+            await self._emit_quietly(connection, event, payload)
+
     async def _emit_quietly(self, connection: _Connection, event: str, payload: dict) -> None:
         try:
             await connection.client.emit(event, payload, namespace=self._namespace)
@@ -356,6 +368,11 @@ class HelpdeskLink:
         await self._emit_quietly(connection, "enter_support", {"ticket_chat_id": ticket_chat_id})
 
     # --- server events -----------------------------------------------------------
+
+    async def _consume(self, connection: _Connection) -> None:
+        while True:
+            event, payload = await connection.inbox.get()
+            await self._on_server_event(connection, event, payload)
 
     async def _on_server_event(self, connection: _Connection, event: str, payload: Any) -> None:
         try:

@@ -105,6 +105,20 @@ class Store:
         async with self._session() as session:
             return list((await session.execute(query)).scalars())
 
+    async def recent_conversations(self, customer_id: int, limit: int = 5) -> list[Conversation]:
+        query = (select(Conversation).where(Conversation.customer_id == customer_id)
+                 .order_by(Conversation.id.desc()).limit(limit))
+        async with self._session() as session:
+            return list((await session.execute(query)).scalars())
+
+    async def move_to_new_conversation(self, row: ToHelpdesk) -> Conversation:
+        """A queued message whose conversation closed meanwhile starts a new one."""
+        async with self._session.begin() as session:
+            conversation = await self._start_conversation(session, row.customer_id)
+            await session.execute(update(ToHelpdesk).where(ToHelpdesk.id == row.id)
+                                  .values(conversation_id=conversation.id))
+            return conversation
+
     async def open_ticket_ids(self) -> list[str]:
         query = select(Conversation.ticket_chat_id).where(
             Conversation.state == "open", Conversation.ticket_chat_id.is_not(None))
@@ -221,10 +235,10 @@ class Store:
     async def customers_with_work(self) -> tuple[list[int], list[int]]:
         """Customers with queued rows: (to the helpdesk, to the customer). For restarts."""
         async with self._session() as session:
-            up = await session.execute(select(ToHelpdesk.customer_id.distinct())
-                                       .where(ToHelpdesk.status == "queued"))
-            down = await session.execute(select(ToCustomer.customer_id.distinct())
-                                         .where(ToCustomer.status == "queued"))
+            up = await session.execute(select(ToHelpdesk.customer_id)
+                                       .where(ToHelpdesk.status == "queued").distinct())
+            down = await session.execute(select(ToCustomer.customer_id)
+                                         .where(ToCustomer.status == "queued").distinct())
             return list(up.scalars()), list(down.scalars())
 
     async def to_customer_rows(self, customer_id: int) -> list[ToCustomer]:

@@ -1,0 +1,46 @@
+"""The contract between the core and a chat platform."""
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Awaitable, Callable, ClassVar
+
+from pydantic import BaseModel
+
+from bridge.events import ChatUser, Inbound, Outgoing
+
+# What the core gives an adapter: call it with every inbound event. It returns once the
+# event is stored durably, so the adapter may acknowledge the platform after it.
+Sink = Callable[[Inbound], Awaitable[None]]
+
+
+class DeliveryError(Exception):
+    """The platform did not take a message.
+
+    retry_after: seconds the platform asked us to wait (429). permanent: the customer can
+    never be reached this way (bot blocked, user deactivated); nothing is retried."""
+
+    def __init__(self, reason: str, *, retry_after: float | None = None,
+                 permanent: bool = False) -> None:
+        super().__init__(reason)
+        self.retry_after = retry_after
+        self.permanent = permanent
+
+
+class Adapter(ABC):
+    #: the platform name; also the config section that enables the adapter
+    name: ClassVar[str]
+    #: the schema of that config section
+    Settings: ClassVar[type[BaseModel]]
+
+    @abstractmethod
+    async def start(self, sink: Sink) -> None:
+        """Begin receiving; hand every inbound event to sink."""
+
+    @abstractmethod
+    async def stop(self) -> None:
+        """Stop receiving. Deliveries are the core's; it stops calling deliver first."""
+
+    @abstractmethod
+    async def deliver(self, user: ChatUser, message: Outgoing) -> str | None:
+        """Show message to the user. Returns the platform's reference to what was sent (used
+        to edit it later), or raises DeliveryError."""

@@ -1,0 +1,82 @@
+"""The bridge as a library.
+
+    async with Bridge.from_config_file("bridge.toml") as bridge:
+        await bridge.wait_closed()
+
+or, embedded in an application that has its own adapters:
+
+    bridge = Bridge(settings, adapters=[my_adapter])
+    await bridge.start(); ...; await bridge.stop()
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+from functools import partial
+from pathlib import Path
+
+from bridge.adapter import Adapter
+from bridge.config import Settings, load_settings, read_config_file
+from bridge.helpdesk import HelpdeskLink
+from bridge.logs import add_secrets
+from bridge.registry import adapter_schemas, build_adapters
+from bridge.relay import Relay
+from bridge.store import Store, upgrade
+from bridge.texts import Texts
+
+log = logging.getLogger(__name__)
+
+
+def load_config(path: str | Path) -> Settings:
+    return load_settings(read_config_file(path), adapter_schemas=adapter_schemas())
+
+
+class Bridge:
+    def __init__(self, settings: Settings, adapters: list[Adapter] | None = None) -> None:
+        self.settings = settings
+        self.adapters = build_adapters(settings) if adapters is None else adapters
+        self.store: Store | None = None
+        self.relay: Relay | None = None
+        self._closed = asyncio.Event()
+        # Registered before anything can log: the key travels in the helpdesk URL.
+        add_secrets(settings.secrets())
+
+    @classmethod
+    def from_config_file(cls, path: str | Path, adapters: list[Adapter] | None = None) -> "Bridge":
+        return cls(load_config(path), adapters)
+
+    async def start(self) -> None:
+        settings = self.settings
+        self.store = Store.from_url(settings.storage.url.get_secret_value())
+        await upgrade(self.store.engine)
+        helpdesk = settings.helpdesk
+        link_factory = partial(HelpdeskLink, helpdesk.url, helpdesk.api_key.get_secret_value(),
+                               namespace=helpdesk.namespace, connections=helpdesk.connections,
+                               request_timeout=helpdesk.request_timeout)
+        self.relay = Relay(self.store, link_factory, self.adapters,
+                           Texts(settings.texts, settings.default_language),
+                           public_url=settings.http.public_url)
+        await self.relay.start()
+        log.info("helpdesk-bridge started with adapters: %s",
+                 ", ".join(a.name for a in self.adapters) or "none")
+
+    async def stop(self) -> None:
+        if self.relay is not None:
+            await self.relay.stop()
+        if self.store is not None:
+            await self.store.close()
+        self._closed.set()
+
+    async def wait_closed(self) -> None:
+        await self._closed.wait()
+
+    def close(self) -> None:
+        """Ask a running bridge to stop (e.g. from a signal handler)."""
+        asyncio.ensure_future(self.stop())
+
+    async def __aenter__(self) -> "Bridge":
+        await self.start()
+        return self
+
+    async def __aexit__(self, *_exc) -> None:
+        await self.stop()

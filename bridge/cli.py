@@ -1,0 +1,237 @@
+"""`helpdesk-bridge run|demo|sandbox|migrate|check`."""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+from pathlib import Path
+
+from bridge.app import Bridge, load_config
+from bridge.config import ConfigError, Settings, load_settings
+from bridge.helpdesk import HelpdeskLink, HelpdeskUnavailable, KeyRefused
+from bridge.logs import add_secrets, setup_logging
+from bridge.registry import adapter_classes, build_adapters
+from bridge.sandbox import DEFAULT_API_KEY, SandboxHelpdesk
+from bridge.store import SchemaTooNew, Store, upgrade
+from bridge.store.schema import alembic_config, current_revision
+
+EXIT_CONFIG = 2
+EXIT_FAILED = 1
+
+log = logging.getLogger("bridge")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="helpdesk-bridge",
+                                     description="Your Eusate Helpdesk inside Telegram and Slack.")
+    commands = parser.add_subparsers(dest="command", required=True)
+    run = commands.add_parser("run", help="run the daemon")
+    run.add_argument("--config", required=True, help="the TOML config file")
+    demo = commands.add_parser("demo", help="chat with the sandbox helpdesk in this terminal")
+    demo.add_argument("--db", default="helpdesk-bridge-demo.db", help="SQLite file for the demo")
+    sandbox = commands.add_parser("sandbox", help="run the sandbox helpdesk alone")
+    sandbox.add_argument("--host", default="127.0.0.1")
+    sandbox.add_argument("--port", type=int, default=8765)
+    sandbox.add_argument("--key", default=DEFAULT_API_KEY, help="the API key it accepts")
+    migrate = commands.add_parser("migrate", help="bring the database schema up to date")
+    migrate.add_argument("--config", required=True)
+    check = commands.add_parser("check", help="validate the config and test every connection")
+    check.add_argument("--config", required=True)
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "run":
+            return asyncio.run(_run(load_config(args.config)))
+        if args.command == "demo":
+            return asyncio.run(_demo(Path(args.db)))
+        if args.command == "sandbox":
+            return asyncio.run(_sandbox(args.host, args.port, args.key))
+        if args.command == "migrate":
+            return asyncio.run(_migrate(load_config(args.config)))
+        return asyncio.run(_check(args.config))
+    except ConfigError as error:
+        print(f"config error: {error}", file=sys.stderr)
+        return EXIT_CONFIG
+    except KeyboardInterrupt:
+        return 130
+
+
+def _stop_on_signals(stop: asyncio.Event) -> None:
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+
+
+async def _serve(bridge: Bridge, stop: asyncio.Event) -> int:
+    """Run until a signal (or the console closing); fail plainly on a refused key."""
+    try:
+        await bridge.start()
+    except SchemaTooNew as error:
+        log.error("%s", error)
+        return EXIT_FAILED
+    link = bridge.relay.link
+    watchers = [asyncio.ensure_future(stop.wait())]
+    for adapter in bridge.adapters:
+        if hasattr(adapter, "closed"):
+            watchers.append(asyncio.ensure_future(adapter.closed.wait()))
+    code = 0
+    while not any(w.done() for w in watchers):
+        if link.failure is not None and not link.connected:
+            log.error("stopping: %s", link.failure)
+            code = EXIT_FAILED
+            break
+        await asyncio.wait(watchers, timeout=0.2)
+    for watcher in watchers:
+        watcher.cancel()
+    await bridge.stop()
+    return code
+
+
+async def _run(settings: Settings) -> int:
+    setup_logging(settings.logging.level, settings.logging.format, settings.secrets())
+    stop = asyncio.Event()
+    _stop_on_signals(stop)
+    options = {"console": {"output": sys.stdout}}
+    return await _serve(Bridge(settings, build_adapters(settings, **options)), stop)
+
+
+DEMO_BANNER = """\
+helpdesk-bridge demo: you are a customer; a sandbox helpdesk runs in this process.
+Write a message and press Enter. Try "hello", then "it is resolved", or "human".
+Numbers pick a choice. Commands: /new /conversations /close /call /help /quit
+Act as the agent: /agent <text>  /takeover [name]  /suggestclose  /autoclose
+"""
+
+
+async def _demo(db: Path) -> int:
+    setup_logging("WARNING")
+    sandbox = SandboxHelpdesk()
+    url = await sandbox.start(port=0)
+    settings = load_settings({
+        "helpdesk": {"url": url, "api_key": DEFAULT_API_KEY, "connections": 1},
+        "storage": {"url": f"sqlite+aiosqlite:///{db}"},
+        "console": {"user": "demo-customer"},
+    }, env={}, adapter_schemas={"console": adapter_classes()["console"].Settings})
+
+    def latest_ticket() -> str:
+        open_ones = [c for c in sandbox.conversations.values() if c.open]
+        if not open_ones:
+            raise LookupError("no open conversation yet: write a message first")
+        return open_ones[-1].ticket_chat_id
+
+    async def agent(text: str) -> str:
+        await sandbox.agent_reply(latest_ticket(), text or "Hello from the agent.")
+        return ""
+
+    async def takeover(name: str) -> str:
+        await sandbox.take_over(latest_ticket(), name or None)
+        return ""
+
+    async def suggest_close(_: str) -> str:
+        await sandbox.suggest_close(latest_ticket())
+        return ""
+
+    async def auto_close(_: str) -> str:
+        await sandbox.auto_close(latest_ticket())
+        return ""
+
+    extra = {"agent": agent, "takeover": takeover, "suggestclose": suggest_close,
+             "autoclose": auto_close}
+    console_class = adapter_classes()["console"]
+    console = console_class(settings.adapters["console"], output=sys.stdout, extra_commands=extra)
+    print(DEMO_BANNER)
+    stop = asyncio.Event()
+    _stop_on_signals(stop)
+    try:
+        return await _serve(Bridge(settings, [console]), stop)
+    finally:
+        await sandbox.stop()
+
+
+async def _sandbox(host: str, port: int, key: str) -> int:
+    setup_logging("INFO")
+    sandbox = SandboxHelpdesk(api_keys={key})
+    url = await sandbox.start(host=host, port=port)
+    print(f"sandbox helpdesk on {url} (namespace /helpdesk)\n"
+          f'point the bridge at it: [helpdesk] url = "{url}", api_key = "<the key you chose>"\n'
+          f"act as an agent: curl -X POST {url}/sandbox/agent/reply "
+          "-d '{\"ticket_chat_id\": \"...\", \"message\": \"hi\"}'; state: GET /sandbox/state",
+          flush=True)
+    stop = asyncio.Event()
+    _stop_on_signals(stop)
+    await stop.wait()
+    await sandbox.stop()
+    return 0
+
+
+async def _migrate(settings: Settings) -> int:
+    setup_logging(settings.logging.level, settings.logging.format, settings.secrets())
+    store = Store.from_url(settings.storage.url.get_secret_value())
+    try:
+        await upgrade(store.engine)
+        print(f"database schema at revision {await current_revision(store.engine)}")
+        return 0
+    except SchemaTooNew as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_FAILED
+    finally:
+        await store.close()
+
+
+async def _check(path: str) -> int:
+    """Everything the daemon needs, each with a plain verdict."""
+    settings = load_config(path)  # a ConfigError exits 2 in main()
+    add_secrets(settings.secrets())
+    setup_logging("CRITICAL")
+    results: list[tuple[bool, str]] = [(True, f"config {path} is valid")]
+    results.append(await _check_database(settings))
+    results.append(await _check_helpdesk(settings))
+    for ok, text in results:
+        print(f"{'ok  ' if ok else 'FAIL'} {text}")
+    failed = [text for ok, text in results if not ok]
+    print("verdict: ready to run" if not failed else f"verdict: {len(failed)} problem(s)")
+    return 0 if not failed else EXIT_FAILED
+
+
+async def _check_database(settings: Settings) -> tuple[bool, str]:
+    from alembic.script import ScriptDirectory
+
+    store = Store.from_url(settings.storage.url.get_secret_value())
+    try:
+        await store.ping()
+        revision = await current_revision(store.engine)
+        head = ScriptDirectory.from_config(alembic_config()).get_current_head()
+        if revision == head:
+            return True, f"database reachable, schema up to date ({head})"
+        if revision is None:
+            return True, "database reachable, empty (the daemon will create the schema)"
+        return True, f"database reachable, schema {revision} will be migrated to {head}"
+    except Exception as error:
+        return False, f"database: {type(error).__name__}: {error}"
+    finally:
+        await store.close()
+
+
+async def _check_helpdesk(settings: Settings) -> tuple[bool, str]:
+    async def ignore(_event) -> None:
+        return None
+
+    helpdesk = settings.helpdesk
+    link = HelpdeskLink(helpdesk.url, helpdesk.api_key.get_secret_value(), ignore,
+                        namespace=helpdesk.namespace, connections=1,
+                        request_timeout=helpdesk.request_timeout)
+    await link.start()
+    try:
+        await link.wait_connected(timeout=min(helpdesk.request_timeout, 15))
+        return True, f"helpdesk at {helpdesk.url} accepted the API key"
+    except KeyRefused as error:
+        return False, str(error)
+    except HelpdeskUnavailable as error:
+        return False, str(error)
+    finally:
+        await link.stop()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,73 @@
+"""Neutral data types between the core and the adapters. Nothing platform-specific here:
+the core says *what* to show (a prompt with its choices), each adapter draws it natively."""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class ChatUser:
+    """Who wrote, as the platform knows them. Never sent to the helpdesk."""
+    platform: str         # "telegram", "slack", "console"
+    account: str          # the bot / workspace, so one bridge can serve several
+    user_id: str
+    chat_id: str          # where to answer (a private chat, a DM channel)
+    language: str | None = None
+
+
+@dataclass(frozen=True)
+class InboundMessage:
+    user: ChatUser
+    text: str
+    message_id: str                      # platform-unique: a repeat of it is ignored
+    attachment: dict | None = None       # {"url", "name", "mime_type"} reachable by the helpdesk
+    edited: bool = False
+
+
+@dataclass(frozen=True)
+class ButtonPress:
+    user: ChatUser
+    action: str        # the Button.action that was pressed, as the platform returned it
+
+
+@dataclass(frozen=True)
+class Command:
+    user: ChatUser
+    name: str          # start | help | new | conversations | close | call
+    argument: str = ""
+
+
+Inbound = InboundMessage | ButtonPress | Command
+
+
+@dataclass(frozen=True)
+class Button:
+    label: str
+    action: str        # at most 64 bytes (Telegram's callback_data limit)
+
+
+@dataclass
+class Outgoing:
+    """One thing to show a customer. Stored as JSON in the delivery queue."""
+    kind: str                            # reply | notice | prompt | call_invite | edit
+    text: str
+    sender: str | None = None            # reply: "sate" | "agent"
+    sender_name: str | None = None       # reply: "SATE" or the agent's name
+    conversation_label: str | None = None  # set when not the customer's active conversation
+    prompt: str | None = None            # prompt: close_confirm | rating | comment | conversations
+    buttons: list[Button] = field(default_factory=list)
+    url: str | None = None               # call_invite: the call page
+    url_label: str | None = None
+    attachment: Any = None               # reply: the helpdesk's attachment_metadata
+    edit_of: int | None = None           # edit: queue id of the message to change
+    edit_ref: str | None = None          # edit: that message's platform ref, filled at delivery
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict) -> "Outgoing":
+        data = dict(data)
+        data["buttons"] = [Button(**b) for b in data.get("buttons", [])]
+        return cls(**data)

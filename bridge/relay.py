@@ -1,0 +1,529 @@
+"""The core: customers' messages to the helpdesk, the helpdesk's to customers.
+
+Stored state is the truth. Every inbound event is written to the database before anything
+is sent, and every queue row is finished only after its far end has taken it; one drain
+task per customer and direction works through the rows in order. Killed at any point, a
+restarted relay picks up exactly the rows still queued.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any, Callable
+
+from bridge.adapter import Adapter, DeliveryError
+from bridge.crashpoints import crash_point
+from bridge.drain import Drainer
+from bridge.events import Button, ButtonPress, ChatUser, Command, Inbound, InboundMessage, Outgoing
+from bridge.helpdesk import HelpdeskLink, HelpdeskUnavailable
+from bridge.protocol import (
+    CallEnded,
+    CallStarted,
+    ConversationClosed,
+    HandlerChanged,
+    HelpdeskError,
+    HelpdeskEvent,
+    HelpdeskMessage,
+    parse_event,
+)
+from bridge.store import Conversation, Customer, Store, ToHelpdesk
+from bridge.store.models import utcnow
+from bridge.texts import Texts
+
+log = logging.getLogger(__name__)
+
+OPEN_LIMIT = 3
+RETRY_CAP = 300.0  # seconds between attempts, at most, while the far end is down
+
+
+def _for(customer: Customer, conversation: Conversation | None = None) -> dict:
+    """Log context: opaque ids only, never a platform user id or message text."""
+    extra = {"session_id": customer.session_id}
+    if conversation is not None and conversation.ticket_chat_id:
+        extra["ticket_chat_id"] = conversation.ticket_chat_id
+    return extra
+
+
+class Relay:
+    def __init__(self, store: Store, link_factory: Callable[..., HelpdeskLink],
+                 adapters: list[Adapter], texts: Texts | None = None,
+                 public_url: str = "") -> None:
+        self.store = store
+        self.link = link_factory(on_event=self.on_helpdesk_event)
+        self.adapters = {adapter.name: adapter for adapter in adapters}
+        self.texts = texts or Texts()
+        self.public_url = public_url.rstrip("/")
+        self._locks: dict[int, asyncio.Lock] = {}
+        self._to_helpdesk = Drainer(self._drain_to_helpdesk, "to-helpdesk")
+        self._to_customer = Drainer(self._drain_to_customer, "to-customer")
+
+    # --- lifecycle ---------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Re-join every room, then resume whatever the last run left queued."""
+        for session_id in await self.store.all_session_ids():
+            await self.link.watch_customer(session_id)
+        for ticket in await self.store.open_ticket_ids():
+            conversation = await self.store.conversation_by_ticket(ticket)
+            customer = await self.store.customer(conversation.customer_id)
+            await self.link.watch_conversation(customer.session_id, ticket)
+        await self.link.start()
+        for adapter in self.adapters.values():
+            await adapter.start(self.handle)
+        up, down = await self.store.customers_with_work()
+        for customer_id in up:
+            self._to_helpdesk.kick(customer_id)
+        for customer_id in down:
+            self._to_customer.kick(customer_id)
+
+    async def stop(self, grace: float = 5.0) -> None:
+        """Stop taking input, let deliveries in flight finish (or leave them queued)."""
+        for adapter in self.adapters.values():
+            await adapter.stop()
+        await self._to_helpdesk.stop(grace)
+        await self._to_customer.stop(grace)
+        await self.link.stop()
+
+    def _lock(self, customer_id: int) -> asyncio.Lock:
+        # One lock per customer keeps prompts and state changes in order (as mautrix does).
+        return self._locks.setdefault(customer_id, asyncio.Lock())
+
+    async def idle(self) -> None:
+        """Wait until both queues are drained (for tests and graceful shutdown)."""
+        await self._to_helpdesk.idle()
+        await self._to_customer.idle()
+
+    # --- inbound from adapters ---------------------------------------------------
+
+    async def handle(self, event: Inbound) -> None:
+        """The adapters' sink. Returns once the event is stored."""
+        user = event.user
+        customer = await self.store.customer_for(user.platform, user.account, user.user_id,
+                                                 user.chat_id, user.language)
+        await self.link.watch_customer(customer.session_id)
+        async with self._lock(customer.id):
+            if isinstance(event, InboundMessage):
+                await self._on_message(customer, event)
+            elif isinstance(event, ButtonPress):
+                await self._on_press(customer, event)
+            elif isinstance(event, Command):
+                await self._on_command(customer, event)
+
+    async def _on_message(self, customer: Customer, message: InboundMessage) -> None:
+        if message.attachment is not None and not message.attachment.get("url"):
+            await self._notice(customer, "attachments_unsupported")
+            return
+        awaiting = await self._awaiting_comment(customer)
+        if awaiting is not None and message.text:
+            await self._send_review(customer, awaiting, comment=message.text)
+            await self._edit_prompt(customer, awaiting,
+                                    self.texts.get("comment_thanks", customer.language))
+            return
+        text = message.text
+        if message.edited:
+            text = self.texts.get("edited_prefix", customer.language) + text
+        dedupe = f"{message.user.platform}:{message.user.account}:{message.message_id}"
+        row = await self.store.accept_message(
+            customer.id, {"text": text, "attachment": message.attachment}, dedupe)
+        if row is None:
+            log.info("duplicate customer message ignored", extra=_for(customer))
+            return
+        crash_point("to-helpdesk-stored")
+        self._to_helpdesk.kick(customer.id)
+
+    async def _awaiting_comment(self, customer: Customer) -> Conversation | None:
+        for conversation in await self.store.recent_conversations(customer.id):
+            if conversation.prompt == "comment":
+                return conversation
+        return None
+
+    async def _on_command(self, customer: Customer, command: Command) -> None:
+        name = command.name
+        if name in ("start", "help"):
+            await self._notice(customer, "greeting" if name == "start" else "help")
+        elif name == "new":
+            open_now = await self.store.open_conversations(customer.id)
+            if len(open_now) >= OPEN_LIMIT:
+                await self._offer_conversations(customer, "conversation_limit")
+                return
+            await self.store.set_customer(customer.id, active_conversation_id=None)
+            await self._notice(customer, "new_conversation")
+        elif name == "conversations":
+            await self._offer_conversations(customer, "conversation_list")
+        elif name == "close":
+            active = await self._active(customer)
+            if active is None:
+                await self._notice(customer, "no_conversations")
+                return
+            await self._close_prompt(customer, active)
+        elif name == "call":
+            if not self.public_url:
+                await self._notice(customer, "call_not_configured")
+                return
+            active = await self._active(customer)
+            await self._request(customer, active, "call", {})
+        else:
+            await self._notice(customer, "help")
+
+    async def _active(self, customer: Customer) -> Conversation | None:
+        fresh = await self.store.customer(customer.id)
+        if fresh.active_conversation_id is None:
+            return None
+        conversation = await self.store.conversation(fresh.active_conversation_id)
+        return conversation if conversation and conversation.state in ("opening", "open") else None
+
+    # --- button presses ----------------------------------------------------------
+
+    async def _on_press(self, customer: Customer, press: ButtonPress) -> None:
+        verb, _, rest = press.action.partition(":")
+        conversation_id, _, value = rest.partition(":")
+        conversation = None
+        if conversation_id.isdigit():
+            conversation = await self.store.conversation(int(conversation_id))
+        # The owner check: a press on someone else's conversation (forged callback data),
+        # or on a prompt that was already answered, does nothing but say so.
+        if conversation is None or conversation.customer_id != customer.id \
+                or not self._press_fits(verb, value, conversation):
+            log.warning("refused a button press that does not fit (%s)", verb, extra=_for(customer))
+            await self._notice(customer, "no_longer_open")
+            return
+        language = customer.language
+        if verb == "close":
+            await self.store.set_conversation(conversation.id, prompt=None)
+            choice = self.texts.get("close_yes" if value == "yes" else "close_no", language)
+            await self._edit_prompt(customer, conversation,
+                                    f"{self.texts.get('close_prompt', language)} {choice}")
+            if value == "yes":
+                await self._request(customer, conversation, "close", {})
+            else:
+                await self._notice(customer, "close_kept_open", conversation)
+        elif verb == "rate":
+            await self.store.set_conversation(conversation.id, rating=int(value), prompt=None)
+            await self._edit_prompt(customer, conversation,
+                                    self.texts.get("rated", language, rating=value))
+            await self._prompt(customer, conversation, "comment", "comment_prompt",
+                               [Button(self.texts.get("comment_skip", language),
+                                       f"comment:{conversation.id}:skip")])
+        elif verb == "comment":
+            await self._send_review(customer, conversation, comment=None)
+            await self._edit_prompt(customer, conversation,
+                                    self.texts.get("comment_thanks", language))
+        elif verb == "switch":
+            await self.store.set_customer(customer.id, active_conversation_id=conversation.id)
+            await self._notice(customer, "switched", label=self._label(conversation, language))
+
+    @staticmethod
+    def _press_fits(verb: str, value: str, conversation: Conversation) -> bool:
+        if verb == "close":
+            return conversation.prompt == "close_confirm" and value in ("yes", "no") \
+                and conversation.state == "open"
+        if verb == "rate":
+            return conversation.prompt == "rating" and value in {"1", "2", "3", "4", "5"}
+        if verb == "comment":
+            return conversation.prompt == "comment" and value == "skip"
+        if verb == "switch":
+            return conversation.state in ("opening", "open")
+        return False
+
+    async def _send_review(self, customer: Customer, conversation: Conversation,
+                           comment: str | None) -> None:
+        await self.store.set_conversation(conversation.id, prompt=None)
+        body = {"rating": str(conversation.rating)}
+        if comment:
+            body["review"] = comment
+        await self._request(customer, conversation, "review", body)
+
+    async def _request(self, customer: Customer, conversation: Conversation | None, kind: str,
+                       body: dict) -> None:
+        await self.store.enqueue_request(customer.id, conversation.id if conversation else None,
+                                         kind, body)
+        self._to_helpdesk.kick(customer.id)
+
+    # --- customer -> helpdesk ----------------------------------------------------
+
+    async def _drain_to_helpdesk(self, customer_id: int) -> None:
+        attempt = 0
+        while (row := await self.store.next_to_helpdesk(customer_id)) is not None:
+            customer = await self.store.customer(customer_id)
+            try:
+                await self._send(customer, row)
+            except HelpdeskUnavailable as error:
+                attempt += 1
+                await self.store.count_attempt(row.id)
+                delay = min(RETRY_CAP, 0.5 * 2 ** min(attempt, 10))
+                log.warning("helpdesk unavailable (%s); retrying in %.1fs", error, delay,
+                            extra=_for(customer))
+                await self._wait_for_link(delay)
+                continue
+            except HelpdeskError as error:
+                await self.store.finish_to_helpdesk(row.id, "failed", str(error))
+                await self._refused(customer, row, error)
+            else:
+                await self.store.finish_to_helpdesk(row.id, "done")
+            attempt = 0
+
+    async def _wait_for_link(self, delay: float) -> None:
+        deadline = asyncio.get_running_loop().time() + delay
+        while asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.05)
+            if self.link.connected:
+                return
+
+    async def _send(self, customer: Customer, row: ToHelpdesk) -> None:
+        session = customer.session_id
+        conversation = await self.store.conversation(row.conversation_id) \
+            if row.conversation_id else None
+        if row.kind == "message":
+            if conversation.state in ("closed", "failed"):
+                # Closed while the message waited: it starts a new conversation instead.
+                conversation = await self.store.move_to_new_conversation(row)
+            body = row.body
+            if conversation.ticket_chat_id is None:
+                await self.link.open_conversation(
+                    session, self._binder(customer, conversation), text=body["text"],
+                    attachment_metadata=body.get("attachment"))
+            else:
+                await self.link.send_message(session, conversation.ticket_chat_id, body["text"],
+                                             body.get("attachment"))
+        elif row.kind == "call":
+            if conversation is None or conversation.ticket_chat_id is None:
+                conversation = conversation or await self.store.start_conversation(customer.id)
+                await self.link.open_conversation(session, self._binder(customer, conversation),
+                                                  call=True)
+            else:
+                envelope = await self.link.request(session, "call_support", {
+                    "session_id": session, "ticket_chat_id": conversation.ticket_chat_id})
+                await self.on_helpdesk_event(parse_event("call_support", envelope))
+        elif row.kind == "close":
+            envelope = await self.link.request(session, "close_support",
+                                               {"ticket_chat_id": conversation.ticket_chat_id})
+            await self._closed(customer, conversation, envelope.data)
+        elif row.kind == "review":
+            await self.link.request(session, "review_support",
+                                    {"ticket_chat_id": conversation.ticket_chat_id, **row.body})
+        elif row.kind == "close_call":
+            await self.link.request(session, "close_call_support",
+                                    {"ticket_chat_id": conversation.ticket_chat_id})
+
+    def _binder(self, customer: Customer, conversation: Conversation):
+        async def bind(ticket_chat_id: str) -> None:
+            await self.store.set_conversation(conversation.id, ticket_chat_id=ticket_chat_id,
+                                              state="open")
+            log.info("conversation opened", extra={"session_id": customer.session_id,
+                                                   "ticket_chat_id": ticket_chat_id})
+        return bind
+
+    async def _refused(self, customer: Customer, row: ToHelpdesk, error: HelpdeskError) -> None:
+        """The helpdesk said no: tell the customer plainly, never drop it silently."""
+        log.warning("helpdesk refused %s: %s", row.kind, error.status_code, extra=_for(customer))
+        async with self._lock(customer.id):
+            conversation = await self.store.conversation(row.conversation_id) \
+                if row.conversation_id else None
+            if conversation is not None and conversation.ticket_chat_id is None:
+                await self.store.set_conversation(conversation.id, state="failed")
+            if row.kind in ("message", "call") and error.status_code == 400 and \
+                    conversation is not None and conversation.ticket_chat_id is None:
+                await self._offer_conversations(customer, "conversation_limit")
+            elif row.kind == "call":
+                await self._notice(customer, "call_refused", reason=error.message)
+            else:
+                await self._notice(customer, "send_failed", reason=error.message)
+
+    # --- helpdesk -> customer ----------------------------------------------------
+
+    async def on_helpdesk_event(self, event: HelpdeskEvent) -> None:
+        conversation = await self.store.conversation_by_ticket(event.ticket_chat_id)
+        if conversation is None:
+            log.warning("helpdesk event %s for a conversation this bridge does not know",
+                        type(event).__name__, extra={"ticket_chat_id": event.ticket_chat_id})
+            return
+        customer = await self.store.customer(conversation.customer_id)
+        async with self._lock(customer.id):
+            if isinstance(event, HelpdeskMessage):
+                await self._on_reply(customer, conversation, event)
+            elif isinstance(event, HandlerChanged):
+                await self.store.set_conversation(conversation.id, handler=event.handler,
+                                                  agent_name=event.agent_name)
+                await self._notice(customer, "agent_joined", conversation, event.dedupe_key,
+                                   agent=event.agent_name or "an agent")
+            elif isinstance(event, ConversationClosed):
+                if conversation.state != "closed":
+                    await self._notice(customer, "auto_closed", conversation, event.dedupe_key)
+                    await self._closed(customer, conversation, None, locked=True)
+            elif isinstance(event, CallStarted):
+                await self._call_invite(customer, conversation, event)
+            elif isinstance(event, CallEnded):
+                await self._notice(customer, "call_ended", conversation, event.dedupe_key)
+
+    async def _on_reply(self, customer: Customer, conversation: Conversation,
+                        message: HelpdeskMessage) -> None:
+        language = customer.language
+        if message.sender == "agent":
+            name = conversation.agent_name or "Agent"
+        else:
+            name = self.texts.get("sate_name", language)
+        reply = Outgoing(kind="reply", text=message.text, sender=message.sender, sender_name=name,
+                         conversation_label=await self._label_if_inactive(customer, conversation),
+                         attachment=message.attachment_metadata)
+        if not await self._queue(customer, conversation, reply, message.dedupe_key):
+            return  # seen before: an agent message on both channels, or a replay
+        if message.closed_support:
+            await self._closed(customer, conversation, None, locked=True)
+        elif message.close_support:
+            await self._close_prompt(customer, conversation, message.dedupe_key + ":close")
+
+    async def _closed(self, customer: Customer, conversation: Conversation, data: Any,
+                      locked: bool = False) -> None:
+        """The conversation ended (confirmed, auto-closed, or closed_support): rate it."""
+        if not locked:
+            async with self._lock(customer.id):
+                return await self._closed(customer, conversation, data, locked=True)
+        fresh = await self.store.conversation(conversation.id)
+        if fresh.state == "closed":
+            return
+        await self.store.set_conversation(conversation.id, state="closed", prompt=None,
+                                          closed_at=utcnow())
+        current = await self.store.customer(customer.id)
+        if current.active_conversation_id == conversation.id:
+            await self.store.set_customer(customer.id, active_conversation_id=None)
+        if isinstance(data, dict) and isinstance(data.get("message"), str) and data["message"]:
+            await self._queue(customer, conversation, Outgoing(
+                kind="notice", text=data["message"]), f"closed-text:{conversation.id}")
+        await self._prompt(customer, conversation, "rating", "rating_prompt",
+                           [Button(f"{n} ★", f"rate:{conversation.id}:{n}") for n in range(1, 6)])
+        if conversation.ticket_chat_id:
+            await self.link.unwatch_conversation(customer.session_id, conversation.ticket_chat_id)
+
+    async def _close_prompt(self, customer: Customer, conversation: Conversation,
+                            dedupe_key: str | None = None) -> None:
+        language = customer.language
+        await self._prompt(customer, conversation, "close_confirm", "close_prompt", [
+            Button(self.texts.get("close_yes", language), f"close:{conversation.id}:yes"),
+            Button(self.texts.get("close_no", language), f"close:{conversation.id}:no"),
+        ], dedupe_key)
+
+    async def _call_invite(self, customer: Customer, conversation: Conversation,
+                           call: CallStarted) -> None:
+        if not self.public_url:
+            await self._notice(customer, "call_not_configured", conversation, call.dedupe_key)
+            return
+        # The token rides in the URL fragment, which browsers never send to a server.
+        url = f"{self.public_url}/call#room={call.room}&token={call.token}"
+        language = customer.language
+        await self._queue(customer, conversation, Outgoing(
+            kind="call_invite", text=self.texts.get("call_invite", language), url=url,
+            url_label=self.texts.get("call_join", language)), call.dedupe_key)
+
+    # --- queueing things to show ---------------------------------------------------
+
+    async def _queue(self, customer: Customer, conversation: Conversation | None,
+                     outgoing: Outgoing, dedupe_key: str | None = None) -> bool:
+        row = await self.store.enqueue_to_customer(
+            customer.id, conversation.id if conversation else None, outgoing.to_json(), dedupe_key)
+        if row is None:
+            return False
+        crash_point("to-customer-stored")
+        self._to_customer.kick(customer.id)
+        return True
+
+    async def _notice(self, customer: Customer, key: str, conversation: Conversation | None = None,
+                      dedupe_key: str | None = None, **values: Any) -> None:
+        text = self.texts.get(key, customer.language, **values)
+        await self._queue(customer, conversation, Outgoing(kind="notice", text=text), dedupe_key)
+
+    async def _prompt(self, customer: Customer, conversation: Conversation, prompt: str, key: str,
+                      buttons: list[Button], dedupe_key: str | None = None) -> None:
+        outgoing = Outgoing(kind="prompt", prompt=prompt, buttons=buttons,
+                            text=self.texts.get(key, customer.language),
+                            conversation_label=await self._label_if_inactive(customer, conversation))
+        row = await self.store.enqueue_to_customer(customer.id, conversation.id,
+                                                   outgoing.to_json(), dedupe_key)
+        if row is None:
+            return
+        await self.store.set_conversation(conversation.id, prompt=prompt, prompt_ref=str(row.id))
+        self._to_customer.kick(customer.id)
+
+    async def _edit_prompt(self, customer: Customer, conversation: Conversation, text: str) -> None:
+        """Replace the answered prompt (buttons gone) with what was chosen."""
+        fresh = await self.store.conversation(conversation.id)
+        if not fresh.prompt_ref:
+            await self._queue(customer, conversation, Outgoing(kind="notice", text=text))
+            return
+        await self._queue(customer, conversation, Outgoing(kind="edit", text=text,
+                                                           edit_of=int(fresh.prompt_ref)))
+
+    async def _offer_conversations(self, customer: Customer, key: str) -> None:
+        open_now = [c for c in await self.store.open_conversations(customer.id)
+                    if c.state == "open"]
+        language = customer.language
+        if not open_now:
+            await self._notice(customer, "no_conversations")
+            return
+        fresh = await self.store.customer(customer.id)
+        buttons = [Button(self._label(c, language) + (" ✓" if c.id == fresh.active_conversation_id
+                                                      else ""), f"switch:{c.id}")
+                   for c in open_now]
+        await self._queue(customer, None, Outgoing(
+            kind="prompt", prompt="conversations", buttons=buttons,
+            text=self.texts.get(key, language, count=len(open_now))))
+
+    def _label(self, conversation: Conversation, language: str | None) -> str:
+        return self.texts.get("conversation_label", language, number=conversation.number)
+
+    async def _label_if_inactive(self, customer: Customer, conversation: Conversation) -> str | None:
+        """A label only where it tells something: another conversation is open too and this
+        one is not the one the customer is writing in."""
+        fresh = await self.store.customer(customer.id)
+        if fresh.active_conversation_id == conversation.id:
+            return None
+        others = [c for c in await self.store.open_conversations(customer.id)
+                  if c.id != conversation.id]
+        return self._label(conversation, customer.language) if others else None
+
+    # --- delivery to the platform --------------------------------------------------
+
+    async def _drain_to_customer(self, customer_id: int) -> None:
+        attempt = 0
+        while (row := await self.store.next_to_customer(customer_id)) is not None:
+            customer = await self.store.customer(customer_id)
+            adapter = self.adapters.get(customer.platform)
+            if adapter is None:
+                log.error("no adapter for platform %s; messages stay queued", customer.platform,
+                          extra=_for(customer))
+                return
+            if customer.unreachable:
+                await self.store.finish_to_customer(row.id, "failed")
+                continue
+            outgoing = Outgoing.from_json(row.body)
+            if outgoing.edit_of is not None:
+                outgoing.edit_ref = await self.store.delivered_ref(outgoing.edit_of)
+            user = ChatUser(customer.platform, customer.account, customer.user_id,
+                            customer.chat_id, customer.language)
+            try:
+                ref = await adapter.deliver(user, outgoing)
+            except DeliveryError as error:
+                if error.permanent:
+                    log.warning("customer unreachable on %s (%s); not retrying",
+                                customer.platform, error, extra=_for(customer))
+                    await self.store.set_customer(customer.id, unreachable=True)
+                    await self.store.finish_to_customer(row.id, "failed")
+                    continue
+                attempt += 1
+                delay = error.retry_after if error.retry_after is not None else \
+                    min(RETRY_CAP, 0.5 * 2 ** min(attempt, 10))
+                log.warning("delivery failed (%s); retrying in %.1fs", error, delay,
+                            extra=_for(customer))
+                await asyncio.sleep(delay)
+                continue
+            attempt = 0
+            await self.store.finish_to_customer(row.id, "delivered", ref)
+            if outgoing.kind == "reply" and row.conversation_id is not None:
+                await self._mark_read(customer, row.conversation_id)
+
+    async def _mark_read(self, customer: Customer, conversation_id: int) -> None:
+        conversation = await self.store.conversation(conversation_id)
+        if conversation is None or not conversation.ticket_chat_id:
+            return
+        # A read receipt is a courtesy: sent without waiting, so it never holds the queue.
+        await self.link.notify(customer.session_id, "mark_conversation_read",
+                               {"ticket_chat_id": conversation.ticket_chat_id, "entity": "customer"})
