@@ -450,7 +450,9 @@ class SandboxHelpdesk:
             return web.json_response({"ok": True, "result": result})
 
         def route(path: str, action) -> None:
-            app.router.add_post(f"/sandbox/{path}", lambda request: call(request, action))
+            async def handler(request: web.Request) -> web.Response:
+                return await call(request, action)
+            app.router.add_post(f"/sandbox/{path}", handler)
 
         route("agent/reply", lambda b: self.agent_reply(b["ticket_chat_id"], b["message"],
                                                         b.get("attachment_metadata")))

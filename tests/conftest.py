@@ -70,3 +70,44 @@ async def store(database_url):
     await upgrade(store.engine)
     yield store
     await store.close()
+
+
+# --- the sandbox helpdesk and a bridge in front of it ------------------------------------
+
+from adapters.console import ConsoleAdapter  # noqa: E402
+from bridge.app import Bridge  # noqa: E402
+from bridge.config import load_settings  # noqa: E402
+from bridge.sandbox import DEFAULT_API_KEY, SandboxHelpdesk  # noqa: E402
+
+
+@pytest.fixture
+async def sandbox():
+    helpdesk = SandboxHelpdesk()
+    await helpdesk.start(port=0)
+    yield helpdesk
+    await helpdesk.stop()
+
+
+@pytest.fixture
+async def make_bridge(database_url, sandbox):
+    """make_bridge(**helpdesk_settings) -> (bridge, console): a started bridge on the
+    sandbox, with the console adapter as the chat platform."""
+    started: list[Bridge] = []
+
+    async def make(public_url: str = "", **helpdesk: object):
+        settings = load_settings({
+            "helpdesk": {"url": sandbox.url, "api_key": DEFAULT_API_KEY, "request_timeout": 3,
+                         **helpdesk},
+            "storage": {"url": database_url},
+            "http": {"public_url": public_url},
+        }, env={})
+        console = ConsoleAdapter()
+        bridge = Bridge(settings, [console])
+        await bridge.start()
+        await bridge.relay.link.wait_connected(10)
+        started.append(bridge)
+        return bridge, console
+
+    yield make
+    for bridge in started:
+        await bridge.stop()

@@ -90,14 +90,22 @@ class ConsoleAdapter(Adapter):
     async def command(self, user_id: str, name: str, argument: str = "") -> None:
         await self._sink(Command(self.user(user_id), name, argument))
 
-    async def press(self, user_id: str, label: str) -> None:
-        """Press the button whose label starts with `label` on the latest prompt showing it."""
-        for item in reversed(self.shown.get(user_id, [])):
-            for button in item.message.buttons:
-                if button.label.startswith(label):
-                    await self._sink(ButtonPress(self.user(user_id), button.action))
-                    return
-        raise LookupError(f"no button {label!r} shown to {user_id}")
+    async def press(self, user_id: str, label: str, timeout: float = 10.0) -> None:
+        """Press the button whose label starts with `label` on the latest prompt showing it
+        (waiting for one to be shown)."""
+        def find() -> str | None:
+            for item in reversed(self.shown.get(user_id, [])):
+                for button in item.message.buttons:
+                    if button.label.startswith(label):
+                        return button.action
+            return None
+
+        async with self._changed:
+            try:
+                await asyncio.wait_for(self._changed.wait_for(lambda: find() is not None), timeout)
+            except asyncio.TimeoutError:
+                raise LookupError(f"no button {label!r} shown to {user_id}") from None
+        await self._sink(ButtonPress(self.user(user_id), find()))
 
     async def press_action(self, user_id: str, action: str) -> None:
         """Send any callback payload at all (a forged one, in tests)."""
