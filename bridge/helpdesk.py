@@ -40,6 +40,9 @@ from bridge.protocol import (
 
 log = logging.getLogger(__name__)
 
+# How many request timeouts a customer message may wait for its echo while connected.
+PATIENCE = 4
+
 EventSink = Callable[[HelpdeskEvent], Awaitable[None]]
 Bind = Callable[[str], Awaitable[None]]
 
@@ -153,9 +156,15 @@ class HelpdeskLink:
 
     async def stop(self) -> None:
         self._stopping = True
+        for connection in self._connections:
+            connection.inbox.put_nowait(None)  # wakes the consumer even if a cancel is lost
+            connection.gone.set()
         for task in self._tasks:
             task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        # A cancellation can be swallowed deep in a library (a wait_for racing its inner
+        # future); the flags above end the loops then, and the timeout bounds the rest.
+        if self._tasks:
+            await asyncio.wait(self._tasks, timeout=5)
         for connection in self._connections:
             self._fail_waiters(connection, HelpdeskUnavailable("the bridge is stopping"))
             if connection.client.connected:
@@ -294,9 +303,15 @@ class HelpdeskLink:
             raise HelpdeskUnavailable("not connected to the helpdesk") from None
 
     async def request(self, session_id: str, event: str, payload: dict,
-                      answer_event: str | None = None) -> Envelope:
+                      answer_event: str | None = None, patient: bool = False) -> Envelope:
         """Send a request and wait for its response, by ack or by event. Raises
-        HelpdeskError for a non-200 answer, HelpdeskUnavailable on no answer."""
+        HelpdeskError for a non-200 answer, HelpdeskUnavailable on no answer.
+
+        patient: for customer messages. Re-sending one the helpdesk did get doubles it (or
+        opens a second conversation), so while the connection stays up we wait longer
+        (PATIENCE x request_timeout). If even that passes, the connection is recycled
+        before giving up: a late reply can then never arrive where it would be taken for
+        the answer to someone else's request."""
         connection = self._connection_for(session_id)
         await self._ready(connection)
         waiter = _Waiter(answer_event or event, payload.get("ticket_chat_id"),
@@ -312,9 +327,12 @@ class HelpdeskLink:
 
         try:
             await connection.client.emit(event, payload, namespace=self._namespace, callback=on_ack)
-            envelope = await asyncio.wait_for(asyncio.shield(waiter.future), self._timeout)
+            timeout = self._timeout * (PATIENCE if patient else 1)
+            envelope = await asyncio.wait_for(asyncio.shield(waiter.future), timeout)
         except asyncio.TimeoutError:
-            log.warning("helpdesk: no answer to %s within %.0fs", event, self._timeout)
+            log.warning("helpdesk: no answer to %s within %.1fs", event, timeout)
+            if patient:
+                await self._recycle(connection)
             raise HelpdeskUnavailable(f"no answer to {event}") from None
         except socketio.exceptions.SocketIOError as error:
             raise HelpdeskUnavailable(f"could not send {event}: {error}") from None
@@ -323,12 +341,22 @@ class HelpdeskLink:
                 connection.waiters.remove(waiter)
         return envelope.raise_for_status()
 
+    async def _recycle(self, connection: _Connection) -> None:
+        log.warning("helpdesk link %d: reconnecting after an unanswered message",
+                    connection.index)
+        try:
+            await connection.client.disconnect()
+        except Exception:
+            pass
+        connection.gone.set()  # the supervisor connects again
+
     async def send_message(self, session_id: str, ticket_chat_id: str, text: str,
                            attachment_metadata: Any = None) -> None:
         """A follow-up message. Returns once the helpdesk has acknowledged it (support_echo
         or ack): only then is it handed over (protocol-notes.md, Lost while disconnected)."""
         await self.request(session_id, "support", _support_payload(
-            session_id, ticket_chat_id, text, attachment_metadata), answer_event="support_echo")
+            session_id, ticket_chat_id, text, attachment_metadata), answer_event="support_echo",
+            patient=True)
 
     async def open_conversation(self, session_id: str, bind: Bind, *, text: str | None = None,
                                 attachment_metadata: Any = None, call: bool = False) -> str:
@@ -347,12 +375,15 @@ class HelpdeskLink:
                 else:
                     payload = _support_payload(session_id, None, text or "", attachment_metadata)
                     envelope = await self.request(session_id, "support", payload,
-                                                  answer_event="support_echo")
+                                                  answer_event="support_echo", patient=True)
                 if envelope.ticket_chat_id and not opening.ticket.done():
                     await self._bind(connection, envelope.ticket_chat_id)
-                # The echo may say nothing of the id: then the first reply brings it.
-                return await asyncio.wait_for(asyncio.shield(opening.ticket), self._timeout)
+                # The echo may say nothing of the id: then the first reply brings it. Until
+                # it does, this connection opens nothing else (it could not tell replies apart).
+                return await asyncio.wait_for(asyncio.shield(opening.ticket),
+                                              self._timeout * PATIENCE)
             except asyncio.TimeoutError:
+                await self._recycle(connection)
                 raise HelpdeskUnavailable("the helpdesk did not say which conversation it "
                                           "opened") from None
             finally:
@@ -370,9 +401,11 @@ class HelpdeskLink:
     # --- server events -----------------------------------------------------------
 
     async def _consume(self, connection: _Connection) -> None:
-        while True:
-            event, payload = await connection.inbox.get()
-            await self._on_server_event(connection, event, payload)
+        while not self._stopping:
+            item = await connection.inbox.get()
+            if item is None:
+                break
+            await self._on_server_event(connection, *item)
 
     async def _on_server_event(self, connection: _Connection, event: str, payload: Any) -> None:
         try:

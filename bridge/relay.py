@@ -321,8 +321,10 @@ class Relay:
                 if row.conversation_id else None
             if conversation is not None and conversation.ticket_chat_id is None:
                 await self.store.set_conversation(conversation.id, state="failed")
-            if row.kind in ("message", "call") and error.status_code == 400 and \
-                    conversation is not None and conversation.ticket_chat_id is None:
+            known_open = [c for c in await self.store.open_conversations(customer.id)
+                          if c.state == "open"]
+            if row.kind in ("message", "call") and error.status_code == 400 and known_open \
+                    and conversation is not None and conversation.ticket_chat_id is None:
                 await self._offer_conversations(customer, "conversation_limit")
             elif row.kind == "call":
                 await self._notice(customer, "call_refused", reason=error.message)

@@ -3,6 +3,7 @@ BRIDGE_TEST_POSTGRES_URL is set (CI sets it, and BRIDGE_TEST_REQUIRE_POSTGRES=1 
 unreachable server fails the run instead of skipping)."""
 from __future__ import annotations
 
+import asyncio
 import os
 import uuid
 
@@ -60,7 +61,7 @@ async def database_url(request, tmp_path):
             pytest.fail(f"PostgreSQL at BRIDGE_TEST_POSTGRES_URL is unreachable: {error}")
         pytest.skip(f"PostgreSQL unreachable: {error}")
     yield url
-    await _drop_postgres_database(name)
+    await asyncio.wait_for(_drop_postgres_database(name), 20)
 
 
 @pytest.fixture
@@ -85,7 +86,7 @@ async def sandbox():
     helpdesk = SandboxHelpdesk()
     await helpdesk.start(port=0)
     yield helpdesk
-    await helpdesk.stop()
+    await asyncio.wait_for(helpdesk.stop(), 20)
 
 
 @pytest.fixture
@@ -110,4 +111,4 @@ async def make_bridge(database_url, sandbox):
 
     yield make
     for bridge in started:
-        await bridge.stop()
+        await asyncio.wait_for(bridge.stop(), 20)

@@ -1,0 +1,175 @@
+"""What the bridge must survive (shared/protocol-notes.md): a restarted helpdesk, dropped
+connections, malformed payloads, a helpdesk that does not answer, a refused key."""
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from bridge.helpdesk import HelpdeskLink, KeyRefused
+from bridge.sandbox import NAMESPACE
+
+
+async def test_helpdesk_restart_mid_conversation(make_bridge, sandbox):
+    bridge, console = await make_bridge()
+    await console.say("ann", "before the restart")
+    await console.expect("ann", 'You said: "before the restart"')
+    ticket = sandbox.received[0]["ticket_chat_id"]
+
+    await sandbox.stop()
+    for n in range(3):  # written while the helpdesk is away: stored, sent later, in order
+        await console.say("ann", f"while down {n}")
+    await asyncio.sleep(0.3)
+    await sandbox.start()  # same port, same conversations
+    await console.expect("ann", 'You said: "while down 2"', timeout=20)
+
+    assert [m["message"] for m in sandbox.received] == [
+        "before the restart", "while down 0", "while down 1", "while down 2"]
+    assert {m["ticket_chat_id"] for m in sandbox.received} == {ticket}
+    # rooms were re-joined: an agent message on the customer room and the conversation
+    # room still reaches the customer, once
+    await sandbox.agent_reply(ticket, "I am still here")
+    await console.expect("ann", "Agent: I am still here")
+    await asyncio.sleep(0.2)
+    assert console.texts("ann").count("Agent: I am still here") == 1
+    assert bridge.relay.link.reconnects >= 1
+
+
+async def test_dropped_connections_rejoin_rooms(make_bridge, sandbox):
+    bridge, console = await make_bridge(connections=3)
+    for name in ("a", "b", "c", "d"):
+        await console.say(name, f"hi from {name}")
+    for name in ("a", "b", "c", "d"):
+        await console.expect(name, f'You said: "hi from {name}"')
+    await sandbox.drop_connections()
+    await asyncio.sleep(0.1)
+    await bridge.relay.link.wait_connected(10)
+    await asyncio.sleep(0.2)  # the rooms are re-joined right after connecting
+    for conversation in sandbox.conversations.values():
+        await sandbox.auto_close(conversation.ticket_chat_id)  # sent to the customer room
+    for name in ("a", "b", "c", "d"):
+        await console.expect(name, "closed because it looked resolved")
+
+
+@pytest.mark.parametrize("payload", [
+    "not an object", 42, None, [], {"status_code": "teapot"},
+    {"status_code": 200, "data": "a string"},
+    {"status_code": 200, "data": {"message": "no ticket id"}},
+    {"status_code": 200, "data": {"ticket_chat_id": "x", "message": 5}},
+    {"status_code": 200, "data": {"ticket_chat_id": "x", "message": "m", "date_created": "soon"}},
+    {"status_code": 200, "data": {"ticket_chat_id": "x", "message": "m", "sender": "robot"}},
+])
+async def test_malformed_payloads_are_skipped(make_bridge, sandbox, payload):
+    bridge, console = await make_bridge(connections=1)
+    await console.say("mo", "hello")
+    await console.expect("mo", "You said")
+    for event in ("support", "customer_support", "support_handler_changed",
+                  "customer_support_closed", "call_support", "sate_left_call", "support_echo"):
+        await sandbox.emit_raw(event, payload)
+    await console.say("mo", "still there?")
+    await console.expect("mo", 'You said: "still there?"')  # the link survived
+    assert bridge.relay.link.connected
+
+
+async def test_a_helpdesk_that_does_not_answer_never_hangs_and_loses_nothing(make_bridge, sandbox):
+    """The helpdesk swallows a message without an echo: the bridge waits (patiently, since
+    a re-send could double it), then recycles the connection and sends it again."""
+    bridge, console = await make_bridge(request_timeout=0.3)
+    sandbox.behaviour.silent = True
+    await console.say("ned", "anyone?")
+    await asyncio.sleep(1.6)  # past 4 x request_timeout: the first attempt was given up
+    customer = await bridge.store.customer_for("console", "console", "ned", "ned")
+    rows = await bridge.store.to_helpdesk_rows(customer.id)
+    assert [r.status for r in rows] == ["queued"] and rows[0].attempts >= 1
+    sandbox.behaviour.silent = False
+    await console.expect("ned", 'You said: "anyone?"', timeout=20)
+    rows = await bridge.store.to_helpdesk_rows(customer.id)
+    assert [r.status for r in rows] == ["done"]
+    # The protocol's window: the swallowed copy exists on the helpdesk too. Each attempt
+    # waited 4 x request_timeout, so there are few copies, not one per retry tick.
+    copies = [m for m in sandbox.received if m["message"] == "anyone?"]
+    assert 2 <= len(copies) <= 3
+
+
+async def test_a_refused_key_is_reported_plainly_without_a_reconnect_storm(sandbox):
+    async def ignore(_event):
+        return None
+
+    link = HelpdeskLink(sandbox.url, "not-the-key", ignore, connections=4)
+    await link.start()
+    with pytest.raises(KeyRefused, match="helpdesk refused the API key"):
+        await link.wait_connected(10)
+    await asyncio.sleep(1.0)
+    assert sandbox.refused <= 4  # one attempt per connection, then it stopped
+    await link.stop()
+
+
+async def test_responses_arrive_by_ack_or_event(sandbox):
+    """request() resolves whichever way the helpdesk answers, and raises on errors."""
+    from bridge.protocol import HelpdeskError
+
+    seen = []
+
+    async def collect(event):
+        seen.append(event)
+
+    link = HelpdeskLink(sandbox.url, "sandbox-key", collect, connections=1, request_timeout=2)
+    await link.start()
+    await link.wait_connected(5)
+    bound = []
+
+    async def bind(ticket):
+        bound.append(ticket)
+
+    ticket = await link.open_conversation("sess-1", bind, text="hello")
+    assert bound == [ticket]
+    for mode in ("event", "ack", "both"):
+        sandbox.behaviour.respond_via = mode
+        envelope = await link.request("sess-1", "mark_conversation_read",
+                                      {"ticket_chat_id": ticket, "entity": "customer"})
+        assert envelope.message == "Marked as read"
+        with pytest.raises(HelpdeskError) as refused:
+            await link.request("sess-1", "review_support",
+                               {"ticket_chat_id": ticket, "rating": "6"})
+        assert refused.value.status_code == 400
+        with pytest.raises(HelpdeskError) as missing:
+            await link.request("sess-1", "enter_support", {"ticket_chat_id": "nope"})
+        assert missing.value.status_code == 404
+    # a call, ended by the client: close_call_support is broadcast back
+    sandbox.behaviour.respond_via = "event"
+    envelope = await link.request("sess-1", "call_support",
+                                  {"session_id": "sess-1", "ticket_chat_id": ticket})
+    assert envelope.data["room"] == ticket and envelope.data["token"].count(".") == 2
+    call_id = envelope.data["ticket_call_id"]
+    envelope = await link.request("sess-1", "close_call_support", {"ticket_chat_id": ticket})
+    assert envelope.data["ticket_call_id"] == call_id and envelope.data["call_end_time"]
+    kinds = [type(e).__name__ for e in seen]
+    assert "CallStarted" in kinds and "CallEnded" in kinds  # the broadcasts reach the core too
+    await link.unwatch_conversation("sess-1", ticket)
+    await asyncio.sleep(0.1)
+    assert ("leave_support", {"ticket_chat_id": ticket}) in sandbox.requests
+    await link.stop()
+
+
+async def test_echo_carrying_the_id_opens_without_waiting_for_sate(sandbox):
+    sandbox.behaviour.echo_carries_id = True
+    sandbox.behaviour.sate_delay = 5  # SATE is slow; the echo alone must be enough
+
+    async def ignore(_event):
+        return None
+
+    link = HelpdeskLink(sandbox.url, "sandbox-key", ignore, connections=1, request_timeout=2)
+    await link.start()
+    await link.wait_connected(5)
+
+    async def bind(_ticket):
+        return None
+
+    tickets = [await link.open_conversation(f"s{n}", bind, text="hi") for n in range(3)]
+    assert len(set(tickets)) == 3
+    assert [c.session_id for c in sandbox.conversations.values()] == ["s0", "s1", "s2"]
+    await link.stop()
+
+
+def test_namespace_is_the_documented_one():
+    assert NAMESPACE == "/helpdesk"
