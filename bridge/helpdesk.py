@@ -117,7 +117,12 @@ class HelpdeskLink:
         return f"{self._url}{separator}token_source=api&token={quote(self._api_key, safe='')}"
 
     def _make_connection(self, index: int) -> _Connection:
-        client = socketio.AsyncClient(reconnection=False, logger=False, engineio_logger=False)
+        # Handing the libraries plain loggers (not True, which adds a handler of their own)
+        # puts their lines under the daemon's level and format. At DEBUG the transport logs
+        # URLs that carry the key; the log redactor (bridge.logs) removes it.
+        client = socketio.AsyncClient(reconnection=False,
+                                      logger=logging.getLogger("socketio.client"),
+                                      engineio_logger=logging.getLogger("engineio.client"))
         connection = _Connection(index, client)
         ns = self._namespace
 

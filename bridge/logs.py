@@ -10,6 +10,7 @@ import json
 import logging
 import sys
 import traceback
+from urllib.parse import quote, quote_plus
 
 REDACTED = "***"
 _secrets: set[str] = set()
@@ -19,7 +20,10 @@ _installed = False
 def add_secrets(values: list[str]) -> None:
     """Register secret values; any log record containing one is rewritten with *** instead."""
     global _installed
-    _secrets.update(v for v in values if v and len(v) >= 4)
+    for value in values:
+        if value and len(value) >= 4:
+            # the form it has in a URL too (the helpdesk key travels in the query string)
+            _secrets.update({value, quote(value, safe=""), quote_plus(value)})
     if not _installed:
         _install_factory()
         _installed = True

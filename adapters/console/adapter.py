@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import sys
+import uuid
 from dataclasses import dataclass
 from typing import Awaitable, Callable, TextIO
 
@@ -50,7 +51,6 @@ class ConsoleAdapter(Adapter):
         self._sink: Sink | None = None
         self._changed = asyncio.Condition()
         self._refs = itertools.count(1)
-        self._message_ids = itertools.count(1)
         self._reader: asyncio.Task | None = None
 
     # --- the adapter contract ------------------------------------------------------
@@ -84,7 +84,8 @@ class ConsoleAdapter(Adapter):
         return ChatUser("console", ACCOUNT, user_id, user_id)
 
     async def say(self, user_id: str, text: str, message_id: str | None = None) -> None:
-        message_id = message_id or f"{user_id}-{next(self._message_ids)}"
+        # Unique across restarts: the core ignores a message id it has seen before.
+        message_id = message_id or uuid.uuid4().hex
         await self._sink(InboundMessage(self.user(user_id), text, message_id))
 
     async def command(self, user_id: str, name: str, argument: str = "") -> None:

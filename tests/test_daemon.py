@@ -1,0 +1,103 @@
+"""The daemon as a process: killed with SIGKILL at the worst moments, a refused key, and
+no secret in its logs at DEBUG, in both formats."""
+from __future__ import annotations
+
+import asyncio
+import signal
+import subprocess
+import sys
+
+import pytest
+
+from bridge.sandbox import DEFAULT_API_KEY
+from tests.daemon import Daemon, write_config
+
+
+@pytest.fixture
+def config(tmp_path, sandbox, database_url):
+    return write_config(tmp_path / "bridge.toml", sandbox.url, DEFAULT_API_KEY, database_url)
+
+
+async def test_killed_between_storing_and_delivering_a_reply(config, sandbox):
+    daemon = await Daemon(config, crash_point="to-customer-stored").start()
+    await daemon.say("hello")
+    assert await daemon.wait() == -signal.SIGKILL
+    assert not [line for line in daemon.lines if "You said" in line]  # stored, not shown
+
+    daemon = await Daemon(config).start()
+    await daemon.expect('SATE: You said: "hello"')
+    await asyncio.sleep(0.5)  # any second copy would have come by now
+    assert await daemon.stop() == 0
+    assert len([line for line in daemon.lines if 'You said: "hello"' in line]) == 1
+    assert [m["message"] for m in sandbox.received] == ["hello"]
+
+
+async def test_killed_between_storing_and_sending_a_customer_message(config, sandbox):
+    daemon = await Daemon(config, crash_point="to-helpdesk-stored").start()
+    await daemon.say("my order is late")
+    assert await daemon.wait() == -signal.SIGKILL
+    assert sandbox.received == []  # stored, never sent
+
+    daemon = await Daemon(config).start()
+    await daemon.expect('You said: "my order is late"')
+    await daemon.say("order 4567")
+    await daemon.expect('You said: "order 4567"')
+    assert await daemon.stop() == 0
+    assert [m["message"] for m in sandbox.received] == ["my order is late", "order 4567"]
+
+
+async def test_sigterm_stops_gracefully(config):
+    daemon = await Daemon(config).start()
+    await daemon.say("hello")
+    await daemon.expect("You said")
+    assert await daemon.stop() == 0
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "bridge", *args], capture_output=True,
+                          text=True, timeout=60)
+
+
+async def test_check_says_plainly_that_the_key_was_refused(tmp_path, sandbox, database_url):
+    config = write_config(tmp_path / "bridge.toml", sandbox.url, "wrong-key-123", database_url)
+    result = await asyncio.to_thread(_cli, "check", "--config", str(config))
+    assert result.returncode == 1
+    assert "FAIL helpdesk refused the API key (status 401)" in result.stdout
+    assert "Traceback" not in result.stdout + result.stderr
+    assert "wrong-key-123" not in result.stdout + result.stderr
+
+    good = write_config(tmp_path / "good.toml", sandbox.url, DEFAULT_API_KEY, database_url)
+    result = await asyncio.to_thread(_cli, "check", "--config", str(good))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "verdict: ready to run" in result.stdout
+
+
+async def test_run_with_a_refused_key_exits_with_a_clear_message(tmp_path, sandbox, database_url):
+    config = write_config(tmp_path / "bridge.toml", sandbox.url, "wrong-key-123", database_url)
+    daemon = await Daemon(config).start()
+    assert await daemon.wait() == 1
+    stderr = daemon.stderr.decode()
+    assert "helpdesk refused the API key" in stderr
+    assert sandbox.refused <= 4  # no reconnect storm
+    assert "wrong-key-123" not in stderr
+
+
+@pytest.mark.parametrize("fmt", ["text", "json"])
+async def test_the_api_key_is_in_no_log_line_at_debug(tmp_path, sandbox, database_url, fmt):
+    secret = "hk-live-SECRET-4242-abcdef"
+    sandbox.api_keys.add(secret)
+    config = write_config(tmp_path / "bridge.toml", sandbox.url, secret, database_url,
+                          level="DEBUG", fmt=fmt)
+    daemon = await Daemon(config).start()
+    await daemon.say("hello")
+    await daemon.expect("You said")
+    await sandbox.drop_connections()  # reconnecting logs the URL again
+    await asyncio.sleep(1.0)
+    await daemon.say("it is resolved")
+    await daemon.expect("Did this solve")
+    await daemon.stop()
+    output = daemon.stderr.decode() + "\n".join(daemon.lines)
+    assert "DEBUG" in output or '"level": "DEBUG"' in output  # it really logged at DEBUG
+    assert "token=***" in output  # the transport logged its URL, redacted
+    assert secret not in output
+    assert secret not in output.replace("%2D", "-")
