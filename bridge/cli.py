@@ -17,8 +17,9 @@ from bridge.sandbox import DEFAULT_API_KEY, SandboxHelpdesk
 from bridge.store import SchemaTooNew, Store, upgrade
 from bridge.store.schema import alembic_config, current_revision
 
-EXIT_CONFIG = 2
 EXIT_FAILED = 1
+EXIT_CONFIG = 2
+EXIT_KEY_REFUSED = 3  # distinct, so a service manager can be told not to restart on it
 
 log = logging.getLogger("bridge")
 
@@ -79,7 +80,7 @@ async def _serve(bridge: Bridge, stop: asyncio.Event) -> int:
     while not any(w.done() for w in watchers):
         if link.failure is not None and not link.connected:
             log.error("stopping: %s", link.failure)
-            code = EXIT_FAILED
+            code = EXIT_KEY_REFUSED
             break
         await asyncio.wait(watchers, timeout=0.2)
     for watcher in watchers:

@@ -75,7 +75,7 @@ async def test_check_says_plainly_that_the_key_was_refused(tmp_path, sandbox, da
 async def test_run_with_a_refused_key_exits_with_a_clear_message(tmp_path, sandbox, database_url):
     config = write_config(tmp_path / "bridge.toml", sandbox.url, "wrong-key-123", database_url)
     daemon = await Daemon(config).start()
-    assert await daemon.wait() == 1
+    assert await daemon.wait() == 3
     stderr = daemon.stderr.decode()
     assert "helpdesk refused the API key" in stderr
     assert sandbox.refused <= 4  # no reconnect storm
