@@ -269,6 +269,11 @@ class HelpdeskLink:
         if connection.connected.is_set():
             await self._emit_quietly(connection, "enter_customer_support", {"session_id": session_id})
 
+    def forget_customer(self, session_id: str) -> None:
+        """Stop re-joining the customer's room after reconnects (nothing left open). The API
+        has no way to leave it now; the next reconnect simply does not re-join it."""
+        self._connection_for(session_id).customers.discard(session_id)
+
     async def watch_conversation(self, session_id: str, ticket_chat_id: str) -> None:
         connection = self._connection_for(session_id)
         if ticket_chat_id in connection.conversations:

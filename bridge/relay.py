@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import weakref
 from typing import Any, Callable
 
 from bridge.adapter import Adapter, DeliveryError
@@ -53,7 +54,9 @@ class Relay:
         self.adapters = {adapter.name: adapter for adapter in adapters}
         self.texts = texts or Texts()
         self.public_url = public_url.rstrip("/")
-        self._locks: dict[int, asyncio.Lock] = {}
+        # Weak: a customer's lock lives while someone holds or waits on it, so a daemon that
+        # sees millions of customers over months does not keep a lock for each.
+        self._locks: weakref.WeakValueDictionary[int, asyncio.Lock] = weakref.WeakValueDictionary()
         self._to_helpdesk = Drainer(self._drain_to_helpdesk, "to-helpdesk")
         self._to_customer = Drainer(self._drain_to_customer, "to-customer")
 
@@ -61,12 +64,13 @@ class Relay:
 
     async def start(self) -> None:
         """Re-join every room, then resume whatever the last run left queued."""
-        for session_id in await self.store.all_session_ids():
+        # Only customers with an open conversation have anything to hear; others join their
+        # room again when they next write. Keeps re-joins after a reconnect proportional to
+        # the active customers, not to everyone ever seen.
+        for session_id, ticket in await self.store.open_conversation_rooms():
             await self.link.watch_customer(session_id)
-        for ticket in await self.store.open_ticket_ids():
-            conversation = await self.store.conversation_by_ticket(ticket)
-            customer = await self.store.customer(conversation.customer_id)
-            await self.link.watch_conversation(customer.session_id, ticket)
+            if ticket is not None:
+                await self.link.watch_conversation(session_id, ticket)
         await self.link.start()
         for adapter in self.adapters.values():
             await adapter.start(self.handle)
@@ -86,7 +90,10 @@ class Relay:
 
     def _lock(self, customer_id: int) -> asyncio.Lock:
         # One lock per customer keeps prompts and state changes in order (as mautrix does).
-        return self._locks.setdefault(customer_id, asyncio.Lock())
+        lock = self._locks.get(customer_id)
+        if lock is None:
+            lock = self._locks[customer_id] = asyncio.Lock()
+        return lock
 
     async def idle(self) -> None:
         """Wait until both queues are drained (for tests and graceful shutdown)."""
@@ -101,6 +108,8 @@ class Relay:
         customer = await self.store.customer_for(user.platform, user.account, user.user_id,
                                                  user.chat_id, user.language)
         await self.link.watch_customer(customer.session_id)
+        if customer.unreachable:  # they wrote, so they can be reached again (bot unblocked)
+            await self.store.set_customer(customer.id, unreachable=False)
         async with self._lock(customer.id):
             if isinstance(event, InboundMessage):
                 await self._on_message(customer, event)
@@ -395,6 +404,8 @@ class Relay:
                            [Button(f"{n} ★", f"rate:{conversation.id}:{n}") for n in range(1, 6)])
         if conversation.ticket_chat_id:
             await self.link.unwatch_conversation(customer.session_id, conversation.ticket_chat_id)
+        if not await self.store.open_conversations(customer.id):
+            self.link.forget_customer(customer.session_id)
 
     async def _close_prompt(self, customer: Customer, conversation: Conversation,
                             dedupe_key: str | None = None) -> None:

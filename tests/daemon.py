@@ -30,11 +30,14 @@ user = "{user}"
 
 
 class Daemon:
-    """`python -m bridge run --config ...` with the console adapter on stdin/stdout."""
+    """`python -m bridge run --config ...` (or other args) with the console adapter on
+    stdin/stdout."""
 
-    def __init__(self, config: Path, crash_point: str | None = None) -> None:
-        self.config = config
+    def __init__(self, config: Path | None, crash_point: str | None = None,
+                 args: list[str] | None = None, cwd: Path | None = None) -> None:
+        self.args = args or ["run", "--config", str(config)]
         self.crash_point = crash_point
+        self.cwd = cwd
         self.process: asyncio.subprocess.Process | None = None
         self.lines: list[str] = []
         self.stderr = b""
@@ -45,7 +48,7 @@ class Daemon:
         if self.crash_point:
             env["BRIDGE_CRASH_POINT"] = self.crash_point
         self.process = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "bridge", "run", "--config", str(self.config),
+            sys.executable, "-m", "bridge", *self.args, cwd=self.cwd,
             stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE, env=env)
         self._stderr_task = asyncio.create_task(self.process.stderr.read())

@@ -240,3 +240,38 @@ async def test_embedded_as_a_library_from_a_config_file(tmp_path, sandbox, datab
         await console.say("zoe", "hello from an embedding app")
         await console.expect("zoe", 'You said: "hello from an embedding app"')
     assert bridge.relay.link.connected is False
+
+
+async def test_platform_errors_are_retried_then_delivered_once(make_bridge, sandbox, caplog):
+    from bridge.adapter import DeliveryError
+
+    bridge, console = await make_bridge()
+    console.fail_next(DeliveryError("429 Too Many Requests", retry_after=0.2),
+                      DeliveryError("502 Bad Gateway"))
+    await console.say("rae", "hello")
+    await console.expect("rae", 'You said: "hello"', timeout=15)
+    await asyncio.sleep(0.2)
+    assert len([t for t in console.texts("rae") if "You said" in t]) == 1
+    assert "retrying in 0.2s" in caplog.text  # the platform's retry_after was honoured
+
+
+async def test_a_blocked_bot_marks_the_customer_unreachable_without_retrying(make_bridge, sandbox,
+                                                                             caplog):
+    from bridge.adapter import DeliveryError
+
+    bridge, console = await make_bridge()
+    console.fail_next(DeliveryError("403 Forbidden: bot was blocked by the user", permanent=True))
+    await console.say("sam", "hello")
+    for _ in range(100):
+        customer = await bridge.store.customer_for("console", "console", "sam", "sam")
+        if customer.unreachable:
+            break
+        await asyncio.sleep(0.05)
+    assert customer.unreachable
+    ticket = sandbox.received[0]["ticket_chat_id"]
+    await sandbox.agent_reply(ticket, "are you there?")
+    await asyncio.sleep(0.3)
+    assert console.texts("sam") == []  # nothing got through, and nothing was retried
+    rows = await bridge.store.to_customer_rows(customer.id)
+    assert {r.status for r in rows} == {"failed"} and all(r.attempts <= 1 for r in rows)
+    assert caplog.text.count("customer unreachable") == 1

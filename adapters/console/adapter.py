@@ -52,6 +52,7 @@ class ConsoleAdapter(Adapter):
         self._changed = asyncio.Condition()
         self._refs = itertools.count(1)
         self._reader: asyncio.Task | None = None
+        self._failures: list[Exception] = []
 
     # --- the adapter contract ------------------------------------------------------
 
@@ -65,6 +66,8 @@ class ConsoleAdapter(Adapter):
             self._reader.cancel()
 
     async def deliver(self, user: ChatUser, message: Outgoing) -> str:
+        if self._failures:
+            raise self._failures.pop(0)
         if message.kind == "edit" and message.edit_ref:
             for item in self.shown.get(user.user_id, []):
                 if item.ref == message.edit_ref:
@@ -79,6 +82,10 @@ class ConsoleAdapter(Adapter):
         return ref
 
     # --- harness -------------------------------------------------------------------
+
+    def fail_next(self, *errors: Exception) -> None:
+        """Make the next deliveries fail as a platform would (a 429, a 5xx, a blocked bot)."""
+        self._failures.extend(errors)
 
     def user(self, user_id: str) -> ChatUser:
         return ChatUser("console", ACCOUNT, user_id, user_id)

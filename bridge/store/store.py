@@ -82,9 +82,13 @@ class Store:
         async with self._session.begin() as session:
             await session.execute(update(Customer).where(Customer.id == customer_id).values(**fields))
 
-    async def all_session_ids(self) -> list[str]:
+    async def open_conversation_rooms(self) -> list[tuple[str, str | None]]:
+        """(session_id, ticket_chat_id) of every conversation opening or open."""
+        query = (select(Customer.session_id, Conversation.ticket_chat_id)
+                 .join(Conversation, Conversation.customer_id == Customer.id)
+                 .where(Conversation.state.in_(OPEN_STATES)))
         async with self._session() as session:
-            return list((await session.execute(select(Customer.session_id))).scalars())
+            return [tuple(row) for row in await session.execute(query)]
 
     # --- conversations -----------------------------------------------------------
 
@@ -118,12 +122,6 @@ class Store:
             await session.execute(update(ToHelpdesk).where(ToHelpdesk.id == row.id)
                                   .values(conversation_id=conversation.id))
             return conversation
-
-    async def open_ticket_ids(self) -> list[str]:
-        query = select(Conversation.ticket_chat_id).where(
-            Conversation.state == "open", Conversation.ticket_chat_id.is_not(None))
-        async with self._session() as session:
-            return list((await session.execute(query)).scalars())
 
     async def set_conversation(self, conversation_id: int, **fields: Any) -> None:
         async with self._session.begin() as session:
