@@ -15,33 +15,32 @@ POSTGRES_URL = os.environ.get("BRIDGE_TEST_POSTGRES_URL", "")
 REQUIRE_POSTGRES = os.environ.get("BRIDGE_TEST_REQUIRE_POSTGRES") == "1"
 
 
-async def _create_postgres_database() -> tuple[str, str]:
-    """A fresh database per test, so tests never see each other's rows."""
+async def _admin(sql: str) -> None:
+    """Run one statement on the server's maintenance database."""
     import asyncpg
     from sqlalchemy.engine import make_url
 
     base = make_url(POSTGRES_URL)
-    name = f"bridge_test_{uuid.uuid4().hex[:12]}"
     admin = await asyncpg.connect(user=base.username, password=base.password, host=base.host,
                                   port=base.port or 5432, database=base.database)
     try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
+        await admin.execute(sql)
     finally:
         await admin.close()
-    return base.set(database=name).render_as_string(hide_password=False), name
+
+
+async def _create_postgres_database() -> tuple[str, str]:
+    """A fresh database per test, so tests never see each other's rows."""
+    from sqlalchemy.engine import make_url
+
+    name = f"bridge_test_{uuid.uuid4().hex[:12]}"
+    await _admin(f'CREATE DATABASE "{name}"')
+    url = make_url(POSTGRES_URL).set(database=name).render_as_string(hide_password=False)
+    return url, name
 
 
 async def _drop_postgres_database(name: str) -> None:
-    import asyncpg
-    from sqlalchemy.engine import make_url
-
-    base = make_url(POSTGRES_URL)
-    admin = await asyncpg.connect(user=base.username, password=base.password, host=base.host,
-                                  port=base.port or 5432, database=base.database)
-    try:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        await admin.close()
+    await _admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
