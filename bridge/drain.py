@@ -44,10 +44,6 @@ class Drainer:
         finally:
             self._running.pop(key, None)
 
-    async def idle(self) -> None:
-        while self._running:
-            await asyncio.gather(*list(self._running.values()), return_exceptions=True)
-
     async def stop(self, grace: float) -> None:
         """Let workers finish for up to grace seconds, then cancel the rest. What a cancelled
         worker had not finished stays queued in the database for the next start."""

@@ -95,11 +95,6 @@ class Relay:
             lock = self._locks[customer_id] = asyncio.Lock()
         return lock
 
-    async def idle(self) -> None:
-        """Wait until both queues are drained (for tests and graceful shutdown)."""
-        await self._to_helpdesk.idle()
-        await self._to_customer.idle()
-
     # --- inbound from adapters ---------------------------------------------------
 
     async def handle(self, event: Inbound) -> None:
@@ -122,16 +117,12 @@ class Relay:
         if message.attachment is not None and not message.attachment.get("url"):
             await self._notice(customer, "attachments_unsupported")
             return
-        awaiting = await self._awaiting_comment(customer)
-        if awaiting is not None and message.text:
-            await self._send_review(customer, awaiting, comment=message.text)
-            await self._edit_prompt(customer, awaiting,
-                                    self.texts.get("comment_thanks", customer.language))
+        dedupe = f"{message.user.platform}:{message.user.account}:{message.message_id}"
+        if message.text and await self._settle_comment(customer, message.text, dedupe):
             return
         text = message.text
         if message.edited:
             text = self.texts.get("edited_prefix", customer.language) + text
-        dedupe = f"{message.user.platform}:{message.user.account}:{message.message_id}"
         row = await self.store.accept_message(
             customer.id, {"text": text, "attachment": message.attachment}, dedupe)
         if row is None:
@@ -140,13 +131,22 @@ class Relay:
         crash_point("to-helpdesk-stored")
         self._to_helpdesk.kick(customer.id)
 
-    async def _awaiting_comment(self, customer: Customer) -> Conversation | None:
-        for conversation in await self.store.recent_conversations(customer.id):
-            if conversation.prompt == "comment":
-                return conversation
-        return None
+    async def _settle_comment(self, customer: Customer, comment: str | None,
+                              dedupe_key: str | None = None) -> bool:
+        """If a rating waits for its optional comment, send the review now: with this text
+        as the comment, or without one when the customer moved on (a command). True if
+        there was one."""
+        awaiting = next((c for c in await self.store.recent_conversations(customer.id)
+                         if c.prompt == "comment"), None)
+        if awaiting is None:
+            return False
+        await self._send_review(customer, awaiting, comment, dedupe_key)
+        await self._edit_prompt(customer, awaiting,
+                                self.texts.get("comment_thanks", customer.language))
+        return True
 
     async def _on_command(self, customer: Customer, command: Command) -> None:
+        await self._settle_comment(customer, None)
         name = command.name
         if name in ("start", "help"):
             await self._notice(customer, "greeting" if name == "start" else "help")
@@ -214,9 +214,7 @@ class Relay:
                                [Button(self.texts.get("comment_skip", language),
                                        f"comment:{conversation.id}:skip")])
         elif verb == "comment":
-            await self._send_review(customer, conversation, comment=None)
-            await self._edit_prompt(customer, conversation,
-                                    self.texts.get("comment_thanks", language))
+            await self._settle_comment(customer, None)
         elif verb == "switch":
             await self.store.set_customer(customer.id, active_conversation_id=conversation.id)
             await self._notice(customer, "switched", label=self._label(conversation, language))
@@ -235,17 +233,17 @@ class Relay:
         return False
 
     async def _send_review(self, customer: Customer, conversation: Conversation,
-                           comment: str | None) -> None:
+                           comment: str | None, dedupe_key: str | None = None) -> None:
         await self.store.set_conversation(conversation.id, prompt=None)
         body = {"rating": str(conversation.rating)}
         if comment:
             body["review"] = comment
-        await self._request(customer, conversation, "review", body)
+        await self._request(customer, conversation, "review", body, dedupe_key)
 
     async def _request(self, customer: Customer, conversation: Conversation | None, kind: str,
-                       body: dict) -> None:
+                       body: dict, dedupe_key: str | None = None) -> None:
         await self.store.enqueue_request(customer.id, conversation.id if conversation else None,
-                                         kind, body)
+                                         kind, body, dedupe_key)
         self._to_helpdesk.kick(customer.id)
 
     # --- customer -> helpdesk ----------------------------------------------------

@@ -275,3 +275,39 @@ async def test_a_blocked_bot_marks_the_customer_unreachable_without_retrying(mak
     rows = await bridge.store.to_customer_rows(customer.id)
     assert {r.status for r in rows} == {"failed"} and all(r.attempts <= 1 for r in rows)
     assert caplog.text.count("customer unreachable") == 1
+
+
+async def test_a_command_instead_of_a_comment_still_sends_the_rating(make_bridge, sandbox):
+    _bridge, console = await make_bridge()
+    await console.say("tia", "bye")
+    await console.press("tia", "3")
+    await console.expect("tia", "add a comment")
+    await console.command("tia", "help")
+    await console.expect("tia", "Thanks for your feedback")
+    await asyncio.sleep(0.2)
+    conversation = next(iter(sandbox.conversations.values()))
+    assert conversation.review == {"rating": "3", "review": None}
+
+
+async def test_the_sandbox_agent_api_over_http(make_bridge, sandbox):
+    import aiohttp
+
+    _bridge, console = await make_bridge()
+    await console.say("uma", "hello")
+    await console.expect("uma", "You said")
+    ticket = sandbox.received[0]["ticket_chat_id"]
+    async with aiohttp.ClientSession(sandbox.url) as http:
+        async with http.post("/sandbox/agent/takeover",
+                             json={"ticket_chat_id": ticket, "username": "Bob"}) as response:
+            assert response.status == 200
+        async with http.post("/sandbox/agent/reply",
+                             json={"ticket_chat_id": ticket, "message": "Bob here"}) as response:
+            assert response.status == 200
+        async with http.post("/sandbox/agent/reply",
+                             json={"ticket_chat_id": "nope", "message": "x"}) as response:
+            assert response.status == 404
+        async with http.get("/sandbox/state") as response:
+            state = await response.json()
+    await console.expect("uma", "You're now chatting with Bob.")
+    await console.expect("uma", "Bob: Bob here")
+    assert state["conversations"][ticket]["handler"] == "agent"
