@@ -11,6 +11,7 @@ import asyncio
 import itertools
 import sys
 import uuid
+from collections import defaultdict
 from dataclasses import dataclass
 from typing import Awaitable, Callable, TextIO
 
@@ -49,7 +50,8 @@ class ConsoleAdapter(Adapter):
         self.shown: dict[str, list[Shown]] = {}
         self.closed = asyncio.Event()
         self._sink: Sink | None = None
-        self._changed = asyncio.Condition()
+        # One condition per user: a delivery wakes only those waiting on that user.
+        self._changed: dict[str, asyncio.Condition] = defaultdict(asyncio.Condition)
         self._refs = itertools.count(1)
         self._reader: asyncio.Task | None = None
         self._failures: list[Exception] = []
@@ -74,9 +76,10 @@ class ConsoleAdapter(Adapter):
                     item.message.buttons = []
         ref = str(next(self._refs))
         shown = Shown(ref, message, render(message))
-        async with self._changed:
+        changed = self._changed[user.user_id]
+        async with changed:
             self.shown.setdefault(user.user_id, []).append(shown)
-            self._changed.notify_all()
+            changed.notify_all()
         if self.output is not None:
             print(shown.text, file=self.output, flush=True)
         return ref
@@ -108,9 +111,10 @@ class ConsoleAdapter(Adapter):
                         return button.action
             return None
 
-        async with self._changed:
+        changed = self._changed[user_id]
+        async with changed:
             try:
-                await asyncio.wait_for(self._changed.wait_for(lambda: find() is not None), timeout)
+                await asyncio.wait_for(changed.wait_for(lambda: find() is not None), timeout)
             except asyncio.TimeoutError:
                 raise LookupError(f"no button {label!r} shown to {user_id}") from None
         await self._sink(ButtonPress(self.user(user_id), find()))
@@ -128,9 +132,10 @@ class ConsoleAdapter(Adapter):
         async def matched() -> list[Shown]:
             return [s for s in self.shown.get(user_id, []) if fragment in s.text]
 
-        async with self._changed:
+        changed = self._changed[user_id]
+        async with changed:
             try:
-                await asyncio.wait_for(self._changed.wait_for(
+                await asyncio.wait_for(changed.wait_for(
                     lambda: len([s for s in self.shown.get(user_id, [])
                                  if fragment in s.text]) >= count), timeout)
             except asyncio.TimeoutError:
