@@ -17,13 +17,16 @@ class DeliveryError(Exception):
     """The platform did not take a message.
 
     retry_after: seconds the platform asked us to wait (429). permanent: the customer can
-    never be reached this way (bot blocked, user deactivated); nothing is retried."""
+    never be reached this way (bot blocked, user deactivated); nothing is retried.
+    rejected: this one message can never be sent (the platform called it a bad request);
+    it is dropped and logged, the customer stays reachable. Otherwise: retried later."""
 
     def __init__(self, reason: str, *, retry_after: float | None = None,
-                 permanent: bool = False) -> None:
+                 permanent: bool = False, rejected: bool = False) -> None:
         super().__init__(reason)
         self.retry_after = retry_after
         self.permanent = permanent
+        self.rejected = rejected
 
 
 class Adapter(ABC):

@@ -519,6 +519,11 @@ class Relay:
                     await self.store.set_customer(customer.id, unreachable=True)
                     await self.store.finish_to_customer(row.id, "failed")
                     continue
+                if error.rejected:
+                    log.error("%s refused a message for good: %s", customer.platform, error,
+                              extra=_for(customer))
+                    await self.store.finish_to_customer(row.id, "failed")
+                    continue
                 attempt += 1
                 delay = error.retry_after if error.retry_after is not None else \
                     min(RETRY_CAP, 0.5 * 2 ** min(attempt, 10))

@@ -1,0 +1,4 @@
+from adapters.telegram.adapter import TelegramAdapter
+from adapters.telegram.settings import TelegramSettings
+
+__all__ = ["TelegramAdapter", "TelegramSettings"]

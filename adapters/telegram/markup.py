@@ -1,0 +1,55 @@
+"""The helpdesk's Markdown-ish text -> Telegram HTML, safely, and split to fit a message.
+
+Everything is HTML-escaped first, so a reply containing `<b>` or `&` shows those characters
+as written. Then only *balanced* Markdown becomes tags: `**bold**`, `*italic*`/`_italic_`,
+`` `code` `` and `[text](https://url)`; an unbalanced `*` stays a literal asterisk.
+"""
+from __future__ import annotations
+
+import html
+import re
+
+LIMIT = 4096          # Telegram's maximum message length, after entity parsing
+SOURCE_CHUNK = 3500   # split the source below this, so escaping rarely pushes it over
+
+_CODE = re.compile(r"`([^`\n]+)`")
+_BOLD = re.compile(r"\*\*(?=\S)(.+?)(?<=\S)\*\*", re.S)
+_ITALIC_STAR = re.compile(r"(?<![\w*])\*(?=\S)([^*\n]+?)(?<=\S)\*(?![\w*])")
+_ITALIC_UNDERSCORE = re.compile(r"(?<!\w)_(?=\S)([^_\n]+?)(?<=\S)_(?!\w)")
+_LINK = re.compile(r"\[([^\]\n]+)\]\((https?://[^\s)]+)\)")
+
+
+def to_html(text: str) -> str:
+    escaped = html.escape(text, quote=False)
+    codes: list[str] = []
+
+    def keep_code(match: re.Match[str]) -> str:
+        codes.append(f"<code>{match.group(1)}</code>")
+        return f"\x00{len(codes) - 1}\x00"
+
+    escaped = _CODE.sub(keep_code, escaped)  # nothing inside code is formatted
+    escaped = _LINK.sub(lambda m: f'<a href="{html.escape(m.group(2))}">{m.group(1)}</a>', escaped)
+    escaped = _BOLD.sub(r"<b>\1</b>", escaped)
+    escaped = _ITALIC_STAR.sub(r"<i>\1</i>", escaped)
+    escaped = _ITALIC_UNDERSCORE.sub(r"<i>\1</i>", escaped)
+    return re.sub("\x00(\\d+)\x00", lambda m: codes[int(m.group(1))], escaped)
+
+
+def split(text: str, limit: int = SOURCE_CHUNK) -> list[str]:
+    """Split at paragraph, then line, then word boundaries; hard-cut only a giant word."""
+    chunks: list[str] = []
+    rest = text
+    while len(rest) > limit:
+        window = rest[:limit]
+        cut = max(window.rfind("\n\n"), -1)
+        if cut < limit // 2:
+            cut = window.rfind("\n")
+        if cut < limit // 2:
+            cut = window.rfind(" ")
+        if cut < limit // 2:
+            cut = limit
+        chunks.append(rest[:cut].rstrip())
+        rest = rest[cut:].lstrip()
+    if rest or not chunks:
+        chunks.append(rest)
+    return chunks

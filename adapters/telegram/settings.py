@@ -1,0 +1,20 @@
+from typing import Literal
+
+from pydantic import SecretStr, field_validator
+
+from bridge.config import StrictModel
+
+
+class TelegramSettings(StrictModel):
+    token: SecretStr
+    api_url: str = "https://api.telegram.org"
+    # "webhook" needs the daemon's HTTP server, which is not there yet: only polling for now.
+    mode: Literal["polling"] = "polling"
+    poll_timeout: int = 30   # seconds a getUpdates long poll may hang
+
+    @field_validator("api_url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("must start with http:// or https://")
+        return value.rstrip("/")

@@ -1,0 +1,274 @@
+"""A local HTTP server that speaks the Telegram Bot API, for the adapter's tests.
+
+python-telegram-bot points at it through its base URL. Requests arrive as PTB sends them
+(form fields whose values are JSON-encoded); answers have Telegram's shapes: `ok`/`result`,
+users with `is_bot`, dates in seconds, `chat_instance` in callback queries, and errors as
+`{"ok": false, "error_code", "description", "parameters": {"retry_after"}}`.
+"""
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+
+BOT_ID = 777000111
+
+
+@dataclass
+class Call:
+    method: str
+    params: dict
+
+
+@dataclass
+class Injected:
+    status: int
+    description: str
+    retry_after: int | None = None
+
+
+class FakeTelegram:
+    def __init__(self, token: str) -> None:
+        self.token = token
+        self.calls: list[Call] = []
+        self.updates: list[dict] = []
+        self.errors: dict[str, list[Injected]] = {}
+        self.sent: dict[int, dict[int, dict]] = {}   # chat id -> message id -> message
+        self._update_ids = itertools.count(1000)
+        self._message_ids = itertools.count(1)
+        self._new_update = asyncio.Event()
+        self._runner: web.AppRunner | None = None
+        self.url = ""
+
+    # --- the test's side -------------------------------------------------------------
+
+    async def start(self) -> str:
+        app = web.Application()
+        app.router.add_post("/bot{token}/{method}", self._handle)
+        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.5)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        self.url = f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}"
+        return self.url
+
+    async def stop(self) -> None:
+        self._new_update.set()
+        if self._runner:
+            await self._runner.cleanup()
+
+    def fail(self, method: str, status: int, description: str,
+             retry_after: int | None = None, times: int = 1) -> None:
+        """The next `times` calls of method answer with this error."""
+        self.errors.setdefault(method, []).extend(
+            [Injected(status, description, retry_after)] * times)
+
+    @staticmethod
+    def user(user_id: int, first_name: str = "Ann", language: str = "en") -> dict:
+        return {"id": user_id, "is_bot": False, "first_name": first_name,
+                "username": first_name.lower(), "language_code": language}
+
+    @staticmethod
+    def private_chat(user_id: int, first_name: str = "Ann") -> dict:
+        return {"id": user_id, "type": "private", "first_name": first_name,
+                "username": first_name.lower()}
+
+    def push(self, update: dict) -> int:
+        update_id = next(self._update_ids)
+        self.updates.append({"update_id": update_id, **update})
+        self._new_update.set()
+        return update_id
+
+    def push_raw(self, update: dict) -> None:
+        """An update with the update_id given (to repeat one)."""
+        self.updates.append(update)
+        self._new_update.set()
+
+    def text(self, user_id: int, text: str, first_name: str = "Ann", language: str = "en",
+             chat: dict | None = None) -> dict:
+        message = {"message_id": next(self._message_ids), "date": int(time.time()),
+                   "from": self.user(user_id, first_name, language),
+                   "chat": chat or self.private_chat(user_id, first_name), "text": text}
+        if text.startswith("/"):
+            command = text.split()[0]
+            message["entities"] = [{"type": "bot_command", "offset": 0, "length": len(command)}]
+        return message
+
+    def say(self, user_id: int, text: str, **kwargs: Any) -> int:
+        return self.push({"message": self.text(user_id, text, **kwargs)})
+
+    def press(self, user_id: int, message: dict, data: str) -> int:
+        """A callback query from user on a message the bot sent."""
+        return self.push({"callback_query": {
+            "id": str(next(self._update_ids)), "from": self.user(user_id),
+            "message": message, "chat_instance": "-84123456789", "data": data}})
+
+    def sent_to(self, chat_id: int) -> list[dict]:
+        return list(self.sent.get(chat_id, {}).values())
+
+    def calls_of(self, method: str) -> list[Call]:
+        return [c for c in self.calls if c.method == method]
+
+    async def wait_for(self, predicate, timeout: float = 10.0):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            result = predicate()
+            if result:
+                return result
+            await asyncio.sleep(0.02)
+        raise AssertionError("the fake Telegram never saw what the test waited for; calls: "
+                             + ", ".join(f"{c.method}{c.params}" for c in self.calls[-15:]))
+
+    async def wait_for_text(self, chat_id: int, fragment: str, timeout: float = 10.0) -> dict:
+        return await self.wait_for(lambda: next(
+            (m for m in self.sent_to(chat_id) if fragment in m.get("text", "")), None), timeout)
+
+    # --- the Bot API -------------------------------------------------------------------
+
+    async def _handle(self, request: web.Request) -> web.Response:
+        if request.match_info["token"] != self.token:
+            return self._error(401, "Unauthorized")
+        method = request.match_info["method"]
+        params = await self._params(request)
+        self.calls.append(Call(method, params))
+        injected = self.errors.get(method)
+        if injected:
+            error = injected.pop(0)
+            return self._error(error.status, error.description, error.retry_after)
+        handler = getattr(self, f"_api_{method}", None)
+        if handler is None:
+            return self._error(404, "Not Found: method not found")
+        result = await handler(params)
+        if isinstance(result, web.Response):
+            return result
+        return web.json_response({"ok": True, "result": result})
+
+    @staticmethod
+    async def _params(request: web.Request) -> dict:
+        if request.content_type == "application/json":
+            return await request.json()
+        form = await request.post()
+        params = {}
+        for key, value in form.items():
+            if isinstance(value, str):
+                try:
+                    params[key] = json.loads(value)
+                except ValueError:
+                    params[key] = value
+            else:
+                params[key] = {"filename": value.filename}
+        return params
+
+    @staticmethod
+    def _error(status: int, description: str, retry_after: int | None = None) -> web.Response:
+        body = {"ok": False, "error_code": status, "description": description}
+        if retry_after is not None:
+            body["parameters"] = {"retry_after": retry_after}
+        return web.json_response(body, status=status)
+
+    def _bot_user(self) -> dict:
+        return {"id": BOT_ID, "is_bot": True, "first_name": "Support", "username": "support_bot",
+                "can_join_groups": True, "can_read_all_group_messages": False,
+                "supports_inline_queries": False}
+
+    async def _api_getMe(self, _params: dict) -> dict:
+        return self._bot_user()
+
+    async def _api_deleteWebhook(self, _params: dict) -> bool:
+        return True
+
+    async def _api_setMyCommands(self, _params: dict) -> bool:
+        return True
+
+    async def _api_getUpdates(self, params: dict) -> list[dict]:
+        offset = int(params.get("offset") or 0)
+        timeout = float(params.get("timeout") or 0)
+        deadline = time.monotonic() + min(timeout, 2.0)
+        while True:
+            self.updates = [u for u in self.updates if u["update_id"] >= offset]
+            if self.updates or time.monotonic() >= deadline:
+                return self.updates[:100]
+            self._new_update.clear()
+            try:
+                await asyncio.wait_for(self._new_update.wait(), max(0.0, deadline - time.monotonic()))
+            except asyncio.TimeoutError:
+                pass
+
+    def _store(self, chat_id: int, message: dict) -> dict:
+        self.sent.setdefault(chat_id, {})[message["message_id"]] = message
+        return message
+
+    def _message(self, params: dict, **content: Any) -> dict:
+        chat_id = int(params["chat_id"])
+        message = {"message_id": next(self._message_ids), "date": int(time.time()),
+                   "from": self._bot_user(), "chat": self.private_chat(chat_id), **content}
+        if params.get("reply_markup"):
+            message["reply_markup"] = params["reply_markup"]
+        return self._store(chat_id, message)
+
+    async def _api_sendMessage(self, params: dict) -> dict | web.Response:
+        text = str(params.get("text", ""))
+        if len(text) > 4096:
+            return self._error(400, "Bad Request: message is too long")
+        if params.get("parse_mode") == "HTML" and not _balanced_html(text):
+            return self._error(400, "Bad Request: can't parse entities: Unexpected end tag")
+        return self._message(params, text=text, parse_mode=params.get("parse_mode"))
+
+    async def _api_editMessageText(self, params: dict) -> dict | web.Response:
+        chat_id, message_id = int(params["chat_id"]), int(params["message_id"])
+        message = self.sent.get(chat_id, {}).get(message_id)
+        if message is None:
+            return self._error(400, "Bad Request: message to edit not found")
+        message["text"] = str(params["text"])
+        message["edit_date"] = int(time.time())
+        if params.get("reply_markup"):
+            message["reply_markup"] = params["reply_markup"]
+        else:
+            message.pop("reply_markup", None)
+        return message
+
+    async def _api_editMessageReplyMarkup(self, params: dict) -> dict | web.Response:
+        chat_id, message_id = int(params["chat_id"]), int(params["message_id"])
+        message = self.sent.get(chat_id, {}).get(message_id)
+        if message is None:
+            return self._error(400, "Bad Request: message to edit not found")
+        message.pop("reply_markup", None)
+        return message
+
+    async def _api_answerCallbackQuery(self, _params: dict) -> bool:
+        return True
+
+    async def _api_sendChatAction(self, _params: dict) -> bool:
+        return True
+
+    async def _api_sendPhoto(self, params: dict) -> dict:
+        return self._message(params, photo=[{"file_id": "p1", "file_unique_id": "u1",
+                                             "width": 1, "height": 1}],
+                             caption=params.get("caption"), source=params.get("photo"))
+
+    async def _api_sendDocument(self, params: dict) -> dict:
+        return self._message(params, document={"file_id": "d1", "file_unique_id": "u2"},
+                             caption=params.get("caption"), source=params.get("document"))
+
+
+def _balanced_html(text: str) -> bool:
+    """Roughly what Telegram checks: tags it knows, properly nested, entities escaped."""
+    import re
+
+    stack = []
+    for closing, name in re.findall(r"<(/?)([a-zA-Z-]+)[^>]*>", text):
+        if name not in {"b", "i", "u", "s", "code", "pre", "a", "tg-spoiler", "blockquote"}:
+            return False
+        if closing:
+            if not stack or stack.pop() != name:
+                return False
+        else:
+            stack.append(name)
+    stripped = re.sub(r"<[^>]*>", "", text)
+    return not stack and "<" not in stripped and ">" not in stripped and not re.search(
+        r"&(?!(lt|gt|amp|quot);)", stripped)

@@ -1,0 +1,193 @@
+"""The Telegram adapter against a local Bot API server (tests/fake_telegram.py) and the
+sandbox helpdesk: python-telegram-bot really polls, sends and edits over HTTP."""
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import pytest
+
+from adapters.telegram import TelegramAdapter
+from bridge.app import Bridge
+from bridge.config import load_settings
+from bridge.registry import adapter_schemas
+from bridge.sandbox import DEFAULT_API_KEY
+from tests.fake_telegram import FakeTelegram
+
+TOKEN = "123456789:AAHdqTcvCH1vGWJxfSeofSAs0K5PALDsaw"
+ANN, BOB = 501, 502
+
+
+@pytest.fixture
+async def telegram():
+    fake = FakeTelegram(TOKEN)
+    await fake.start()
+    yield fake
+    await fake.stop()
+
+
+@pytest.fixture
+async def bridge(telegram, sandbox, database_url):
+    settings = load_settings({
+        "helpdesk": {"url": sandbox.url, "api_key": DEFAULT_API_KEY, "request_timeout": 3},
+        "storage": {"url": database_url},
+        "telegram": {"token": TOKEN, "api_url": telegram.url, "poll_timeout": 1},
+    }, env={}, adapter_schemas=adapter_schemas())
+    adapter = TelegramAdapter(settings.adapters["telegram"])
+    bridge = Bridge(settings, [adapter])
+    await bridge.start()
+    await bridge.relay.link.wait_connected(10)
+    yield bridge
+    await asyncio.wait_for(bridge.stop(), 20)
+
+
+def _buttons(message: dict) -> list[dict]:
+    return [b for row in message.get("reply_markup", {}).get("inline_keyboard", []) for b in row]
+
+
+async def test_whole_lifecycle_with_native_buttons(bridge, telegram, sandbox):
+    commands = await telegram.wait_for(lambda: telegram.calls_of("setMyCommands"))
+    assert [c["command"] for c in commands[0].params["commands"]] == [
+        "start", "new", "conversations", "close", "call", "help"]
+
+    telegram.say(ANN, "hello")
+    reply = await telegram.wait_for_text(ANN, 'You said: "hello"')
+    assert reply["text"].startswith("<b>SATE:</b>") and reply["parse_mode"] == "HTML"
+
+    telegram.say(ANN, "it is resolved")
+    prompt = await telegram.wait_for_text(ANN, "Did this solve your issue?")
+    yes, no = _buttons(prompt)
+    assert (yes["text"], no["text"]) == ("Yes, solved", "No, I still need help")
+    assert all(len(b["callback_data"].encode()) <= 64 for b in (yes, no))
+
+    telegram.press(ANN, prompt, yes["callback_data"])
+    await telegram.wait_for(lambda: "Yes, solved" in prompt["text"] and "reply_markup" not in prompt)
+    rating = await telegram.wait_for_text(ANN, "How would you rate")
+    assert [b["text"] for b in _buttons(rating)] == ["1 ★", "2 ★", "3 ★", "4 ★", "5 ★"]
+    telegram.press(ANN, rating, _buttons(rating)[3]["callback_data"])
+    await telegram.wait_for(lambda: rating["text"] == "Rated 4/5 - thank you!")
+    comment = await telegram.wait_for_text(ANN, "add a comment")
+    telegram.say(ANN, "fast & friendly")
+    await telegram.wait_for(lambda: comment["text"] == "Thanks for your feedback!")
+    await asyncio.sleep(0.2)
+    conversation = next(iter(sandbox.conversations.values()))
+    assert conversation.review == {"rating": "4", "review": "fast & friendly"}
+    # every callback query was answered
+    assert len(telegram.calls_of("answerCallbackQuery")) == 2
+
+
+async def test_agent_takeover_shows_the_agent_name(bridge, telegram):
+    telegram.say(ANN, "a human please")
+    await telegram.wait_for_text(ANN, "You're now chatting with Alice.")
+    message = await telegram.wait_for_text(ANN, "Hi, Alice here")
+    assert message["text"].startswith("<b>Alice:</b>")
+
+
+async def test_a_forged_button_from_another_user_is_refused(bridge, telegram, sandbox):
+    telegram.say(ANN, "resolved")
+    prompt = await telegram.wait_for_text(ANN, "Did this solve your issue?")
+    telegram.press(BOB, {**prompt, "chat": telegram.private_chat(BOB)},
+                   _buttons(prompt)[0]["callback_data"])
+    await telegram.wait_for_text(BOB, "This conversation is no longer open.")
+    await asyncio.sleep(0.2)
+    assert not [e for e, _ in sandbox.requests if e == "close_support"]
+    assert "reply_markup" in prompt  # Ann's prompt is untouched
+    assert telegram.calls_of("answerCallbackQuery")
+
+
+async def test_429_and_5xx_are_retried_and_delivered_once(bridge, telegram):
+    telegram.fail("sendMessage", 429, "Too Many Requests: retry after 1", retry_after=1)
+    telegram.fail("sendMessage", 502, "Bad Gateway", times=2)
+    telegram.say(ANN, "hello")
+    await telegram.wait_for_text(ANN, 'You said: "hello"', timeout=20)
+    await asyncio.sleep(0.3)
+    delivered = [m for m in telegram.sent_to(ANN) if "You said" in m["text"]]
+    assert len(delivered) == 1
+    assert len(telegram.calls_of("sendMessage")) == 4  # 429, 502, 502, then accepted
+
+
+async def test_a_blocked_bot_marks_the_customer_unreachable_once(bridge, telegram, sandbox, caplog):
+    telegram.fail("sendMessage", 403, "Forbidden: bot was blocked by the user")
+    telegram.say(ANN, "hello")
+    await telegram.wait_for(lambda: sandbox.received)
+    await telegram.wait_for(lambda: telegram.calls_of("sendMessage"))
+    await asyncio.sleep(0.3)
+    ticket = sandbox.received[0]["ticket_chat_id"]
+    for n in range(3):
+        await sandbox.agent_reply(ticket, f"are you there? {n}")
+    await asyncio.sleep(0.5)
+    assert len(telegram.calls_of("sendMessage")) == 1  # no retry storm
+    assert caplog.text.count("customer unreachable") == 1
+
+
+async def test_a_10000_character_reply_is_split_at_word_boundaries(bridge, telegram, sandbox):
+    telegram.say(ANN, "hello")
+    await telegram.wait_for_text(ANN, "You said")
+    paragraph = " ".join(f"word{n}" for n in range(150))
+    long_text = "\n\n".join([paragraph] * 12)[:10_000]
+    await sandbox.agent_reply(sandbox.received[0]["ticket_chat_id"], long_text)
+    await telegram.wait_for(lambda: sum(1 for m in telegram.sent_to(ANN)
+                                        if "word" in m["text"]) >= 3)
+    await asyncio.sleep(0.3)
+    parts = [m["text"] for m in telegram.sent_to(ANN) if "word" in m["text"]]
+    assert all(len(p) <= 4096 for p in parts)
+    joined = " ".join(parts).replace("<b>Agent:</b> ", "")
+    assert joined.split() == long_text.split()  # nothing lost, no word cut in half
+
+
+async def test_html_and_unbalanced_markdown_are_shown_as_written(bridge, telegram, sandbox):
+    telegram.say(ANN, "hello")
+    await telegram.wait_for_text(ANN, "You said")
+    ticket = sandbox.received[0]["ticket_chat_id"]
+    await sandbox.agent_reply(ticket, "Use <b>Save</b> & then **really** save *now")
+    message = await telegram.wait_for_text(ANN, "Save")
+    assert message["text"] == ("<b>Agent:</b> Use &lt;b&gt;Save&lt;/b&gt; &amp; then "
+                               "<b>really</b> save *now")
+    # if Telegram still refuses the entities, the words go out as plain text
+    telegram.fail("sendMessage", 400, "Bad Request: can't parse entities: Unsupported start tag")
+    await sandbox.agent_reply(ticket, "second **try**")
+    plain = await telegram.wait_for_text(ANN, "second")
+    assert plain["text"] == "**Agent:** second **try**" and plain.get("parse_mode") is None
+
+
+async def test_repeated_and_edited_messages(bridge, telegram, sandbox):
+    message = telegram.text(ANN, "my order is late")
+    telegram.push({"message": message})
+    telegram.push({"message": message})  # the same message again under a new update
+    await telegram.wait_for_text(ANN, "my order is late")
+    edited = {**message, "text": "my order 4567 is late", "edit_date": message["date"] + 5}
+    telegram.push({"edited_message": edited})
+    await telegram.wait_for_text(ANN, "(edited) my order 4567 is late")
+    assert [m["message"] for m in sandbox.received] == [
+        "my order is late", "(edited) my order 4567 is late"]
+
+
+async def test_groups_are_not_relayed_but_a_mention_is_answered(bridge, telegram, sandbox):
+    group = {"id": -100200, "type": "supergroup", "title": "Customers"}
+    message = telegram.text(ANN, "@support_bot help me", chat=group)
+    message["entities"] = [{"type": "mention", "offset": 0, "length": 12}]
+    telegram.push({"message": message})
+    await telegram.wait_for_text(-100200, "private chat")
+    telegram.push({"message": telegram.text(ANN, "just chatting", chat=group)})
+    await asyncio.sleep(0.5)
+    assert sandbox.received == []
+
+
+async def test_photos_are_refused_plainly_without_leaking_a_file_url(bridge, telegram, sandbox):
+    message = telegram.text(ANN, "")
+    del message["text"]
+    message["photo"] = [{"file_id": "AgAD", "file_unique_id": "x", "width": 90, "height": 90}]
+    telegram.push({"message": message})
+    await telegram.wait_for_text(ANN, "Attachments can't be sent here.")
+    assert sandbox.received == []
+
+
+async def test_the_bot_token_is_in_no_log_line(bridge, telegram, caplog):
+    caplog.set_level(logging.DEBUG)
+    telegram.say(ANN, "hello")
+    await telegram.wait_for_text(ANN, "You said")
+    telegram.fail("sendMessage", 502, "Bad Gateway")
+    telegram.say(ANN, "again")
+    await telegram.wait_for_text(ANN, 'You said: "again"', timeout=20)
+    assert "/bot***/" in caplog.text  # httpx logged the request URL, redacted
+    assert TOKEN not in caplog.text and TOKEN.split(":")[1] not in caplog.text
