@@ -7,6 +7,7 @@ from typing import Awaitable, Callable, ClassVar
 from pydantic import BaseModel
 
 from bridge.events import ChatUser, Inbound, Outgoing
+from bridge.http import HttpServer
 
 # What the core gives an adapter: call it with every inbound event. It returns once the
 # event is stored durably, so the adapter may acknowledge the platform after it.
@@ -36,8 +37,9 @@ class Adapter(ABC):
     Settings: ClassVar[type[BaseModel]]
 
     @abstractmethod
-    async def start(self, sink: Sink) -> None:
-        """Begin receiving; hand every inbound event to sink."""
+    async def start(self, sink: Sink, http: HttpServer) -> None:
+        """Begin receiving; hand every inbound event to sink. http is the daemon's HTTP
+        server, where an adapter may mount its webhook."""
 
     @abstractmethod
     async def stop(self) -> None:

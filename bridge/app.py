@@ -18,6 +18,7 @@ from pathlib import Path
 from bridge.adapter import Adapter
 from bridge.config import Settings, load_settings, read_config_file
 from bridge.helpdesk import HelpdeskLink
+from bridge.http import HttpServer
 from bridge.logs import add_secrets
 from bridge.registry import adapter_schemas, build_adapters
 from bridge.relay import Relay
@@ -37,6 +38,7 @@ class Bridge:
         self.adapters = build_adapters(settings) if adapters is None else adapters
         self.store: Store | None = None
         self.relay: Relay | None = None
+        self.http: HttpServer | None = None
         self._closed = asyncio.Event()
         # Registered before anything can log: the key travels in the helpdesk URL.
         add_secrets(settings.secrets())
@@ -53,7 +55,9 @@ class Bridge:
         link_factory = partial(HelpdeskLink, helpdesk.url, helpdesk.api_key.get_secret_value(),
                                namespace=helpdesk.namespace, connections=helpdesk.connections,
                                request_timeout=helpdesk.request_timeout)
-        self.relay = Relay(self.store, link_factory, self.adapters,
+        self.http = HttpServer(settings.http.listen, settings.http.public_url)
+        await self.http.start()
+        self.relay = Relay(self.store, link_factory, self.adapters, self.http,
                            Texts(settings.texts, settings.default_language),
                            public_url=settings.http.public_url)
         await self.relay.start()
@@ -63,6 +67,8 @@ class Bridge:
     async def stop(self) -> None:
         if self.relay is not None:
             await self.relay.stop()
+        if self.http is not None:
+            await self.http.stop()
         if self.store is not None:
             await self.store.close()
         self._closed.set()

@@ -112,6 +112,7 @@ async def _demo(db: Path) -> int:
     settings = load_settings({
         "helpdesk": {"url": url, "api_key": DEFAULT_API_KEY, "connections": 1},
         "storage": {"url": f"sqlite+aiosqlite:///{db}"},
+        "http": {"listen": "127.0.0.1:0"},
         "console": {"user": "demo-customer"},
     }, env={}, adapter_schemas={"console": adapter_classes()["console"].Settings})
 

@@ -62,6 +62,7 @@ class Outgoing:
     attachment: Any = None               # reply: the helpdesk's attachment_metadata
     edit_of: int | None = None           # edit: queue id of the message to change
     edit_ref: str | None = None          # edit: that message's platform ref, filled at delivery
+    final: bool = False                  # the last word of a conversation (after the rating)
 
     def to_json(self) -> dict:
         return asdict(self)

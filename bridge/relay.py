@@ -17,6 +17,7 @@ from bridge.crashpoints import crash_point
 from bridge.drain import Drainer
 from bridge.events import Button, ButtonPress, ChatUser, Command, Inbound, InboundMessage, Outgoing
 from bridge.helpdesk import HelpdeskLink, HelpdeskUnavailable
+from bridge.http import HttpServer
 from bridge.protocol import (
     CallEnded,
     CallStarted,
@@ -47,9 +48,10 @@ def _for(customer: Customer, conversation: Conversation | None = None) -> dict:
 
 class Relay:
     def __init__(self, store: Store, link_factory: Callable[..., HelpdeskLink],
-                 adapters: list[Adapter], texts: Texts | None = None,
+                 adapters: list[Adapter], http: HttpServer, texts: Texts | None = None,
                  public_url: str = "") -> None:
         self.store = store
+        self.http = http
         self.link = link_factory(on_event=self.on_helpdesk_event)
         self.adapters = {adapter.name: adapter for adapter in adapters}
         self.texts = texts or Texts()
@@ -73,7 +75,7 @@ class Relay:
                 await self.link.watch_conversation(session_id, ticket)
         await self.link.start()
         for adapter in self.adapters.values():
-            await adapter.start(self.handle)
+            await adapter.start(self.handle, self.http)
         up, down = await self.store.customers_with_work()
         for customer_id in up:
             self._to_helpdesk.kick(customer_id)
@@ -142,7 +144,7 @@ class Relay:
             return False
         await self._send_review(customer, awaiting, comment, dedupe_key)
         await self._edit_prompt(customer, awaiting,
-                                self.texts.get("comment_thanks", customer.language))
+                                self.texts.get("comment_thanks", customer.language), final=True)
         return True
 
     async def _on_command(self, customer: Customer, command: Command) -> None:
@@ -454,14 +456,16 @@ class Relay:
         await self.store.set_conversation(conversation.id, prompt=prompt, prompt_ref=str(row.id))
         self._to_customer.kick(customer.id)
 
-    async def _edit_prompt(self, customer: Customer, conversation: Conversation, text: str) -> None:
+    async def _edit_prompt(self, customer: Customer, conversation: Conversation, text: str,
+                           final: bool = False) -> None:
         """Replace the answered prompt (buttons gone) with what was chosen."""
         fresh = await self.store.conversation(conversation.id)
         if not fresh.prompt_ref:
-            await self._queue(customer, conversation, Outgoing(kind="notice", text=text))
+            await self._queue(customer, conversation, Outgoing(kind="notice", text=text,
+                                                               final=final))
             return
-        await self._queue(customer, conversation, Outgoing(kind="edit", text=text,
-                                                           edit_of=int(fresh.prompt_ref)))
+        await self._queue(customer, conversation, Outgoing(
+            kind="edit", text=text, edit_of=int(fresh.prompt_ref), final=final))
 
     async def _offer_conversations(self, customer: Customer, key: str) -> None:
         open_now = [c for c in await self.store.open_conversations(customer.id)

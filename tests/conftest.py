@@ -99,7 +99,7 @@ async def make_bridge(database_url, sandbox):
             "helpdesk": {"url": sandbox.url, "api_key": DEFAULT_API_KEY, "request_timeout": 3,
                          **helpdesk},
             "storage": {"url": database_url},
-            "http": {"public_url": public_url},
+            "http": {"listen": "127.0.0.1:0", "public_url": public_url},
         }, env={})
         console = ConsoleAdapter()
         bridge = Bridge(settings, [console])

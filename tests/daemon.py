@@ -18,6 +18,9 @@ request_timeout = 3
 [storage]
 url = "{database_url}"
 
+[http]
+listen = "127.0.0.1:0"
+
 [logging]
 level = "{level}"
 format = "{fmt}"

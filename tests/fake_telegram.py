@@ -44,6 +44,7 @@ class FakeTelegram:
         self._new_update = asyncio.Event()
         self._runner: web.AppRunner | None = None
         self.url = ""
+        self.webhook: dict | None = None
 
     # --- the test's side -------------------------------------------------------------
 
@@ -183,6 +184,10 @@ class FakeTelegram:
         return True
 
     async def _api_setMyCommands(self, _params: dict) -> bool:
+        return True
+
+    async def _api_setWebhook(self, params: dict) -> bool:
+        self.webhook = params
         return True
 
     async def _api_getUpdates(self, params: dict) -> list[dict]:

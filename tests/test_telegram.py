@@ -26,15 +26,19 @@ async def telegram():
     await fake.stop()
 
 
-@pytest.fixture
-async def bridge(telegram, sandbox, database_url):
-    settings = load_settings({
+def _settings(telegram, sandbox, database_url, mode="polling", public_url=""):
+    return load_settings({
         "helpdesk": {"url": sandbox.url, "api_key": DEFAULT_API_KEY, "request_timeout": 3},
         "storage": {"url": database_url},
-        "telegram": {"token": TOKEN, "api_url": telegram.url, "poll_timeout": 1},
+        "http": {"listen": "127.0.0.1:0", "public_url": public_url},
+        "telegram": {"token": TOKEN, "api_url": telegram.url, "poll_timeout": 1, "mode": mode},
     }, env={}, adapter_schemas=adapter_schemas())
-    adapter = TelegramAdapter(settings.adapters["telegram"])
-    bridge = Bridge(settings, [adapter])
+
+
+@pytest.fixture
+async def bridge(telegram, sandbox, database_url):
+    settings = _settings(telegram, sandbox, database_url)
+    bridge = Bridge(settings, [TelegramAdapter(settings.adapters["telegram"])])
     await bridge.start()
     await bridge.relay.link.wait_connected(10)
     yield bridge
@@ -191,3 +195,102 @@ async def test_the_bot_token_is_in_no_log_line(bridge, telegram, caplog):
     await telegram.wait_for_text(ANN, 'You said: "again"', timeout=20)
     assert "/bot***/" in caplog.text  # httpx logged the request URL, redacted
     assert TOKEN not in caplog.text and TOKEN.split(":")[1] not in caplog.text
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+async def test_webhook_mode_checks_the_secret_token(telegram, sandbox, database_url):
+    import aiohttp
+
+    port = _free_port()
+    public_url = f"http://127.0.0.1:{port}"
+    settings = _settings(telegram, sandbox, database_url, mode="webhook", public_url=public_url)
+    settings = settings.model_copy(update={"http": settings.http.model_copy(
+        update={"listen": f"127.0.0.1:{port}"})})
+    bridge = Bridge(settings, [TelegramAdapter(settings.adapters["telegram"])])
+    await bridge.start()
+    try:
+        await bridge.relay.link.wait_connected(10)
+        assert telegram.webhook["url"] == f"{public_url}/telegram/webhook"
+        secret = telegram.webhook["secret_token"]
+        assert len(secret) >= 32
+        assert not telegram.calls_of("getUpdates")  # webhook, not polling
+
+        update = {"update_id": 9001, "message": telegram.text(ANN, "hello by webhook")}
+        async with aiohttp.ClientSession() as http:
+            async def post(headers: dict) -> int:
+                async with http.post(f"{public_url}/telegram/webhook", json=update,
+                                     headers=headers) as response:
+                    return response.status
+
+            assert await post({}) == 401
+            assert await post({"X-Telegram-Bot-Api-Secret-Token": "guess"}) == 401
+            await asyncio.sleep(0.2)
+            assert sandbox.received == []  # refused requests were not processed
+            assert await post({"X-Telegram-Bot-Api-Secret-Token": secret}) == 200
+            assert await post({"X-Telegram-Bot-Api-Secret-Token": secret}) == 200  # retried
+        await telegram.wait_for_text(ANN, 'You said: "hello by webhook"')
+        await asyncio.sleep(0.3)
+        assert [m["message"] for m in sandbox.received] == ["hello by webhook"]
+    finally:
+        await asyncio.wait_for(bridge.stop(), 20)
+
+
+async def test_embedded_in_an_existing_bot(telegram, sandbox, database_url, monkeypatch):
+    """examples/telegram_embedded.py, run for real against the local Bot API server."""
+    import importlib.util
+    from pathlib import Path
+
+    monkeypatch.setenv("TELEGRAM_BOT_TOKEN", TOKEN)
+    monkeypatch.setenv("TELEGRAM_API_URL", telegram.url)
+    monkeypatch.setenv("EUSATE_URL", sandbox.url)
+    monkeypatch.setenv("EUSATE_API_KEY", DEFAULT_API_KEY)
+    monkeypatch.setenv("BRIDGE_STORAGE_URL", database_url)
+    path = Path(__file__).parent.parent / "examples" / "telegram_embedded.py"
+    spec = importlib.util.spec_from_file_location("telegram_embedded", path)
+    example = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(example)
+    running = asyncio.create_task(example.main())
+    try:
+        telegram.say(ANN, "/hello")
+        await telegram.wait_for_text(ANN, "Hello from ACME's own bot!", timeout=20)
+        telegram.say(ANN, "just chatting with the bot")
+        await asyncio.sleep(0.5)
+        assert sandbox.received == []  # not in support mode: not relayed
+
+        telegram.say(ANN, "/support")
+        await telegram.wait_for_text(ANN, "Write your question")
+        telegram.say(ANN, "my parcel is lost")
+        await telegram.wait_for_text(ANN, 'You said: "my parcel is lost"')
+        telegram.say(BOB, "/hello")  # everyone else still talks to the bot
+        await telegram.wait_for_text(BOB, "Hello from ACME's own bot!")
+
+        telegram.say(ANN, "it is resolved now")
+        prompt = await telegram.wait_for_text(ANN, "Did this solve")
+        telegram.press(ANN, prompt, _buttons(prompt)[0]["callback_data"])
+        rating = await telegram.wait_for_text(ANN, "How would you rate")
+        telegram.press(ANN, rating, _buttons(rating)[4]["callback_data"])
+        comment = await telegram.wait_for_text(ANN, "add a comment")
+        telegram.press(ANN, comment, _buttons(comment)[0]["callback_data"])
+        await telegram.wait_for(lambda: comment["text"] == "Thanks for your feedback!")
+        telegram.say(ANN, "thanks bot")  # the conversation ended: support mode too
+        await asyncio.sleep(0.5)
+        assert "thanks bot" not in [m["message"] for m in sandbox.received]
+
+        telegram.say(ANN, "/support")
+        telegram.say(ANN, "another question")
+        await telegram.wait_for_text(ANN, 'You said: "another question"')
+        telegram.say(ANN, "/done")
+        await telegram.wait_for_text(ANN, "You left support")
+        telegram.say(ANN, "after done")
+        await asyncio.sleep(0.5)
+        assert "after done" not in [m["message"] for m in sandbox.received]
+    finally:
+        running.cancel()
+        await asyncio.gather(running, return_exceptions=True)

@@ -17,6 +17,7 @@ from typing import Awaitable, Callable, TextIO
 
 from bridge.adapter import Adapter, Sink
 from bridge.config import StrictModel
+from bridge.http import HttpServer
 from bridge.events import ButtonPress, ChatUser, Command, InboundMessage, Outgoing
 
 from adapters.console.render import render
@@ -58,7 +59,7 @@ class ConsoleAdapter(Adapter):
 
     # --- the adapter contract ------------------------------------------------------
 
-    async def start(self, sink: Sink) -> None:
+    async def start(self, sink: Sink, http: HttpServer | None = None) -> None:
         self._sink = sink
         if self.settings.stdin:
             self._reader = asyncio.create_task(self._read_terminal())

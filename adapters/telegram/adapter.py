@@ -1,36 +1,39 @@
-"""The Telegram adapter: python-telegram-bot's Application inside the bridge's event loop."""
+"""The Telegram adapter: python-telegram-bot's Bot, inside the bridge's event loop.
+
+Updates are received by our own long-polling loop or webhook, not by PTB's Updater: an
+update is confirmed to Telegram (the next getUpdates offset, or the webhook's 200) only
+after the core has stored what it carried. PTB's Updater confirms when it *fetches*, so a
+crash could lose a fetched batch. Embedded in a company's own Application (embed.py), the
+same dispatch runs from a PTB handler instead.
+"""
 from __future__ import annotations
 
+import asyncio
+import hmac
 import logging
+import secrets
 import warnings
+from collections import OrderedDict
 from datetime import timedelta
 
-from telegram import (
-    BotCommand,
-    InlineKeyboardButton,
-    InlineKeyboardMarkup,
-    Update,
-)
-from telegram.constants import ChatType, ParseMode
-from telegram.error import BadRequest, Forbidden, NetworkError, RetryAfter, TelegramError
-from telegram.ext import (
-    AIORateLimiter,
-    Application,
-    CallbackQueryHandler,
-    CommandHandler,
-    ContextTypes,
-    MessageHandler,
-    filters,
-)
+from aiohttp import web
+from telegram import BotCommand, InlineKeyboardButton, InlineKeyboardMarkup, Update
+from telegram.constants import ChatType, MessageEntityType, ParseMode
+from telegram.error import BadRequest, Forbidden, InvalidToken, NetworkError, RetryAfter, TelegramError
+from telegram.ext import AIORateLimiter, ExtBot
 
 from adapters.telegram import inbound
 from adapters.telegram.markup import LIMIT, split, to_html
 from adapters.telegram.settings import TelegramSettings
 from bridge.adapter import Adapter, DeliveryError, Sink
 from bridge.events import ChatUser, Outgoing
+from bridge.http import HttpServer
+from bridge.logs import add_secrets
 
 log = logging.getLogger(__name__)
 
+ALLOWED_UPDATES = ["message", "edited_message", "callback_query"]
+WEBHOOK_PATH = "/telegram/webhook"
 COMMAND_DESCRIPTIONS = {
     "start": "Start talking to support",
     "new": "Start a new conversation",
@@ -46,83 +49,154 @@ class TelegramAdapter(Adapter):
     name = "telegram"
     Settings = TelegramSettings
 
-    def __init__(self, settings: TelegramSettings, **_options) -> None:
+    def __init__(self, settings: TelegramSettings, *, bot: ExtBot | None = None,
+                 **_options) -> None:
         self.settings = settings
-        self.application: Application | None = None
+        self.bot = bot or ExtBot(
+            settings.token.get_secret_value(), base_url=f"{settings.api_url}/bot",
+            base_file_url=f"{settings.api_url}/file/bot",
+            # Telegram's ~30 messages/s per bot. max_retries=0: a 429 comes back to the
+            # core, which waits its retry_after with the message still queued.
+            rate_limiter=AIORateLimiter(max_retries=0))
+        self._owns_bot = bot is None
         self._sink: Sink | None = None
+        self._poller: asyncio.Task | None = None
+        self._webhook_secret = ""
+        self._recent_updates: OrderedDict[int, None] = OrderedDict()
         self.account = ""
 
     # --- running -----------------------------------------------------------------
 
-    async def start(self, sink: Sink) -> None:
+    async def start(self, sink: Sink, http: HttpServer | None = None) -> None:
         self._sink = sink
-        api = self.settings.api_url
-        self.application = (
-            Application.builder()
-            .token(self.settings.token.get_secret_value())
-            .base_url(f"{api}/bot")
-            .base_file_url(f"{api}/file/bot")
-            # Telegram's ~30 messages/s per bot. max_retries=0: a 429 comes back to the
-            # core, which waits the retry_after and keeps the message queued meanwhile.
-            .rate_limiter(AIORateLimiter(max_retries=0))
-            .build())
-        self._add_handlers(self.application)
-        await self.application.initialize()
-        self.account = str(self.application.bot.id)
-        await self.application.bot.set_my_commands(
+        await self.bot.initialize()  # idempotent: an embedding app may have done it already
+        self.account = str(self.bot.id)
+        await self.bot.set_my_commands(
             [BotCommand(name, text) for name, text in COMMAND_DESCRIPTIONS.items()])
-        await self.application.start()
-        await self.application.updater.start_polling(
-            timeout=self.settings.poll_timeout, poll_interval=0,
-            allowed_updates=["message", "edited_message", "callback_query"])
-        log.info("telegram: polling as bot %s", self.account)
+        if not self._owns_bot:
+            return  # embedded: the company's Application receives updates (embed.py)
+        if self.settings.mode == "webhook":
+            await self._start_webhook(http)
+        else:
+            await self.bot.delete_webhook()  # getUpdates is refused while a webhook is set
+            self._poller = asyncio.create_task(self._poll(), name="telegram-polling")
+        log.info("telegram: receiving by %s as bot %s", self.settings.mode, self.account)
 
     async def stop(self) -> None:
-        if self.application is None:
-            return
-        if self.application.updater and self.application.updater.running:
-            await self.application.updater.stop()
-        if self.application.running:
-            await self.application.stop()
-        await self.application.shutdown()
+        if self._poller is not None:
+            self._poller.cancel()
+            await asyncio.gather(self._poller, return_exceptions=True)
+        if self._owns_bot:
+            await self.bot.shutdown()
 
-    def _add_handlers(self, application: Application) -> None:
-        private = filters.ChatType.PRIVATE
-        for name in inbound.COMMANDS:
-            application.add_handler(CommandHandler(name, self._on_command, filters=private))
-        application.add_handler(MessageHandler(
-            private & ~filters.COMMAND & (filters.TEXT | filters.PHOTO | filters.Document.ALL),
-            self._on_message))
-        application.add_handler(CallbackQueryHandler(self._on_press))
-        application.add_handler(MessageHandler(
-            filters.ChatType.GROUPS & filters.Entity("mention"), self._on_group_mention))
+    async def _start_webhook(self, http: HttpServer | None) -> None:
+        if http is None or not http.public_url:
+            raise RuntimeError('[telegram] mode = "webhook" needs [http] public_url')
+        self._webhook_secret = secrets.token_urlsafe(32)
+        add_secrets([self._webhook_secret])
+        http.route("POST", WEBHOOK_PATH, self._on_webhook)
+        await self.bot.set_webhook(f"{http.public_url}{WEBHOOK_PATH}",
+                                   secret_token=self._webhook_secret,
+                                   allowed_updates=ALLOWED_UPDATES)
+
+    async def _on_webhook(self, request: web.Request) -> web.Response:
+        given = request.headers.get("X-Telegram-Bot-Api-Secret-Token", "")
+        if not hmac.compare_digest(given.encode(), self._webhook_secret.encode()):
+            log.warning("telegram: webhook request without the right secret token refused")
+            return web.Response(status=401)
+        try:
+            update = Update.de_json(await request.json(), self.bot)
+        except Exception:
+            return web.Response(status=400, text="not a Telegram update")
+        try:
+            await self.dispatch(update)
+        except Exception:
+            log.exception("telegram: update %s not stored; Telegram will resend it",
+                          update.update_id)
+            return web.Response(status=500)
+        return web.Response(text="ok")
+
+    async def _poll(self) -> None:
+        offset: int | None = None
+        failures = 0
+        while True:
+            try:
+                updates = await self.bot.get_updates(
+                    offset=offset, timeout=self.settings.poll_timeout,
+                    allowed_updates=ALLOWED_UPDATES)
+                failures = 0
+            except RetryAfter as error:
+                await asyncio.sleep(_retry_after(error))
+                continue
+            except (InvalidToken, Forbidden) as error:
+                log.error("telegram refused the bot token (%s); polling stopped", error)
+                return
+            except TelegramError as error:  # network trouble, 5xx, timeouts
+                failures += 1
+                delay = min(30.0, 0.5 * 2 ** failures)
+                log.warning("telegram: getUpdates failed (%s); retrying in %.1fs", error, delay)
+                await asyncio.sleep(delay)
+                continue
+            for update in updates:
+                try:
+                    await self.dispatch(update)
+                except Exception:
+                    # Not stored: do not confirm it; the next getUpdates brings it again.
+                    log.exception("telegram: update %s not stored; retrying", update.update_id)
+                    await asyncio.sleep(1)
+                    break
+                offset = update.update_id + 1  # confirmed with the next getUpdates
 
     # --- inbound -----------------------------------------------------------------
 
-    async def _on_message(self, update: Update, _context: ContextTypes.DEFAULT_TYPE) -> None:
-        event = inbound.message_event(self.account, update)
+    def _seen(self, update_id: int) -> bool:
+        """A repeated update_id (a webhook retried, a poll replayed) is ignored."""
+        if update_id in self._recent_updates:
+            return True
+        self._recent_updates[update_id] = None
+        if len(self._recent_updates) > 10_000:
+            self._recent_updates.popitem(last=False)
+        return False
+
+    async def dispatch(self, update: Update) -> None:
+        """Hand one update to the core; returns once it is stored (raises if it was not)."""
+        if self._seen(update.update_id):
+            return
+        if update.callback_query is not None:
+            await self._on_press(update)
+            return
+        message = update.message or update.edited_message
+        if message is None:
+            return
+        if message.chat.type != ChatType.PRIVATE:
+            await self._on_group_message(update)
+            return
+        command = _command(update)
+        if command is not None:
+            event = inbound.command_event(self.account, update, *command)
+        else:
+            event = inbound.message_event(self.account, update)
         if event is not None:
             await self._sink(event)
 
-    async def _on_command(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
-        name = update.message.text.split()[0].lstrip("/").split("@")[0]
-        event = inbound.command_event(self.account, update, name, " ".join(context.args or []))
-        if event is not None:
-            await self._sink(event)
-
-    async def _on_press(self, update: Update, _context: ContextTypes.DEFAULT_TYPE) -> None:
-        event = inbound.press_event(self.account, update)
+    async def _on_press(self, update: Update) -> None:
+        query = update.callback_query
         try:
-            if event is not None and update.callback_query.message.chat.type == ChatType.PRIVATE:
+            event = inbound.press_event(self.account, update)
+            if event is not None and query.message.chat.type == ChatType.PRIVATE:
                 await self._sink(event)
         finally:
             # Every callback query is answered, or the button spins on the customer's screen.
-            await update.callback_query.answer()
+            try:
+                await query.answer()
+            except TelegramError as error:
+                log.info("telegram: answerCallbackQuery failed: %s", error)
 
-    async def _on_group_mention(self, update: Update, _context: ContextTypes.DEFAULT_TYPE) -> None:
-        username = self.application.bot.username
-        if update.message and username and f"@{username}" in (update.message.text or ""):
-            await update.message.reply_text(GROUP_NOTE)
+    async def _on_group_message(self, update: Update) -> None:
+        message = update.message
+        username = self.bot.username
+        if message and username and f"@{username}".lower() in (message.text or "").lower():
+            await message.reply_text(GROUP_NOTE)
 
     # --- delivery ----------------------------------------------------------------
 
@@ -136,17 +210,16 @@ class TelegramAdapter(Adapter):
             raise DeliveryError(f"telegram: {error.message}", permanent=True) from None
         except BadRequest as error:
             raise DeliveryError(f"telegram: {error.message}", rejected=True) from None
-        except (NetworkError, TelegramError) as error:  # timeouts, 5xx: try again later
+        except TelegramError as error:  # NetworkError, TimedOut, 5xx: try again later
             raise DeliveryError(f"telegram: {error}") from None
 
     async def _deliver(self, chat_id: int, message: Outgoing) -> str | None:
-        bot = self.application.bot
         if message.kind == "edit" and message.edit_ref:
             try:
-                edited = await bot.edit_message_text(
+                await self.bot.edit_message_text(
                     chat_id=chat_id, message_id=int(message.edit_ref),
                     text=to_html(message.text), parse_mode=ParseMode.HTML)
-                return str(edited.message_id) if hasattr(edited, "message_id") else message.edit_ref
+                return message.edit_ref
             except BadRequest as error:
                 if "not modified" in error.message.lower():
                     return message.edit_ref
@@ -161,7 +234,6 @@ class TelegramAdapter(Adapter):
 
     async def _send_text(self, chat_id: int, text: str,
                          keyboard: InlineKeyboardMarkup | None) -> str:
-        bot = self.application.bot
         chunks = split(text)
         last = None
         for index, chunk in enumerate(chunks):
@@ -170,14 +242,14 @@ class TelegramAdapter(Adapter):
             try:
                 if len(formatted) > LIMIT:
                     raise BadRequest("too long after formatting")
-                last = await bot.send_message(chat_id, formatted, parse_mode=ParseMode.HTML,
-                                              reply_markup=markup)
+                last = await self.bot.send_message(chat_id, formatted, parse_mode=ParseMode.HTML,
+                                                   reply_markup=markup)
             except BadRequest as error:
                 if "parse entities" not in error.message and "too long" not in error.message:
                     raise
                 # Telegram refused our HTML: the words matter more than the formatting.
                 for piece in split(chunk, LIMIT):
-                    last = await bot.send_message(chat_id, piece, reply_markup=markup)
+                    last = await self.bot.send_message(chat_id, piece, reply_markup=markup)
         return str(last.message_id)
 
     async def _send_attachment(self, chat_id: int, message: Outgoing) -> str | None:
@@ -186,13 +258,27 @@ class TelegramAdapter(Adapter):
             url, name = item["url"], item.get("name") or "file"
             try:
                 if item.get("mime_type", "").startswith("image/"):
-                    sent = await self.application.bot.send_photo(chat_id, url, caption=name)
+                    sent = await self.bot.send_photo(chat_id, url, caption=name)
                 else:
-                    sent = await self.application.bot.send_document(chat_id, url, caption=name)
+                    sent = await self.bot.send_document(chat_id, url, caption=name)
             except BadRequest:
-                sent = await self.application.bot.send_message(chat_id, f"{name}: {url}")
+                sent = await self.bot.send_message(chat_id, f"{name}: {url}")
             return str(sent.message_id)
         return None
+
+
+def _command(update: Update) -> tuple[str, str] | None:
+    """("new", "args") for "/new@support_bot args"; None for anything else."""
+    message = update.message
+    if message is None or not message.text or not message.entities:
+        return None
+    first = message.entities[0]
+    if first.type != MessageEntityType.BOT_COMMAND or first.offset != 0:
+        return None
+    name = message.text[1:first.length].split("@")[0].lower()
+    if name not in inbound.COMMANDS:
+        return None
+    return name, message.text[first.length:].strip()
 
 
 def _retry_after(error: RetryAfter) -> float:

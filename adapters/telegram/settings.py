@@ -8,8 +8,9 @@ from bridge.config import StrictModel
 class TelegramSettings(StrictModel):
     token: SecretStr
     api_url: str = "https://api.telegram.org"
-    # "webhook" needs the daemon's HTTP server, which is not there yet: only polling for now.
-    mode: Literal["polling"] = "polling"
+    # "polling": long polling, works behind any firewall. "webhook": Telegram POSTs updates
+    # to [http] public_url + /telegram/webhook (set at start, with a secret token).
+    mode: Literal["polling", "webhook"] = "polling"
     poll_timeout: int = 30   # seconds a getUpdates long poll may hang
 
     @field_validator("api_url")
