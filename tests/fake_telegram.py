@@ -80,15 +80,30 @@ class FakeTelegram:
                 "username": first_name.lower()}
 
     def push(self, update: dict) -> int:
+        """Deliver an update as Telegram would: to the webhook if one is set (retrying
+        until it answers 200), otherwise to the next getUpdates."""
         update_id = next(self._update_ids)
-        self.updates.append({"update_id": update_id, **update})
-        self._new_update.set()
+        update = {"update_id": update_id, **update}
+        if self.webhook:
+            self._posting = getattr(self, "_posting", asyncio.Lock())
+            asyncio.get_running_loop().create_task(self._post_to_webhook(update))
+        else:
+            self.updates.append(update)
+            self._new_update.set()
         return update_id
 
-    def push_raw(self, update: dict) -> None:
-        """An update with the update_id given (to repeat one)."""
-        self.updates.append(update)
-        self._new_update.set()
+    async def _post_to_webhook(self, update: dict) -> None:
+        import aiohttp
+
+        async with self._posting:  # Telegram sends one chat's updates in order
+            async with aiohttp.ClientSession() as http:
+                for _attempt in range(5):
+                    async with http.post(self.webhook["url"], json=update, headers={
+                            "X-Telegram-Bot-Api-Secret-Token": self.webhook["secret_token"]}
+                                         ) as response:
+                        if response.status == 200:
+                            return
+                    await asyncio.sleep(0.2)
 
     def text(self, user_id: int, text: str, first_name: str = "Ann", language: str = "en",
              chat: dict | None = None) -> dict:
@@ -181,6 +196,7 @@ class FakeTelegram:
         return self._bot_user()
 
     async def _api_deleteWebhook(self, _params: dict) -> bool:
+        self.webhook = None
         return True
 
     async def _api_setMyCommands(self, _params: dict) -> bool:

@@ -35,9 +35,22 @@ def _settings(telegram, sandbox, database_url, mode="polling", public_url=""):
     }, env={}, adapter_schemas=adapter_schemas())
 
 
-@pytest.fixture
-async def bridge(telegram, sandbox, database_url):
-    settings = _settings(telegram, sandbox, database_url)
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.fixture(params=["polling", "webhook"])
+async def bridge(request, telegram, sandbox, database_url):
+    """The bridge with its Telegram adapter, receiving by long polling or by webhook."""
+    port = _free_port()
+    settings = _settings(telegram, sandbox, database_url, mode=request.param,
+                         public_url=f"http://127.0.0.1:{port}")
+    settings = settings.model_copy(update={"http": settings.http.model_copy(
+        update={"listen": f"127.0.0.1:{port}"})})
     bridge = Bridge(settings, [TelegramAdapter(settings.adapters["telegram"])])
     await bridge.start()
     await bridge.relay.link.wait_connected(10)
@@ -195,14 +208,6 @@ async def test_the_bot_token_is_in_no_log_line(bridge, telegram, caplog):
     await telegram.wait_for_text(ANN, 'You said: "again"', timeout=20)
     assert "/bot***/" in caplog.text  # httpx logged the request URL, redacted
     assert TOKEN not in caplog.text and TOKEN.split(":")[1] not in caplog.text
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 async def test_webhook_mode_checks_the_secret_token(telegram, sandbox, database_url):
