@@ -49,3 +49,8 @@ class Adapter(ABC):
     async def deliver(self, user: ChatUser, message: Outgoing) -> str | None:
         """Show message to the user. Returns the platform's reference to what was sent (used
         to edit it later), or raises DeliveryError."""
+
+    async def awaiting_reply(self, user: ChatUser) -> None:
+        """The helpdesk has the customer's message and SATE is answering: a platform may show
+        a typing indicator until the next deliver() to this user. Optional."""
+        return None

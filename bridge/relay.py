@@ -38,6 +38,11 @@ OPEN_LIMIT = 3
 RETRY_CAP = 300.0  # seconds between attempts, at most, while the far end is down
 
 
+def _chat_user(customer: Customer) -> ChatUser:
+    return ChatUser(customer.platform, customer.account, customer.user_id, customer.chat_id,
+                    customer.language)
+
+
 def _for(customer: Customer, conversation: Conversation | None = None) -> dict:
     """Log context: opaque ids only, never a platform user id or message text."""
     extra = {"session_id": customer.session_id}
@@ -254,6 +259,9 @@ class Relay:
         attempt = 0
         while (row := await self.store.next_to_helpdesk(customer_id)) is not None:
             customer = await self.store.customer(customer_id)
+            if row.kind == "message" and attempt == 0:
+                # before sending: a first message is done only when SATE's reply is in
+                await self._show_awaiting(customer, row.conversation_id)
             try:
                 await self._send(customer, row)
             except HelpdeskUnavailable as error:
@@ -270,6 +278,12 @@ class Relay:
             else:
                 await self.store.finish_to_helpdesk(row.id, "done")
             attempt = 0
+
+    async def _show_awaiting(self, customer: Customer, conversation_id: int) -> None:
+        conversation = await self.store.conversation(conversation_id)
+        adapter = self.adapters.get(customer.platform)
+        if adapter is not None and conversation is not None and conversation.handler == "sate":
+            await adapter.awaiting_reply(_chat_user(customer))
 
     async def _wait_for_link(self, delay: float) -> None:
         deadline = asyncio.get_running_loop().time() + delay
@@ -512,10 +526,8 @@ class Relay:
             outgoing = Outgoing.from_json(row.body)
             if outgoing.edit_of is not None:
                 outgoing.edit_ref = await self.store.delivered_ref(outgoing.edit_of)
-            user = ChatUser(customer.platform, customer.account, customer.user_id,
-                            customer.chat_id, customer.language)
             try:
-                ref = await adapter.deliver(user, outgoing)
+                ref = await adapter.deliver(_chat_user(customer), outgoing)
             except DeliveryError as error:
                 if error.permanent:
                     log.warning("customer unreachable on %s (%s); not retrying",

@@ -299,3 +299,34 @@ async def test_embedded_in_an_existing_bot(telegram, sandbox, database_url, monk
     finally:
         running.cancel()
         await asyncio.gather(running, return_exceptions=True)
+
+
+async def test_typing_is_shown_while_sate_answers(bridge, telegram, sandbox):
+    sandbox.behaviour.sate_delay = 4.5  # longer than one "typing" lasts
+    telegram.say(ANN, "hello")
+    await telegram.wait_for_text(ANN, 'You said: "hello"', timeout=15)
+    actions = telegram.calls_of("sendChatAction")
+    assert len(actions) == 2  # at once, then renewed after 4 s, then stopped by the reply
+    assert all(a.params["action"] == "typing" and a.params["chat_id"] == ANN for a in actions)
+    await asyncio.sleep(4.5)
+    assert len(telegram.calls_of("sendChatAction")) == 2
+
+
+async def test_agent_attachments_are_sent_natively_or_as_a_link(bridge, telegram, sandbox):
+    telegram.say(ANN, "hello")
+    await telegram.wait_for_text(ANN, "You said")
+    ticket = sandbox.received[0]["ticket_chat_id"]
+    await sandbox.agent_reply(ticket, "", attachment_metadata={
+        "url": "https://files.example.com/label.png", "name": "label.png",
+        "mime_type": "image/png"})
+    await sandbox.agent_reply(ticket, "Your invoice", attachment_metadata=[
+        {"file_url": "https://files.example.com/invoice.pdf", "file_name": "invoice.pdf"}])
+    photo = await telegram.wait_for(lambda: telegram.calls_of("sendPhoto"))
+    assert photo[0].params["photo"] == "https://files.example.com/label.png"
+    document = await telegram.wait_for(lambda: telegram.calls_of("sendDocument"))
+    assert document[0].params["document"] == "https://files.example.com/invoice.pdf"
+    await telegram.wait_for_text(ANN, "Your invoice")
+    telegram.fail("sendDocument", 400, "Bad Request: wrong file identifier/HTTP URL specified")
+    await sandbox.agent_reply(ticket, "", attachment_metadata={
+        "url": "https://files.example.com/broken.zip", "name": "broken.zip"})
+    await telegram.wait_for_text(ANN, "broken.zip: https://files.example.com/broken.zip")

@@ -18,7 +18,7 @@ from datetime import timedelta
 
 from aiohttp import web
 from telegram import BotCommand, InlineKeyboardButton, InlineKeyboardMarkup, Update
-from telegram.constants import ChatType, MessageEntityType, ParseMode
+from telegram.constants import ChatAction, ChatType, MessageEntityType, ParseMode
 from telegram.error import BadRequest, Forbidden, InvalidToken, NetworkError, RetryAfter, TelegramError
 from telegram.ext import AIORateLimiter, ExtBot
 
@@ -42,6 +42,8 @@ COMMAND_DESCRIPTIONS = {
     "call": "Start a voice call",
     "help": "How this works",
 }
+TYPING_EVERY = 4.0
+TYPING_CAP = 60.0
 GROUP_NOTE = "Please write to me in a private chat, so your conversation stays private."
 
 
@@ -63,6 +65,7 @@ class TelegramAdapter(Adapter):
         self._poller: asyncio.Task | None = None
         self._webhook_secret = ""
         self._recent_updates: OrderedDict[int, None] = OrderedDict()
+        self._typing: dict[int, asyncio.Task] = {}
         self.account = ""
 
     # --- running -----------------------------------------------------------------
@@ -83,6 +86,8 @@ class TelegramAdapter(Adapter):
         log.info("telegram: receiving by %s as bot %s", self.settings.mode, self.account)
 
     async def stop(self) -> None:
+        for chat_id in list(self._typing):
+            self._stop_typing(chat_id)
         if self._poller is not None:
             self._poller.cancel()
             await asyncio.gather(self._poller, return_exceptions=True)
@@ -200,7 +205,27 @@ class TelegramAdapter(Adapter):
 
     # --- delivery ----------------------------------------------------------------
 
+    async def awaiting_reply(self, user: ChatUser) -> None:
+        chat_id = int(user.chat_id)
+        self._stop_typing(chat_id)
+        self._typing[chat_id] = asyncio.create_task(self._type(chat_id))
+
+    async def _type(self, chat_id: int) -> None:
+        """"typing…" lasts 5 s in Telegram: renew it every 4 s, for TYPING_CAP s at most."""
+        for _ in range(int(TYPING_CAP / TYPING_EVERY)):
+            try:
+                await self.bot.send_chat_action(chat_id, ChatAction.TYPING)
+            except TelegramError:
+                return  # a courtesy; never worth a retry
+            await asyncio.sleep(TYPING_EVERY)
+
+    def _stop_typing(self, chat_id: int) -> None:
+        task = self._typing.pop(chat_id, None)
+        if task is not None:
+            task.cancel()
+
     async def deliver(self, user: ChatUser, message: Outgoing) -> str | None:
+        self._stop_typing(int(user.chat_id))
         try:
             return await self._deliver(int(user.chat_id), message)
         except RetryAfter as error:
