@@ -11,6 +11,8 @@ or, embedded in an application that has its own adapters:
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import hmac
 import logging
 from functools import partial
 from pathlib import Path
@@ -55,7 +57,11 @@ class Bridge:
         link_factory = partial(HelpdeskLink, helpdesk.url, helpdesk.api_key.get_secret_value(),
                                namespace=helpdesk.namespace, connections=helpdesk.connections,
                                request_timeout=helpdesk.request_timeout)
-        self.http = HttpServer(settings.http.listen, settings.http.public_url)
+        # Links the bridge signs must outlive a restart (the helpdesk may fetch a customer's
+        # file hours later), so the key is derived from a configured secret.
+        signing_key = hmac.new(helpdesk.api_key.get_secret_value().encode(),
+                               b"helpdesk-bridge signed links", hashlib.sha256).digest()
+        self.http = HttpServer(settings.http.listen, settings.http.public_url, signing_key)
         await self.http.start()
         self.relay = Relay(self.store, link_factory, self.adapters, self.http,
                            Texts(settings.texts, settings.default_language),

@@ -3,7 +3,11 @@ mount (webhooks). Routes can be added while it runs, so an adapter that starts a
 server (and must be reachable before it calls setWebhook) can still mount its own."""
 from __future__ import annotations
 
+import hashlib
+import hmac
 import logging
+import secrets
+import time
 from typing import Awaitable, Callable
 
 from aiohttp import web
@@ -14,16 +18,42 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 class HttpServer:
-    def __init__(self, listen: str, public_url: str = "") -> None:
+    def __init__(self, listen: str, public_url: str = "", signing_key: bytes = b"") -> None:
         host, _, port = listen.rpartition(":")
         self.host = host.strip("[]") or "127.0.0.1"
         self.port = int(port)
         self.public_url = public_url.rstrip("/")
         self._routes: dict[tuple[str, str], Handler] = {("GET", "/healthz"): self._healthz}
+        self._prefixes: dict[tuple[str, str], Handler] = {}
         self._runner: web.AppRunner | None = None
+        self._signing_key = signing_key or secrets.token_bytes(32)
 
-    def route(self, method: str, path: str, handler: Handler) -> None:
-        self._routes[(method.upper(), path)] = handler
+    def route(self, method: str, path: str, handler: Handler, prefix: bool = False) -> None:
+        """Serve path (or, with prefix, every path under it) with handler."""
+        (self._prefixes if prefix else self._routes)[(method.upper(), path)] = handler
+
+    # --- signed, expiring links (customer files the helpdesk may fetch) ---------------
+
+    def signed_url(self, path: str, ttl: float = 7 * 24 * 3600) -> str | None:
+        """A link to path on public_url that works until ttl seconds from now; None when
+        the bridge has no public URL."""
+        if not self.public_url:
+            return None
+        expires = int(time.time() + ttl)
+        return f"{self.public_url}{path}?exp={expires}&sig={self._signature(path, expires)}"
+
+    def verify(self, request: web.Request) -> bool:
+        try:
+            expires = int(request.query.get("exp", ""))
+        except ValueError:
+            return False
+        expected = self._signature(request.path, expires)
+        return expires >= time.time() and hmac.compare_digest(
+            request.query.get("sig", "").encode(), expected.encode())
+
+    def _signature(self, path: str, expires: int) -> str:
+        digest = hmac.new(self._signing_key, f"{path}\n{expires}".encode(), hashlib.sha256)
+        return digest.hexdigest()[:32]
 
     @property
     def url(self) -> str:
@@ -48,6 +78,10 @@ class HttpServer:
 
     async def _dispatch(self, request: web.Request) -> web.StreamResponse:
         handler = self._routes.get((request.method, request.path))
+        if handler is None:
+            handler = next((h for (method, prefix), h in self._prefixes.items()
+                            if method == request.method and request.path.startswith(prefix)),
+                           None)
         if handler is None:
             raise web.HTTPNotFound()
         return await handler(request)

@@ -51,6 +51,7 @@ class FakeTelegram:
     async def start(self) -> str:
         app = web.Application()
         app.router.add_post("/bot{token}/{method}", self._handle)
+        app.router.add_get("/file/bot{token}/{path:.*}", self._download)
         self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.5)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
@@ -260,6 +261,16 @@ class FakeTelegram:
             return self._error(400, "Bad Request: message to edit not found")
         message.pop("reply_markup", None)
         return message
+
+    async def _api_getFile(self, params: dict) -> dict:
+        return {"file_id": params["file_id"], "file_unique_id": "uniq", "file_size": 11,
+                "file_path": f"photos/{params['file_id']}.jpg"}
+
+    async def _download(self, request: web.Request) -> web.Response:
+        if request.match_info["token"] != self.token:
+            return web.Response(status=404)
+        self.calls.append(Call("download", {"path": request.match_info["path"]}))
+        return web.Response(body=b"\xff\xd8 jpeg \xff\xd9", content_type="image/jpeg")
 
     async def _api_answerCallbackQuery(self, _params: dict) -> bool:
         return True

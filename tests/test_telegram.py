@@ -190,13 +190,19 @@ async def test_groups_are_not_relayed_but_a_mention_is_answered(bridge, telegram
     assert sandbox.received == []
 
 
-async def test_photos_are_refused_plainly_without_leaking_a_file_url(bridge, telegram, sandbox):
-    message = telegram.text(ANN, "")
-    del message["text"]
-    message["photo"] = [{"file_id": "AgAD", "file_unique_id": "x", "width": 90, "height": 90}]
-    telegram.push({"message": message})
-    await telegram.wait_for_text(ANN, "Attachments can't be sent here.")
-    assert sandbox.received == []
+async def test_without_a_public_url_photos_are_refused_plainly(telegram, sandbox, database_url):
+    settings = _settings(telegram, sandbox, database_url, public_url="")
+    bridge = Bridge(settings, [TelegramAdapter(settings.adapters["telegram"])])
+    await bridge.start()
+    try:
+        message = telegram.text(ANN, "")
+        del message["text"]
+        message["photo"] = [{"file_id": "AgAD", "file_unique_id": "x", "width": 90, "height": 90}]
+        telegram.push({"message": message})
+        await telegram.wait_for_text(ANN, "Attachments can't be sent here.")
+        assert sandbox.received == []
+    finally:
+        await asyncio.wait_for(bridge.stop(), 20)
 
 
 async def test_the_bot_token_is_in_no_log_line(bridge, telegram, caplog):
@@ -330,3 +336,31 @@ async def test_agent_attachments_are_sent_natively_or_as_a_link(bridge, telegram
     await sandbox.agent_reply(ticket, "", attachment_metadata={
         "url": "https://files.example.com/broken.zip", "name": "broken.zip"})
     await telegram.wait_for_text(ANN, "broken.zip: https://files.example.com/broken.zip")
+
+
+async def test_customer_photos_reach_the_helpdesk_through_a_signed_bridge_link(
+        bridge, telegram, sandbox):
+    import aiohttp
+
+    message = telegram.text(ANN, "")
+    message["text"], message["caption"] = None, "the broken part"
+    del message["text"]
+    message["photo"] = [{"file_id": "small", "file_unique_id": "a", "width": 90, "height": 90},
+                        {"file_id": "AgADBig", "file_unique_id": "b", "width": 800, "height": 600}]
+    telegram.push({"message": message})
+    await telegram.wait_for(lambda: sandbox.received)
+    sent = sandbox.received[0]
+    assert sent["message"] == "the broken part"
+    link = sent["attachment_metadata"]["url"]
+    assert link.startswith(bridge.http.public_url + "/files/telegram/AgADBig?exp=")
+    assert TOKEN not in str(sent) and TOKEN.split(":")[1] not in str(sent)
+    async with aiohttp.ClientSession() as http:
+        async with http.get(link) as response:  # the helpdesk fetching the file
+            assert response.status == 200
+            assert await response.read() == b"\xff\xd8 jpeg \xff\xd9"
+            assert response.content_type == "image/jpeg"
+        async with http.get(link.replace("sig=", "sig=0")) as response:
+            assert response.status == 403
+        expired = link.split("?")[0] + "?exp=1000&sig=" + link.split("sig=")[1]
+        async with http.get(expired) as response:
+            assert response.status == 403

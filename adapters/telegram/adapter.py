@@ -11,10 +11,12 @@ from __future__ import annotations
 import asyncio
 import hmac
 import logging
+import mimetypes
 import secrets
 import warnings
 from collections import OrderedDict
 from datetime import timedelta
+from urllib.parse import quote, unquote
 
 from aiohttp import web
 from telegram import BotCommand, InlineKeyboardButton, InlineKeyboardMarkup, Update
@@ -34,6 +36,7 @@ log = logging.getLogger(__name__)
 
 ALLOWED_UPDATES = ["message", "edited_message", "callback_query"]
 WEBHOOK_PATH = "/telegram/webhook"
+FILES_PATH = "/files/telegram/"
 COMMAND_DESCRIPTIONS = {
     "start": "Start talking to support",
     "new": "Start a new conversation",
@@ -66,12 +69,16 @@ class TelegramAdapter(Adapter):
         self._webhook_secret = ""
         self._recent_updates: OrderedDict[int, None] = OrderedDict()
         self._typing: dict[int, asyncio.Task] = {}
+        self._http: HttpServer | None = None
         self.account = ""
 
     # --- running -----------------------------------------------------------------
 
     async def start(self, sink: Sink, http: HttpServer | None = None) -> None:
         self._sink = sink
+        self._http = http
+        if http is not None:
+            http.route("GET", FILES_PATH, self._serve_file, prefix=True)
         await self.bot.initialize()  # idempotent: an embedding app may have done it already
         self.account = str(self.bot.id)
         await self.bot.set_my_commands(
@@ -180,9 +187,31 @@ class TelegramAdapter(Adapter):
         if command is not None:
             event = inbound.command_event(self.account, update, *command)
         else:
-            event = inbound.message_event(self.account, update)
+            event = inbound.message_event(self.account, update, self._file_url)
         if event is not None:
             await self._sink(event)
+
+    def _file_url(self, file_id: str) -> str | None:
+        if self._http is None:
+            return None
+        return self._http.signed_url(FILES_PATH + quote(file_id, safe=""))
+
+    async def _serve_file(self, request: web.Request) -> web.StreamResponse:
+        """A customer's file, for the helpdesk: fetched from Telegram with the token, which
+        stays here; the link itself is signed and expires."""
+        if not self._http.verify(request):
+            return web.Response(status=403, text="link expired or not valid")
+        file_id = unquote(request.path[len(FILES_PATH):])
+        try:
+            telegram_file = await self.bot.get_file(file_id)
+            content = await telegram_file.download_as_bytearray()
+        except TelegramError as error:
+            log.warning("telegram: could not fetch a customer file: %s", error)
+            return web.Response(status=502, text="the file could not be fetched")
+        name = (telegram_file.file_path or "file").rsplit("/", 1)[-1]
+        return web.Response(body=bytes(content), content_type=mimetypes.guess_type(name)[0]
+                            or "application/octet-stream",
+                            headers={"Content-Disposition": f'inline; filename="{name}"'})
 
     async def _on_press(self, update: Update) -> None:
         query = update.callback_query

@@ -1,6 +1,8 @@
 """Telegram updates -> the core's neutral events. Kept apart from sending (as opsdroid does)."""
 from __future__ import annotations
 
+from typing import Callable
+
 from telegram import Message, Update
 from telegram import User as TelegramUser
 
@@ -13,7 +15,10 @@ def chat_user(account: str, user: TelegramUser, chat_id: int) -> ChatUser:
     return ChatUser("telegram", account, str(user.id), str(chat_id), user.language_code)
 
 
-def message_event(account: str, update: Update) -> InboundMessage | None:
+def message_event(account: str, update: Update,
+                  file_url: Callable[[str], str | None] = lambda _file_id: None
+                  ) -> InboundMessage | None:
+    """file_url(file_id): a bridge-served link to the file, or None when there is none."""
     message: Message | None = update.message or update.edited_message
     if message is None or message.from_user is None:
         return None
@@ -26,9 +31,15 @@ def message_event(account: str, update: Update) -> InboundMessage | None:
     attachment = None
     if message.photo or message.document:
         # A Telegram file URL contains the bot token: it must never reach the helpdesk.
-        # Without a bridge-served URL the core tells the customer it can't be sent.
-        attachment = {"url": None, "name": message.document.file_name if message.document
-                      else "photo.jpg"}
+        # The helpdesk gets a signed link served by the bridge; without one (no public
+        # URL) the core tells the customer that attachments can't be sent.
+        if message.document:
+            file_id = message.document.file_id
+            name = message.document.file_name or "document"
+            mime = message.document.mime_type or "application/octet-stream"
+        else:
+            file_id, name, mime = message.photo[-1].file_id, "photo.jpg", "image/jpeg"
+        attachment = {"url": file_url(file_id), "name": name, "mime_type": mime}
     if not text and attachment is None:
         return None
     return InboundMessage(chat_user(account, message.from_user, message.chat_id), text,
