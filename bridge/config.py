@@ -188,9 +188,16 @@ def load_settings(raw: dict[str, Any], env: dict[str, str] | None = None,
     if "helpdesk" not in core:
         raise ConfigError("[helpdesk]: section is required")
     try:
-        return Settings.model_validate({**core, "adapters": adapters})
+        settings = Settings.model_validate({**core, "adapters": adapters})
     except ValidationError as error:
         raise _explain(error) from None
+    for name, section in settings.adapters.items():
+        # An adapter section may say it needs the public URL (webhooks, file links).
+        needs = getattr(section, "needs_public_url", None)
+        reason = needs() if callable(needs) else None
+        if reason and not settings.http.public_url:
+            raise ConfigError(f"[{name}] {reason} needs [http] public_url")
+    return settings
 
 
 def read_config_file(path: str | Path) -> dict[str, Any]:

@@ -21,11 +21,13 @@ def _load(raw: dict, env: dict | None = None):
 
 def test_the_example_config_is_valid_and_documents_the_defaults():
     raw = tomllib.loads((ROOT / "config.example.toml").read_text())
-    settings = _load(raw, {"EUSATE_API_KEY": "k-123456"})
+    settings = _load(raw, {"EUSATE_API_KEY": "k-123456", "TELEGRAM_BOT_TOKEN": "1:abcdef"})
     assert settings.helpdesk.url == "https://api.eusate.com"
     assert settings.helpdesk.api_key.get_secret_value() == "k-123456"
     assert settings.storage.url.get_secret_value() == "sqlite+aiosqlite:///bridge.db"
     assert settings.http.listen == "127.0.0.1:8080"
+    assert settings.adapters["telegram"].mode == "polling"
+    assert "1:abcdef" in settings.secrets()  # so the log redactor knows the bot token
 
 
 @pytest.mark.parametrize("raw, env, message", [
@@ -41,6 +43,11 @@ def test_the_example_config_is_valid_and_documents_the_defaults():
      "[texts] gretting: unknown text"),
     ({"helpdesk": {"api_key": "k"}, "logging": {"level": "LOUD"}}, {}, "[logging] level: "),
     ({"helpdesk": {"api_key": "k"}, "console": {"user": 5}}, {}, "[console] user: "),
+    ({"helpdesk": {"api_key": "k"}, "telegram": {"token": "t", "mode": "carrier-pigeon"}}, {},
+     "[telegram] mode: "),
+    ({"helpdesk": {"api_key": "k"}, "telegram": {}}, {}, "[telegram] token: is required"),
+    ({"helpdesk": {"api_key": "k"}, "telegram": {"token": "t", "mode": "webhook"}}, {},
+     '[telegram] mode = "webhook" needs [http] public_url'),
 ])
 def test_problems_name_the_key(raw, env, message):
     with pytest.raises(ConfigError) as error:

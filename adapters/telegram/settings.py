@@ -19,3 +19,6 @@ class TelegramSettings(StrictModel):
         if not value.startswith(("http://", "https://")):
             raise ValueError("must start with http:// or https://")
         return value.rstrip("/")
+
+    def needs_public_url(self) -> str | None:
+        return 'mode = "webhook"' if self.mode == "webhook" else None
