@@ -51,6 +51,7 @@ class Button:
 class Outgoing:
     """One thing to show a customer. Stored as JSON in the delivery queue."""
     kind: str                            # reply | notice | prompt | call_invite | edit
+    # (an edit with empty text keeps the text and only removes the buttons)
     text: str
     sender: str | None = None            # reply: "sate" | "agent"
     sender_name: str | None = None       # reply: "SATE" or the agent's name

@@ -406,6 +406,10 @@ class Relay:
         fresh = await self.store.conversation(conversation.id)
         if fresh.state == "closed":
             return
+        if fresh.prompt == "close_confirm" and fresh.prompt_ref:
+            # Closed before the customer answered: the old question loses its buttons.
+            await self._queue(customer, conversation, Outgoing(
+                kind="edit", text="", edit_of=int(fresh.prompt_ref)))
         await self.store.set_conversation(conversation.id, state="closed", prompt=None,
                                           closed_at=utcnow())
         current = await self.store.customer(customer.id)

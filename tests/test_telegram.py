@@ -364,3 +364,14 @@ async def test_customer_photos_reach_the_helpdesk_through_a_signed_bridge_link(
         expired = link.split("?")[0] + "?exp=1000&sig=" + link.split("sig=")[1]
         async with http.get(expired) as response:
             assert response.status == 403
+
+
+async def test_auto_close_takes_the_buttons_off_an_unanswered_close_prompt(
+        bridge, telegram, sandbox):
+    telegram.say(ANN, "resolved")
+    prompt = await telegram.wait_for_text(ANN, "Did this solve your issue?")
+    await sandbox.auto_close(sandbox.received[0]["ticket_chat_id"])
+    await telegram.wait_for_text(ANN, "closed because it looked resolved")
+    await telegram.wait_for(lambda: telegram.calls_of("editMessageReplyMarkup"))
+    assert "reply_markup" not in prompt and prompt["text"] == "Did this solve your issue?"
+    await telegram.wait_for_text(ANN, "How would you rate")

@@ -75,6 +75,8 @@ class ConsoleAdapter(Adapter):
             for item in self.shown.get(user.user_id, []):
                 if item.ref == message.edit_ref:
                     item.message.buttons = []
+            if not message.text:
+                return message.edit_ref
         ref = str(next(self._refs))
         shown = Shown(ref, message, render(message))
         changed = self._changed[user.user_id]

@@ -19,6 +19,7 @@ from datetime import timedelta
 from urllib.parse import quote, unquote
 
 from aiohttp import web
+from aiolimiter import AsyncLimiter
 from telegram import BotCommand, InlineKeyboardButton, InlineKeyboardMarkup, Update
 from telegram.constants import ChatAction, ChatType, MessageEntityType, ParseMode
 from telegram.error import BadRequest, Forbidden, InvalidToken, NetworkError, RetryAfter, TelegramError
@@ -45,6 +46,7 @@ COMMAND_DESCRIPTIONS = {
     "call": "Start a voice call",
     "help": "How this works",
 }
+CHAT_BURST = 3  # messages; then one a second per chat
 TYPING_EVERY = 4.0
 TYPING_CAP = 60.0
 GROUP_NOTE = "Please write to me in a private chat, so your conversation stays private."
@@ -69,6 +71,7 @@ class TelegramAdapter(Adapter):
         self._webhook_secret = ""
         self._recent_updates: OrderedDict[int, None] = OrderedDict()
         self._typing: dict[int, asyncio.Task] = {}
+        self._chat_limits: OrderedDict[int, AsyncLimiter] = OrderedDict()
         self._http: HttpServer | None = None
         self.account = ""
 
@@ -270,21 +273,36 @@ class TelegramAdapter(Adapter):
     async def _deliver(self, chat_id: int, message: Outgoing) -> str | None:
         if message.kind == "edit" and message.edit_ref:
             try:
-                await self.bot.edit_message_text(
-                    chat_id=chat_id, message_id=int(message.edit_ref),
-                    text=to_html(message.text), parse_mode=ParseMode.HTML)
+                if not message.text:  # only take the buttons away
+                    await self.bot.edit_message_reply_markup(
+                        chat_id=chat_id, message_id=int(message.edit_ref), reply_markup=None)
+                else:
+                    await self.bot.edit_message_text(
+                        chat_id=chat_id, message_id=int(message.edit_ref),
+                        text=to_html(message.text), parse_mode=ParseMode.HTML)
                 return message.edit_ref
             except BadRequest as error:
                 if "not modified" in error.message.lower():
                     return message.edit_ref
                 if "not found" not in error.message.lower():
                     raise
+                if not message.text:
+                    return None  # no buttons to take away
                 # the prompt is gone (deleted by the user): say it as a new message
         if message.kind == "reply" and message.attachment:
             sent = await self._send_attachment(chat_id, message)
             if sent is not None and not message.text:
                 return sent
         return await self._send_text(chat_id, _text_of(message), _keyboard(message))
+
+    def _pace(self, chat_id: int) -> AsyncLimiter:
+        """Telegram allows about one message a second per chat, sustained; a short burst
+        (a split reply, a prompt after a reply) is fine."""
+        limiter = self._chat_limits.pop(chat_id, None) or AsyncLimiter(CHAT_BURST, CHAT_BURST)
+        self._chat_limits[chat_id] = limiter  # most recently used last
+        if len(self._chat_limits) > 10_000:
+            self._chat_limits.popitem(last=False)
+        return limiter
 
     async def _send_text(self, chat_id: int, text: str,
                          keyboard: InlineKeyboardMarkup | None) -> str:
@@ -293,6 +311,7 @@ class TelegramAdapter(Adapter):
         for index, chunk in enumerate(chunks):
             markup = keyboard if index == len(chunks) - 1 else None
             formatted = to_html(chunk)
+            await self._pace(chat_id).acquire()
             try:
                 if len(formatted) > LIMIT:
                     raise BadRequest("too long after formatting")
