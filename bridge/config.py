@@ -10,9 +10,9 @@ import os
 import re
 import tomllib
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, SecretStr, ValidationError
 
 from bridge.texts import DEFAULT_TEXTS
 
@@ -27,21 +27,24 @@ class StrictModel(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+def _http_url(value: str) -> str:
+    if not value.startswith(("http://", "https://")):
+        raise ValueError("must start with http:// or https://")
+    return value.rstrip("/")
+
+
+#: a base URL of a service: http(s) only, no trailing slash
+HttpUrl = Annotated[str, AfterValidator(_http_url)]
+
+
 class HelpdeskSettings(StrictModel):
-    url: str = "https://api.eusate.com"
+    url: HttpUrl = "https://api.eusate.com"
     api_key: SecretStr
     namespace: str = "/helpdesk"
     # Sockets in the pool. Each can have one conversation opening at a time (a first
     # reply carries no session id), so this is also how many can open at once.
     connections: int = Field(4, ge=1, le=256)
     request_timeout: float = Field(15.0, gt=0)
-
-    @field_validator("url")
-    @classmethod
-    def _http_url(cls, value: str) -> str:
-        if not value.startswith(("http://", "https://")):
-            raise ValueError("must start with http:// or https://")
-        return value.rstrip("/")
 
 
 class StorageSettings(StrictModel):
