@@ -40,6 +40,8 @@ from bridge.protocol import (
 
 log = logging.getLogger(__name__)
 
+# Tries to hand a server event to the core (about 6 s in all) before it is dropped.
+EVENT_ATTEMPTS = 6
 # How many request timeouts a customer message may wait for its echo while connected.
 PATIENCE = 4
 
@@ -437,10 +439,20 @@ class HelpdeskLink:
             self.malformed += 1
             log.warning("helpdesk: malformed %s payload skipped: %s", event, error)
             return
-        try:
-            await self._on_event(typed)
-        except Exception:
-            log.exception("helpdesk: handling %s for %s failed", event, ticket)
+        # The helpdesk will not send it again: a failure to store it (the database away for
+        # a moment) is retried before giving up. Events behind it on this connection wait,
+        # which keeps them in order.
+        for attempt in range(EVENT_ATTEMPTS):
+            try:
+                await self._on_event(typed)
+                return
+            except Exception:
+                if attempt == EVENT_ATTEMPTS - 1:
+                    log.exception("helpdesk: %s for %s could not be handled; dropped", event,
+                                  ticket)
+                    return
+                log.warning("helpdesk: handling %s failed; retrying", event, exc_info=True)
+                await asyncio.sleep(0.2 * 2 ** attempt)
 
     def _resolve_waiter(self, connection: _Connection, event: str, envelope: Envelope) -> None:
         """Match a response event to the oldest request waiting for it."""
