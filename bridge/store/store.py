@@ -2,12 +2,14 @@
 change them through a Store method, so every write is one short transaction."""
 from __future__ import annotations
 
+import asyncio
 import secrets
-from typing import Any
+from contextlib import asynccontextmanager
+from typing import Any, AsyncIterator
 
 from sqlalchemy import event, func, select, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
 from bridge.store.models import Conversation, Customer, ToCustomer, ToHelpdesk, utcnow
 
@@ -18,12 +20,20 @@ def make_engine(url: str) -> AsyncEngine:
     if url.startswith("sqlite"):
         engine = create_async_engine(url, connect_args={"timeout": 30})
 
-        @event.listens_for(engine.sync_engine, "connect")
-        def _sqlite_pragmas(dbapi_connection, _record) -> None:
-            # WAL: readers don't block the writer; synchronous=NORMAL is still durable
-            # against a killed process (only a power cut can lose the last commits).
+        @event.listens_for(engine.sync_engine, "first_connect")
+        def _sqlite_wal(dbapi_connection, _record) -> None:
+            # WAL: readers don't block the writer. It is a property of the database file,
+            # so it is set once; setting it on every new connection takes a lock each time
+            # and made concurrent connections wait in SQLite's busy handler (~50 ms).
             cursor = dbapi_connection.cursor()
             cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.close()
+
+        @event.listens_for(engine.sync_engine, "connect")
+        def _sqlite_pragmas(dbapi_connection, _record) -> None:
+            # synchronous=NORMAL is still durable against a killed process (only a power
+            # cut can lose the last commits).
+            cursor = dbapi_connection.cursor()
             cursor.execute("PRAGMA synchronous=NORMAL")
             cursor.execute("PRAGMA foreign_keys=ON")
             cursor.close()
@@ -36,6 +46,21 @@ class Store:
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
         self._session = async_sessionmaker(engine, expire_on_commit=False)
+        # SQLite runs one writer at a time, and a writer that finds another one busy waits
+        # in SQLite's busy handler, which sleeps in steps of up to 100 ms: one write took
+        # over a second with 20 customers at once. Queueing writers here instead is fair
+        # and costs microseconds; reads still run in parallel (WAL). PostgreSQL needs none.
+        self._write_lock = asyncio.Lock() if engine.dialect.name == "sqlite" else None
+
+    @asynccontextmanager
+    async def _write(self) -> AsyncIterator[AsyncSession]:
+        """A write transaction: committed on exit, rolled back on an exception."""
+        if self._write_lock is None:
+            async with self._session.begin() as session:
+                yield session
+            return
+        async with self._write_lock, self._session.begin() as session:
+            yield session
 
     @classmethod
     def from_url(cls, url: str) -> "Store":
@@ -57,14 +82,14 @@ class Store:
                                        Customer.account == account, Customer.user_id == user_id)
         async with self._session() as session:
             found = (await session.execute(query)).scalar_one_or_none()
-            if found is not None:
-                if found.chat_id != chat_id or (language and found.language != language):
-                    found.chat_id = chat_id
-                    found.language = language or found.language
-                    await session.commit()
-                return found
+        if found is not None:
+            if found.chat_id != chat_id or (language and found.language != language):
+                found.chat_id, found.language = chat_id, language or found.language
+                await self.set_customer(found.id, chat_id=found.chat_id,
+                                        language=found.language)
+            return found
         try:
-            async with self._session.begin() as session:
+            async with self._write() as session:
                 customer = Customer(platform=platform, account=account, user_id=user_id,
                                     chat_id=chat_id, language=language, unreachable=False,
                                     session_id=secrets.token_hex(16), created_at=utcnow())
@@ -79,7 +104,7 @@ class Store:
             return await session.get(Customer, customer_id)
 
     async def set_customer(self, customer_id: int, **fields: Any) -> None:
-        async with self._session.begin() as session:
+        async with self._write() as session:
             await session.execute(update(Customer).where(Customer.id == customer_id).values(**fields))
 
     async def open_conversation_rooms(self) -> list[tuple[str, str | None]]:
@@ -117,20 +142,20 @@ class Store:
 
     async def move_to_new_conversation(self, row: ToHelpdesk) -> Conversation:
         """A queued message whose conversation closed meanwhile starts a new one."""
-        async with self._session.begin() as session:
+        async with self._write() as session:
             conversation = await self._start_conversation(session, row.customer_id)
             await session.execute(update(ToHelpdesk).where(ToHelpdesk.id == row.id)
                                   .values(conversation_id=conversation.id))
             return conversation
 
     async def set_conversation(self, conversation_id: int, **fields: Any) -> None:
-        async with self._session.begin() as session:
+        async with self._write() as session:
             await session.execute(update(Conversation)
                                   .where(Conversation.id == conversation_id).values(**fields))
 
     async def start_conversation(self, customer_id: int) -> Conversation:
         """A new conversation row (state "opening"), made the customer's active one."""
-        async with self._session.begin() as session:
+        async with self._write() as session:
             return await self._start_conversation(session, customer_id)
 
     async def _start_conversation(self, session, customer_id: int) -> Conversation:
@@ -151,7 +176,7 @@ class Store:
         """Queue a customer message in their active conversation, opening one if there is
         none. One transaction, so a crash leaves either both or neither. None: a duplicate."""
         try:
-            async with self._session.begin() as session:
+            async with self._write() as session:
                 customer = await session.get(Customer, customer_id)
                 active = None
                 if customer.active_conversation_id is not None:
@@ -169,7 +194,7 @@ class Store:
     async def enqueue_request(self, customer_id: int, conversation_id: int, kind: str,
                               body: dict, dedupe_key: str | None = None) -> ToHelpdesk | None:
         try:
-            async with self._session.begin() as session:
+            async with self._write() as session:
                 row = ToHelpdesk(customer_id=customer_id, conversation_id=conversation_id,
                                  kind=kind, body=body, dedupe_key=dedupe_key, status="queued",
                                  attempts=0, created_at=utcnow())
@@ -186,12 +211,12 @@ class Store:
             return (await session.execute(query)).scalar_one_or_none()
 
     async def finish_to_helpdesk(self, row_id: int, status: str, error: str | None = None) -> None:
-        async with self._session.begin() as session:
+        async with self._write() as session:
             await session.execute(update(ToHelpdesk).where(ToHelpdesk.id == row_id)
                                   .values(status=status, error=error, done_at=utcnow()))
 
     async def count_attempt(self, row_id: int) -> None:
-        async with self._session.begin() as session:
+        async with self._write() as session:
             await session.execute(update(ToHelpdesk).where(ToHelpdesk.id == row_id)
                                   .values(attempts=ToHelpdesk.attempts + 1))
 
@@ -201,7 +226,7 @@ class Store:
                                   body: dict, dedupe_key: str | None = None) -> ToCustomer | None:
         """Queue something to show; None if dedupe_key was seen before (shown once)."""
         try:
-            async with self._session.begin() as session:
+            async with self._write() as session:
                 row = ToCustomer(customer_id=customer_id, conversation_id=conversation_id,
                                  body=body, dedupe_key=dedupe_key, status="queued", attempts=0,
                                  created_at=utcnow())
@@ -219,7 +244,7 @@ class Store:
 
     async def finish_to_customer(self, row_id: int, status: str,
                                  platform_ref: str | None = None) -> None:
-        async with self._session.begin() as session:
+        async with self._write() as session:
             await session.execute(update(ToCustomer).where(ToCustomer.id == row_id)
                                   .values(status=status, platform_ref=platform_ref,
                                           delivered_at=utcnow(),
