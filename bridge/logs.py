@@ -87,3 +87,7 @@ def setup_logging(level: str = "INFO", fmt: str = "text", secrets: list[str] | N
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
+    # The Socket.IO transport narrates every drop ("Server sent close packet"); the link
+    # logs what matters (reconnects and how long they took), so only DEBUG shows these.
+    for name in ("engineio.client", "socketio.client"):
+        logging.getLogger(name).setLevel(logging.DEBUG if level == "DEBUG" else logging.ERROR)
