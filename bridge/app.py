@@ -17,6 +17,7 @@ import logging
 from functools import partial
 from pathlib import Path
 
+from bridge import ops
 from bridge.adapter import Adapter
 from bridge.config import Settings, load_settings, read_config_file
 from bridge.helpdesk import HelpdeskLink
@@ -66,6 +67,7 @@ class Bridge:
         self.relay = Relay(self.store, link_factory, self.adapters, self.http,
                            Texts(settings.texts, settings.default_language),
                            public_url=settings.http.public_url)
+        ops.mount(self.http, self.relay)
         await self.relay.start()
         log.info("helpdesk-bridge started with adapters: %s",
                  ", ".join(a.name for a in self.adapters) or "none")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import weakref
+from datetime import datetime, timezone
 from typing import Any, Callable
 
 from bridge.adapter import Adapter, DeliveryError
@@ -18,6 +19,7 @@ from bridge.drain import Drainer
 from bridge.events import Button, ButtonPress, ChatUser, Command, Inbound, InboundMessage, Outgoing
 from bridge.helpdesk import HelpdeskLink, HelpdeskUnavailable
 from bridge.http import HttpServer
+from bridge.metrics import Metrics
 from bridge.protocol import (
     CallEnded,
     CallStarted,
@@ -38,6 +40,13 @@ OPEN_LIMIT = 3
 RETRY_CAP = 300.0  # seconds between attempts, at most, while the far end is down
 
 
+def _age(moment: datetime) -> float:
+    """Seconds since moment (SQLite hands back times without their zone: they are UTC)."""
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=timezone.utc)
+    return max(0.0, (datetime.now(timezone.utc) - moment).total_seconds())
+
+
 def _chat_user(customer: Customer) -> ChatUser:
     return ChatUser(customer.platform, customer.account, customer.user_id, customer.chat_id,
                     customer.language)
@@ -54,9 +63,10 @@ def _for(customer: Customer, conversation: Conversation | None = None) -> dict:
 class Relay:
     def __init__(self, store: Store, link_factory: Callable[..., HelpdeskLink],
                  adapters: list[Adapter], http: HttpServer, texts: Texts | None = None,
-                 public_url: str = "") -> None:
+                 public_url: str = "", metrics: Metrics | None = None) -> None:
         self.store = store
         self.http = http
+        self.metrics = metrics or Metrics()
         self.link = link_factory(on_event=self.on_helpdesk_event)
         self.adapters = {adapter.name: adapter for adapter in adapters}
         self.texts = texts or Texts()
@@ -265,6 +275,7 @@ class Relay:
             try:
                 await self._send(customer, row)
             except HelpdeskUnavailable as error:
+                self.metrics.retries.labels("helpdesk", "unavailable").inc()
                 attempt += 1
                 await self.store.count_attempt(row.id)
                 delay = min(RETRY_CAP, 0.5 * 2 ** min(attempt, 10))
@@ -273,10 +284,13 @@ class Relay:
                 await self._wait_for_link(delay)
                 continue
             except HelpdeskError as error:
+                self.metrics.errors.labels("helpdesk_refused").inc()
                 await self.store.finish_to_helpdesk(row.id, "failed", str(error))
                 await self._refused(customer, row, error)
             else:
                 await self.store.finish_to_helpdesk(row.id, "done")
+                self.metrics.relayed.labels(customer.platform, "to_helpdesk").inc()
+                self.metrics.latency.labels("to_helpdesk").observe(_age(row.created_at))
             attempt = 0
 
     async def _show_awaiting(self, customer: Customer, conversation_id: int) -> None:
@@ -534,17 +548,21 @@ class Relay:
                 ref = await adapter.deliver(_chat_user(customer), outgoing)
             except DeliveryError as error:
                 if error.permanent:
+                    self.metrics.errors.labels("customer_unreachable").inc()
                     log.warning("customer unreachable on %s (%s); not retrying",
                                 customer.platform, error, extra=_for(customer))
                     await self.store.set_customer(customer.id, unreachable=True)
                     await self.store.finish_to_customer(row.id, "failed")
                     continue
                 if error.rejected:
+                    self.metrics.errors.labels("message_rejected").inc()
                     log.error("%s refused a message for good: %s", customer.platform, error,
                               extra=_for(customer))
                     await self.store.finish_to_customer(row.id, "failed")
                     continue
                 attempt += 1
+                self.metrics.retries.labels(customer.platform, "rate_limited"
+                                            if error.retry_after is not None else "error").inc()
                 delay = error.retry_after if error.retry_after is not None else \
                     min(RETRY_CAP, 0.5 * 2 ** min(attempt, 10))
                 log.warning("delivery failed (%s); retrying in %.1fs", error, delay,
@@ -553,6 +571,8 @@ class Relay:
                 continue
             attempt = 0
             await self.store.finish_to_customer(row.id, "delivered", ref)
+            self.metrics.relayed.labels(customer.platform, "to_customer").inc()
+            self.metrics.latency.labels("to_customer").observe(_age(row.created_at))
             if outgoing.kind == "reply" and row.conversation_id is not None:
                 await self._mark_read(customer, row.conversation_id)
 

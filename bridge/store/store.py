@@ -255,6 +255,23 @@ class Store:
             row = await session.get(ToCustomer, row_id)
             return row.platform_ref if row else None
 
+    async def stats(self) -> dict:
+        """For the metrics: rows waiting and the oldest one's time, per direction; customers;
+        conversations open."""
+        result = {}
+        async with self._session() as session:
+            for direction, table in (("to_helpdesk", ToHelpdesk), ("to_customer", ToCustomer)):
+                count, oldest = (await session.execute(
+                    select(func.count(), func.min(table.created_at))
+                    .where(table.status == "queued"))).one()
+                result[direction] = (count, oldest)
+            result["customers"] = (await session.execute(
+                select(func.count()).select_from(Customer))).scalar()
+            result["open_conversations"] = (await session.execute(
+                select(func.count()).select_from(Conversation)
+                .where(Conversation.state.in_(OPEN_STATES)))).scalar()
+        return result
+
     async def customers_with_work(self) -> tuple[list[int], list[int]]:
         """Customers with queued rows: (to the helpdesk, to the customer). For restarts."""
         async with self._session() as session:

@@ -1,0 +1,38 @@
+"""Prometheus metrics, one registry per Bridge (so two bridges in one process, or tests,
+never share counters). Counters move where things happen; the gauges that describe stored
+state (queues, customers, conversations) are read from the database at scrape time."""
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.relayed = Counter("bridge_messages_relayed", "Messages relayed",
+                               ["platform", "direction"], registry=r)
+        self.latency = Histogram("bridge_delivery_seconds",
+                                 "From stored to taken by the far end",
+                                 ["direction"], buckets=LATENCY_BUCKETS, registry=r)
+        self.retries = Counter("bridge_delivery_retries", "Deliveries retried",
+                               ["platform", "reason"], registry=r)
+        self.errors = Counter("bridge_errors", "Errors by kind", ["kind"], registry=r)
+        self.reconnects = Gauge("bridge_helpdesk_reconnects", "Helpdesk reconnects so far",
+                                registry=r)
+        self.disconnected = Gauge("bridge_helpdesk_disconnected_seconds",
+                                  "Seconds spent without a helpdesk connection so far",
+                                  registry=r)
+        self.queue_depth = Gauge("bridge_queue_depth", "Rows waiting", ["direction"], registry=r)
+        self.oldest = Gauge("bridge_queue_oldest_seconds", "Age of the oldest row waiting",
+                            ["direction"], registry=r)
+        self.customers = Gauge("bridge_customers", "Customers known", registry=r)
+        self.malformed = Gauge("bridge_helpdesk_malformed_payloads",
+                               "Helpdesk payloads skipped as malformed", registry=r)
+        self.open_conversations = Gauge("bridge_open_conversations", "Conversations open",
+                                        registry=r)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
