@@ -101,3 +101,6 @@ async def test_the_api_key_is_in_no_log_line_at_debug(tmp_path, sandbox, databas
     assert "token=***" in output  # the transport logged its URL, redacted
     assert secret not in output
     assert secret not in output.replace("%2D", "-")
+    # a line about a customer names it by its opaque ids
+    opened = next(line for line in output.splitlines() if "conversation opened" in line)
+    assert "session_id" in opened and "ticket_chat_id" in opened
