@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import weakref
+from collections import OrderedDict
 from datetime import datetime, timezone
 from typing import Any, Callable
 
@@ -37,7 +38,8 @@ from bridge.texts import Texts
 log = logging.getLogger(__name__)
 
 OPEN_LIMIT = 3
-RETRY_CAP = 300.0  # seconds between attempts, at most, while the far end is down
+RETRY_CAP = 300.0
+TICKET_CACHE = 50_000  # seconds between attempts, at most, while the far end is down
 
 
 def _age(moment: datetime) -> float:
@@ -74,6 +76,7 @@ class Relay:
         # Weak: a customer's lock lives while someone holds or waits on it, so a daemon that
         # sees millions of customers over months does not keep a lock for each.
         self._locks: weakref.WeakValueDictionary[int, asyncio.Lock] = weakref.WeakValueDictionary()
+        self._tickets: OrderedDict[int, str] = OrderedDict()
         self._to_helpdesk = Drainer(self._drain_to_helpdesk, "to-helpdesk")
         self._to_customer = Drainer(self._drain_to_customer, "to-customer")
 
@@ -104,6 +107,13 @@ class Relay:
         await self._to_helpdesk.stop(grace)
         await self._to_customer.stop(grace)
         await self.link.stop()
+
+    def _remember_ticket(self, conversation_id: int, ticket_chat_id: str) -> str:
+        """A conversation's ticket id never changes once known: kept to spare a query."""
+        self._tickets[conversation_id] = ticket_chat_id
+        if len(self._tickets) > TICKET_CACHE:
+            self._tickets.popitem(last=False)
+        return ticket_chat_id
 
     def _lock(self, customer_id: int) -> asyncio.Lock:
         # One lock per customer keeps prompts and state changes in order (as mautrix does).
@@ -267,13 +277,15 @@ class Relay:
 
     async def _drain_to_helpdesk(self, customer_id: int) -> None:
         attempt = 0
+        customer = await self.store.customer(customer_id)
         while (row := await self.store.next_to_helpdesk(customer_id)) is not None:
-            customer = await self.store.customer(customer_id)
+            conversation = await self.store.conversation(row.conversation_id) \
+                if row.conversation_id else None
             if row.kind == "message" and attempt == 0:
                 # before sending: a first message is done only when SATE's reply is in
-                await self._show_awaiting(customer, row.conversation_id)
+                self._show_awaiting(customer, conversation)
             try:
-                await self._send(customer, row)
+                await self._send(customer, row, conversation)
             except HelpdeskUnavailable as error:
                 self.metrics.retries.labels("helpdesk", "unavailable").inc()
                 attempt += 1
@@ -293,11 +305,11 @@ class Relay:
                 self.metrics.latency.labels("to_helpdesk").observe(_age(row.created_at))
             attempt = 0
 
-    async def _show_awaiting(self, customer: Customer, conversation_id: int) -> None:
-        conversation = await self.store.conversation(conversation_id)
+    def _show_awaiting(self, customer: Customer, conversation: Conversation | None) -> None:
         adapter = self.adapters.get(customer.platform)
         if adapter is not None and conversation is not None and conversation.handler == "sate":
-            await adapter.awaiting_reply(_chat_user(customer))
+            # a courtesy (a typing indicator): never let it delay the message itself
+            asyncio.ensure_future(adapter.awaiting_reply(_chat_user(customer)))
 
     async def _wait_for_link(self, delay: float) -> None:
         deadline = asyncio.get_running_loop().time() + delay
@@ -306,10 +318,9 @@ class Relay:
             if self.link.connected:
                 return
 
-    async def _send(self, customer: Customer, row: ToHelpdesk) -> None:
+    async def _send(self, customer: Customer, row: ToHelpdesk,
+                    conversation: Conversation | None) -> None:
         session = customer.session_id
-        conversation = await self.store.conversation(row.conversation_id) \
-            if row.conversation_id else None
         if row.kind == "message":
             if conversation.state in ("closed", "failed"):
                 # Closed while the message waited: it starts a new conversation instead.
@@ -346,6 +357,7 @@ class Relay:
         async def bind(ticket_chat_id: str) -> None:
             await self.store.set_conversation(conversation.id, ticket_chat_id=ticket_chat_id,
                                               state="open")
+            self._remember_ticket(conversation.id, ticket_chat_id)
             log.info("conversation opened", extra={"session_id": customer.session_id,
                                                    "ticket_chat_id": ticket_chat_id})
         return bind
@@ -376,8 +388,8 @@ class Relay:
             log.warning("helpdesk event %s for a conversation this bridge does not know",
                         type(event).__name__, extra={"ticket_chat_id": event.ticket_chat_id})
             return
-        customer = await self.store.customer(conversation.customer_id)
-        async with self._lock(customer.id):
+        async with self._lock(conversation.customer_id):
+            customer = await self.store.customer(conversation.customer_id)
             if isinstance(event, HelpdeskMessage):
                 await self._on_reply(customer, conversation, event)
             elif isinstance(event, HandlerChanged):
@@ -480,7 +492,8 @@ class Relay:
                       buttons: list[Button], dedupe_key: str | None = None) -> None:
         outgoing = Outgoing(kind="prompt", prompt=prompt, buttons=buttons,
                             text=self.texts.get(key, customer.language),
-                            conversation_label=await self._label_if_inactive(customer, conversation))
+                            conversation_label=await self._label_if_inactive(
+                                await self.store.customer(customer.id), conversation))
         row = await self.store.enqueue_to_customer(customer.id, conversation.id,
                                                    outgoing.to_json(), dedupe_key)
         if row is None:
@@ -519,9 +532,8 @@ class Relay:
 
     async def _label_if_inactive(self, customer: Customer, conversation: Conversation) -> str | None:
         """A label only where it tells something: another conversation is open too and this
-        one is not the one the customer is writing in."""
-        fresh = await self.store.customer(customer.id)
-        if fresh.active_conversation_id == conversation.id:
+        one is not the one the customer is writing in. (customer: read under its lock.)"""
+        if customer.active_conversation_id == conversation.id:
             return None
         others = [c for c in await self.store.open_conversations(customer.id)
                   if c.id != conversation.id]
@@ -531,8 +543,8 @@ class Relay:
 
     async def _drain_to_customer(self, customer_id: int) -> None:
         attempt = 0
+        customer = await self.store.customer(customer_id)
         while (row := await self.store.next_to_customer(customer_id)) is not None:
-            customer = await self.store.customer(customer_id)
             adapter = self.adapters.get(customer.platform)
             if adapter is None:
                 log.error("no adapter for platform %s; messages stay queued", customer.platform,
@@ -552,6 +564,7 @@ class Relay:
                     log.warning("customer unreachable on %s (%s); not retrying",
                                 customer.platform, error, extra=_for(customer))
                     await self.store.set_customer(customer.id, unreachable=True)
+                    customer = await self.store.customer(customer_id)
                     await self.store.finish_to_customer(row.id, "failed")
                     continue
                 if error.rejected:
@@ -577,9 +590,12 @@ class Relay:
                 await self._mark_read(customer, row.conversation_id)
 
     async def _mark_read(self, customer: Customer, conversation_id: int) -> None:
-        conversation = await self.store.conversation(conversation_id)
-        if conversation is None or not conversation.ticket_chat_id:
-            return
+        ticket = self._tickets.get(conversation_id)
+        if ticket is None:
+            conversation = await self.store.conversation(conversation_id)
+            if conversation is None or not conversation.ticket_chat_id:
+                return
+            ticket = self._remember_ticket(conversation.id, conversation.ticket_chat_id)
         # A read receipt is a courtesy: sent without waiting, so it never holds the queue.
         await self.link.notify(customer.session_id, "mark_conversation_read",
-                               {"ticket_chat_id": conversation.ticket_chat_id, "entity": "customer"})
+                               {"ticket_chat_id": ticket, "entity": "customer"})
