@@ -417,7 +417,11 @@ class HelpdeskLink:
             item = await connection.inbox.get()
             if item is None:
                 break
-            await self._on_server_event(connection, *item)
+            try:
+                await self._on_server_event(connection, *item)
+            except Exception:  # a bug here must not stop this connection's events for good
+                self.malformed += 1
+                log.exception("helpdesk: %s payload could not be handled; skipped", item[0])
 
     async def _on_server_event(self, connection: _Connection, event: str, payload: Any) -> None:
         try:

@@ -140,11 +140,11 @@ def normalise_time(value: Any) -> str:
         raise MalformedPayload("date_created is not a string")
     try:
         moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        raise MalformedPayload("date_created is not ISO 8601") from None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=timezone.utc)
-    return moment.astimezone(timezone.utc).isoformat()
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=timezone.utc)
+        return moment.astimezone(timezone.utc).isoformat()
+    except (ValueError, OverflowError):  # year 9999 with a negative offset overflows
+        raise MalformedPayload("date_created is not a usable ISO 8601 time") from None
 
 
 def _text(data: dict, key: str, required: bool = True) -> str | None:

@@ -58,6 +58,8 @@ async def test_dropped_connections_rejoin_rooms(make_bridge, sandbox):
     {"status_code": 200, "data": {"ticket_chat_id": "x", "message": 5}},
     {"status_code": 200, "data": {"ticket_chat_id": "x", "message": "m", "date_created": "soon"}},
     {"status_code": 200, "data": {"ticket_chat_id": "x", "message": "m", "sender": "robot"}},
+    {"status_code": 200, "data": {"ticket_chat_id": "x", "message": "m",
+                                  "date_created": "9999-12-31T23:00:00-05:00"}},
 ])
 async def test_malformed_payloads_are_skipped(make_bridge, sandbox, payload):
     bridge, console = await make_bridge(connections=1)
