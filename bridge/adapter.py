@@ -54,3 +54,7 @@ class Adapter(ABC):
         """The helpdesk has the customer's message and SATE is answering: a platform may show
         a typing indicator until the next deliver() to this user. Optional."""
         return None
+
+    async def check(self) -> tuple[bool, str]:
+        """For `helpdesk-bridge check`: can this adapter reach its platform? Optional."""
+        return True, f"{self.name}: nothing to check"

@@ -189,6 +189,11 @@ async def _check(path: str) -> int:
     results: list[tuple[bool, str]] = [(True, f"config {path} is valid")]
     results.append(await _check_database(settings))
     results.append(await _check_helpdesk(settings))
+    for adapter in build_adapters(settings):
+        try:
+            results.append(await adapter.check())
+        except Exception as error:
+            results.append((False, f"{adapter.name}: {type(error).__name__}: {error}"))
     for ok, text in results:
         print(f"{'ok  ' if ok else 'FAIL'} {text}")
     failed = [text for ok, text in results if not ok]

@@ -375,3 +375,33 @@ async def test_auto_close_takes_the_buttons_off_an_unanswered_close_prompt(
     await telegram.wait_for(lambda: telegram.calls_of("editMessageReplyMarkup"))
     assert "reply_markup" not in prompt and prompt["text"] == "Did this solve your issue?"
     await telegram.wait_for_text(ANN, "How would you rate")
+
+
+async def test_check_tells_whether_telegram_takes_the_token(tmp_path, telegram, sandbox,
+                                                          database_url):
+    import subprocess
+    import sys
+
+    def check(token: str) -> subprocess.CompletedProcess:
+        config = tmp_path / "bridge.toml"
+        config.write_text(f'''
+[helpdesk]
+url = "{sandbox.url}"
+api_key = "{DEFAULT_API_KEY}"
+[storage]
+url = "{database_url}"
+[telegram]
+token = "${{BOT_TOKEN}}"
+api_url = "{telegram.url}"
+''')
+        return subprocess.run([sys.executable, "-m", "bridge", "check", "--config", str(config)],
+                              capture_output=True, text=True, timeout=60,
+                              env={**__import__("os").environ, "BOT_TOKEN": token})
+
+    good = await asyncio.to_thread(check, TOKEN)
+    assert good.returncode == 0, good.stdout + good.stderr
+    assert "ok   telegram accepted the bot token (@support_bot)" in good.stdout
+    bad = await asyncio.to_thread(check, "999:wrong")
+    assert bad.returncode == 1
+    assert "FAIL telegram refused the bot token" in bad.stdout
+    assert "999:wrong" not in bad.stdout + bad.stderr

@@ -95,6 +95,15 @@ class TelegramAdapter(Adapter):
             self._poller = asyncio.create_task(self._poll(), name="telegram-polling")
         log.info("telegram: receiving by %s as bot %s", self.settings.mode, self.account)
 
+    async def check(self) -> tuple[bool, str]:
+        try:
+            async with self.bot:  # initialize() asks getMe
+                return True, f"telegram accepted the bot token (@{self.bot.username})"
+        except (InvalidToken, Forbidden):
+            return False, "telegram refused the bot token"
+        except TelegramError as error:
+            return False, f"telegram: {error}"
+
     async def stop(self) -> None:
         for chat_id in list(self._typing):
             self._stop_typing(chat_id)
