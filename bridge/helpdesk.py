@@ -31,7 +31,6 @@ import socketio
 from bridge.protocol import (
     BROADCASTS,
     Envelope,
-    HelpdeskError,
     HelpdeskEvent,
     MalformedPayload,
     parse_envelope,

@@ -15,12 +15,11 @@ from collections import defaultdict
 from dataclasses import dataclass
 from typing import Awaitable, Callable, TextIO
 
+from adapters.console.render import render
 from bridge.adapter import Adapter, Sink
 from bridge.config import StrictModel
-from bridge.http import HttpServer
 from bridge.events import ButtonPress, ChatUser, Command, InboundMessage, Outgoing
-
-from adapters.console.render import render
+from bridge.http import HttpServer
 
 COMMANDS = {"start", "help", "new", "conversations", "close", "call"}
 ACCOUNT = "console"

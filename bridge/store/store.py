@@ -9,7 +9,12 @@ from typing import Any, AsyncIterator
 
 from sqlalchemy import event, func, select, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+from sqlalchemy.ext.asyncio import (
+    AsyncEngine,
+    AsyncSession,
+    async_sessionmaker,
+    create_async_engine,
+)
 
 from bridge.store.models import Conversation, Customer, ToCustomer, ToHelpdesk, utcnow
 
