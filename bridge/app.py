@@ -84,10 +84,6 @@ class Bridge:
     async def wait_closed(self) -> None:
         await self._closed.wait()
 
-    def close(self) -> None:
-        """Ask a running bridge to stop (e.g. from a signal handler)."""
-        asyncio.ensure_future(self.stop())
-
     async def __aenter__(self) -> "Bridge":
         await self.start()
         return self

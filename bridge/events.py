@@ -31,10 +31,14 @@ class ButtonPress:
     action: str        # the Button.action that was pressed, as the platform returned it
 
 
+#: the commands the core understands, in the order a platform should list them
+COMMANDS = ("start", "new", "conversations", "close", "call", "help")
+
+
 @dataclass(frozen=True)
 class Command:
     user: ChatUser
-    name: str          # start | help | new | conversations | close | call
+    name: str          # one of COMMANDS
     argument: str = ""
 
 

@@ -5,7 +5,8 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from bridge.http import HttpServer
-from bridge.relay import Relay, _age
+from bridge.relay import Relay
+from bridge.store.models import seconds_since
 
 
 def mount(http: HttpServer, relay: Relay) -> None:
@@ -29,7 +30,7 @@ def mount(http: HttpServer, relay: Relay) -> None:
         for direction in ("to_helpdesk", "to_customer"):
             count, oldest = stats[direction]
             m.queue_depth.labels(direction).set(count)
-            m.oldest.labels(direction).set(_age(oldest) if oldest else 0)
+            m.oldest.labels(direction).set(seconds_since(oldest) if oldest else 0)
         m.customers.set(stats["customers"])
         m.open_conversations.set(stats["open_conversations"])
         m.reconnects.set(relay.link.reconnects)

@@ -11,7 +11,6 @@ import asyncio
 import logging
 import weakref
 from collections import OrderedDict
-from datetime import datetime, timezone
 from typing import Any, Callable
 
 from bridge.adapter import Adapter, DeliveryError
@@ -32,7 +31,7 @@ from bridge.protocol import (
     parse_event,
 )
 from bridge.store import Conversation, Customer, Store, ToHelpdesk
-from bridge.store.models import utcnow
+from bridge.store.models import seconds_since, utcnow
 from bridge.texts import Texts
 
 log = logging.getLogger(__name__)
@@ -40,13 +39,6 @@ log = logging.getLogger(__name__)
 OPEN_LIMIT = 3
 RETRY_CAP = 300.0
 TICKET_CACHE = 50_000  # seconds between attempts, at most, while the far end is down
-
-
-def _age(moment: datetime) -> float:
-    """Seconds since moment (SQLite hands back times without their zone: they are UTC)."""
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=timezone.utc)
-    return max(0.0, (datetime.now(timezone.utc) - moment).total_seconds())
 
 
 def _chat_user(customer: Customer) -> ChatUser:
@@ -163,8 +155,7 @@ class Relay:
         """If a rating waits for its optional comment, send the review now: with this text
         as the comment, or without one when the customer moved on (a command). True if
         there was one."""
-        awaiting = next((c for c in await self.store.recent_conversations(customer.id)
-                         if c.prompt == "comment"), None)
+        awaiting = await self.store.awaiting_comment(customer.id)
         if awaiting is None:
             return False
         await self._send_review(customer, awaiting, comment, dedupe_key)
@@ -302,7 +293,7 @@ class Relay:
             else:
                 await self.store.finish_to_helpdesk(row.id, "done")
                 self.metrics.relayed.labels(customer.platform, "to_helpdesk").inc()
-                self.metrics.latency.labels("to_helpdesk").observe(_age(row.created_at))
+                self.metrics.latency.labels("to_helpdesk").observe(seconds_since(row.created_at))
             attempt = 0
 
     def _show_awaiting(self, customer: Customer, conversation: Conversation | None) -> None:
@@ -585,7 +576,7 @@ class Relay:
             attempt = 0
             await self.store.finish_to_customer(row.id, "delivered", ref)
             self.metrics.relayed.labels(customer.platform, "to_customer").inc()
-            self.metrics.latency.labels("to_customer").observe(_age(row.created_at))
+            self.metrics.latency.labels("to_customer").observe(seconds_since(row.created_at))
             if outgoing.kind == "reply" and row.conversation_id is not None:
                 await self._mark_read(customer, row.conversation_id)
 

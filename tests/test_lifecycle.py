@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from bridge.sandbox import Behaviour
+from bridge.sandbox import Behaviour, SandboxConversation
 
 
 async def _conversation_of(sandbox, text: str):
@@ -164,9 +164,9 @@ async def test_the_helpdesk_refusing_a_fourth_conversation_is_explained(make_bri
     await console.say("hu", "first")
     await console.expect("hu", "You said")
     session = sandbox.received[0]["session_id"]
-    for _ in range(2):  # two more opened outside the bridge
-        sandbox.conversations[f"web-{_}"] = type(next(iter(sandbox.conversations.values())))(
-            ticket_chat_id=f"web-{_}", session_id=session, ticket_id="t")
+    for n in range(2):  # two more opened outside the bridge
+        sandbox.conversations[f"web-{n}"] = SandboxConversation(
+            ticket_chat_id=f"web-{n}", session_id=session, ticket_id=f"t{n}")
     await console.command("hu", "new")
     await console.say("hu", "fourth")
     await console.expect("hu", "You already have 1 open conversations")

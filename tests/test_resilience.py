@@ -7,7 +7,6 @@ import asyncio
 import pytest
 
 from bridge.helpdesk import HelpdeskLink, KeyRefused
-from bridge.sandbox import NAMESPACE
 
 
 async def test_helpdesk_restart_mid_conversation(make_bridge, sandbox):
@@ -172,6 +171,3 @@ async def test_echo_carrying_the_id_opens_without_waiting_for_sate(sandbox):
     assert [c.session_id for c in sandbox.conversations.values()] == ["s0", "s1", "s2"]
     await link.stop()
 
-
-def test_namespace_is_the_documented_one():
-    assert NAMESPACE == "/helpdesk"

@@ -18,10 +18,9 @@ from typing import Awaitable, Callable, TextIO
 from adapters.console.render import render
 from bridge.adapter import Adapter, Sink
 from bridge.config import StrictModel
-from bridge.events import ButtonPress, ChatUser, Command, InboundMessage, Outgoing
+from bridge.events import COMMANDS, ButtonPress, ChatUser, Command, InboundMessage, Outgoing
 from bridge.http import HttpServer
 
-COMMANDS = {"start", "help", "new", "conversations", "close", "call"}
 ACCOUNT = "console"
 
 
@@ -173,7 +172,7 @@ class ConsoleAdapter(Adapter):
             elif name in COMMANDS:
                 await self.command(user, name, argument)
             else:
-                known = sorted(COMMANDS | set(self.extra_commands))
+                known = sorted(set(COMMANDS) | set(self.extra_commands))
                 self._say_locally("commands: " + " ".join(f"/{c}" for c in known) + " /quit")
             return
         if line.isdigit():

@@ -29,7 +29,7 @@ from adapters.telegram import inbound
 from adapters.telegram.markup import LIMIT, split, to_html
 from adapters.telegram.settings import TelegramSettings
 from bridge.adapter import Adapter, DeliveryError, Sink
-from bridge.events import ChatUser, Outgoing
+from bridge.events import COMMANDS, ChatUser, Outgoing
 from bridge.http import HttpServer
 from bridge.logs import add_secrets
 
@@ -38,7 +38,7 @@ log = logging.getLogger(__name__)
 ALLOWED_UPDATES = ["message", "edited_message", "callback_query"]
 WEBHOOK_PATH = "/telegram/webhook"
 FILES_PATH = "/files/telegram/"
-COMMAND_DESCRIPTIONS = {
+COMMAND_DESCRIPTIONS = {  # one for each of bridge.events.COMMANDS
     "start": "Start talking to support",
     "new": "Start a new conversation",
     "conversations": "Your open conversations",
@@ -85,7 +85,7 @@ class TelegramAdapter(Adapter):
         await self.bot.initialize()  # idempotent: an embedding app may have done it already
         self.account = str(self.bot.id)
         await self.bot.set_my_commands(
-            [BotCommand(name, text) for name, text in COMMAND_DESCRIPTIONS.items()])
+            [BotCommand(name, COMMAND_DESCRIPTIONS[name]) for name in COMMANDS])
         if not self._owns_bot:
             return  # embedded: the company's Application receives updates (embed.py)
         if self.settings.mode == "webhook":
@@ -358,7 +358,7 @@ def _command(update: Update) -> tuple[str, str] | None:
     if first.type != MessageEntityType.BOT_COMMAND or first.offset != 0:
         return None
     name = message.text[1:first.length].split("@")[0].lower()
-    if name not in inbound.COMMANDS:
+    if name not in COMMANDS:
         return None
     return name, message.text[first.length:].strip()
 

@@ -8,8 +8,6 @@ from telegram import User as TelegramUser
 
 from bridge.events import ButtonPress, ChatUser, Command, InboundMessage
 
-COMMANDS = ("start", "help", "new", "conversations", "close", "call")
-
 
 def chat_user(account: str, user: TelegramUser, chat_id: int) -> ChatUser:
     return ChatUser("telegram", account, str(user.id), str(chat_id), user.language_code)

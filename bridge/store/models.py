@@ -11,6 +11,13 @@ def utcnow() -> datetime:
     return datetime.now(timezone.utc)
 
 
+def seconds_since(moment: datetime) -> float:
+    """Seconds since a stored time (SQLite hands times back without their zone: UTC)."""
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=timezone.utc)
+    return max(0.0, (utcnow() - moment).total_seconds())
+
+
 class Base(DeclarativeBase):
     pass
 

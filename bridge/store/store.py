@@ -139,11 +139,13 @@ class Store:
         async with self._session() as session:
             return list((await session.execute(query)).scalars())
 
-    async def recent_conversations(self, customer_id: int, limit: int = 5) -> list[Conversation]:
-        query = (select(Conversation).where(Conversation.customer_id == customer_id)
-                 .order_by(Conversation.id.desc()).limit(limit))
+    async def awaiting_comment(self, customer_id: int) -> Conversation | None:
+        """The conversation whose rating waits for its optional comment, if any."""
+        query = (select(Conversation).where(Conversation.customer_id == customer_id,
+                                            Conversation.prompt == "comment")
+                 .order_by(Conversation.id.desc()).limit(1))
         async with self._session() as session:
-            return list((await session.execute(query)).scalars())
+            return (await session.execute(query)).scalar_one_or_none()
 
     async def move_to_new_conversation(self, row: ToHelpdesk) -> Conversation:
         """A queued message whose conversation closed meanwhile starts a new one."""
