@@ -35,6 +35,10 @@ class Adapter(ABC):
     name: ClassVar[str]
     #: the schema of that config section
     Settings: ClassVar[type[BaseModel]]
+    #: True for a platform that shows each conversation as a thread (Slack): the core then
+    #: fills Outgoing.thread, and the ref deliver() returns for the first message of a
+    #: conversation without a thread becomes that conversation's thread.
+    threads: ClassVar[bool] = False
 
     @abstractmethod
     async def start(self, sink: Sink, http: HttpServer) -> None:

@@ -23,12 +23,25 @@ class InboundMessage:
     message_id: str                      # platform-unique: a repeat of it is ignored
     attachment: dict | None = None       # {"url", "name", "mime_type"} reachable by the helpdesk
     edited: bool = False
+    # Platforms with threads (Slack). thread: the thread it was written in, whose
+    # conversation it belongs to; None at top level. ref: this message's own reference; a
+    # conversation it starts is threaded under it.
+    thread: str | None = None
+    ref: str | None = None
 
 
 @dataclass(frozen=True)
 class ButtonPress:
     user: ChatUser
     action: str        # the Button.action that was pressed, as the platform returned it
+    text: str | None = None  # what the user typed with it (a form, such as Slack's modal)
+
+
+def comment_action(rating_action: str) -> str:
+    """The action that carries a comment typed in a form for the rating `rating_action`,
+    sent as ButtonPress(action=..., text=comment) by a platform with forms (Slack)."""
+    _verb, conversation_id, _value = (rating_action.split(":") + ["", ""])[:3]
+    return f"comment:{conversation_id}:text"
 
 
 #: the commands the core understands, in the order a platform should list them
@@ -67,7 +80,11 @@ class Outgoing:
     attachment: Any = None               # reply: the helpdesk's attachment_metadata
     edit_of: int | None = None           # edit: queue id of the message to change
     edit_ref: str | None = None          # edit: that message's platform ref, filled at delivery
+    edit_original: str | None = None     # edit: that message's text, filled at delivery
+    notice: str | None = None            # notice: which one (its [texts] key, "agent_joined")
     final: bool = False                  # the last word of a conversation (after the rating)
+    thread: str | None = None            # the conversation's platform thread, filled at
+    #                                      delivery for adapters with threads (Slack)
 
     def to_json(self) -> dict:
         return asdict(self)

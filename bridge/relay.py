@@ -143,7 +143,8 @@ class Relay:
         if message.edited:
             text = self.texts.get("edited_prefix", customer.language) + text
         row = await self.store.accept_message(
-            customer.id, {"text": text, "attachment": message.attachment}, dedupe)
+            customer.id, {"text": text, "attachment": message.attachment}, dedupe,
+            thread=message.thread, ref=message.ref)
         if row is None:
             log.info("duplicate customer message ignored", extra=_for(customer))
             return
@@ -210,7 +211,7 @@ class Relay:
         # The owner check: a press on someone else's conversation (forged callback data),
         # or on a prompt that was already answered, does nothing but say so.
         if conversation is None or conversation.customer_id != customer.id \
-                or not self._press_fits(verb, value, conversation):
+                or not self._press_fits(verb, value, conversation, press.text):
             log.warning("refused a button press that does not fit (%s)", verb, extra=_for(customer))
             await self._notice(customer, "no_longer_open")
             return
@@ -231,21 +232,23 @@ class Relay:
             await self._prompt(customer, conversation, "comment", "comment_prompt",
                                [Button(self.texts.get("comment_skip", language),
                                        f"comment:{conversation.id}:skip")])
-        elif verb == "comment":
-            await self._settle_comment(customer, None)
+        elif verb == "comment":  # skipped, or typed in a form (press.text)
+            await self._settle_comment(customer, press.text if value == "text" else None)
         elif verb == "switch":
             await self.store.set_customer(customer.id, active_conversation_id=conversation.id)
             await self._notice(customer, "switched", label=self._label(conversation, language))
 
     @staticmethod
-    def _press_fits(verb: str, value: str, conversation: Conversation) -> bool:
+    def _press_fits(verb: str, value: str, conversation: Conversation,
+                    text: str | None = None) -> bool:
         if verb == "close":
             return conversation.prompt == "close_confirm" and value in ("yes", "no") \
                 and conversation.state == "open"
         if verb == "rate":
             return conversation.prompt == "rating" and value in {"1", "2", "3", "4", "5"}
         if verb == "comment":
-            return conversation.prompt == "comment" and value == "skip"
+            return conversation.prompt == "comment" and (
+                value == "skip" or (value == "text" and bool(text and text.strip())))
         if verb == "switch":
             return conversation.state in ("opening", "open")
         return False
@@ -477,7 +480,8 @@ class Relay:
     async def _notice(self, customer: Customer, key: str, conversation: Conversation | None = None,
                       dedupe_key: str | None = None, **values: Any) -> None:
         text = self.texts.get(key, customer.language, **values)
-        await self._queue(customer, conversation, Outgoing(kind="notice", text=text), dedupe_key)
+        await self._queue(customer, conversation, Outgoing(kind="notice", text=text, notice=key),
+                          dedupe_key)
 
     async def _prompt(self, customer: Customer, conversation: Conversation, prompt: str, key: str,
                       buttons: list[Button], dedupe_key: str | None = None) -> None:
@@ -546,7 +550,11 @@ class Relay:
                 continue
             outgoing = Outgoing.from_json(row.body)
             if outgoing.edit_of is not None:
-                outgoing.edit_ref = await self.store.delivered_ref(outgoing.edit_of)
+                outgoing.edit_ref, original = await self.store.delivered(outgoing.edit_of)
+                outgoing.edit_original = original.get("text") if original else None
+            threaded = adapter.threads and row.conversation_id is not None
+            if threaded:
+                outgoing.thread = (await self.store.conversation(row.conversation_id)).thread_ref
             try:
                 ref = await adapter.deliver(_chat_user(customer), outgoing)
             except DeliveryError as error:
@@ -574,6 +582,9 @@ class Relay:
                 await asyncio.sleep(delay)
                 continue
             attempt = 0
+            if threaded and outgoing.thread is None and ref:
+                # the first word of a conversation that had no thread: it starts one
+                await self.store.set_conversation(row.conversation_id, thread_ref=ref)
             await self.store.finish_to_customer(row.id, "delivered", ref)
             self.metrics.relayed.labels(customer.platform, "to_customer").inc()
             self.metrics.latency.labels("to_customer").observe(seconds_since(row.created_at))

@@ -21,11 +21,37 @@ async def test_upgrade_downgrade_upgrade(database_url):
     try:
         await upgrade(store.engine)
         assert {"customers", "conversations", "to_helpdesk", "to_customer"} <= await _tables(store)
-        assert await current_revision(store.engine) == "0001"
+        assert await current_revision(store.engine) == "0002"
         await downgrade(store.engine, "base")
         assert await _tables(store) <= {"alembic_version"}
         await upgrade(store.engine)
-        assert await current_revision(store.engine) == "0001"
+        assert await current_revision(store.engine) == "0002"
+    finally:
+        await store.close()
+
+
+async def test_upgrading_a_running_deployment_keeps_its_conversations(database_url):
+    """A database made by 0001 (the first release) with a live conversation in it."""
+    store = Store.from_url(database_url)
+    try:
+        await upgrade(store.engine, "0001")
+        async with store.engine.begin() as connection:
+            await connection.execute(text(
+                "INSERT INTO customers (id, platform, account, user_id, chat_id, session_id, "
+                "unreachable, created_at) VALUES (1, 'telegram', 'bot', 'u1', 'c1', 's1', "
+                "false, CURRENT_TIMESTAMP)"))
+            await connection.execute(text(
+                "INSERT INTO conversations (id, customer_id, ticket_chat_id, number, state, "
+                "handler, created_at) VALUES (1, 1, 't1', 1, 'open', 'sate', CURRENT_TIMESTAMP)"))
+        await upgrade(store.engine)
+        conversation = await store.conversation(1)
+        assert (conversation.ticket_chat_id, conversation.state) == ("t1", "open")
+        assert conversation.thread_ref is None
+        await store.set_conversation(1, thread_ref="1700000000.000100")
+        await downgrade(store.engine, "0001")
+        async with store.engine.connect() as connection:
+            rows = (await connection.execute(text("SELECT ticket_chat_id FROM conversations"))).all()
+        assert rows == [("t1",)]
     finally:
         await store.close()
 

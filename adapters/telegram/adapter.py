@@ -19,7 +19,6 @@ from datetime import timedelta
 from urllib.parse import quote, unquote
 
 from aiohttp import web
-from aiolimiter import AsyncLimiter
 from telegram import BotCommand, InlineKeyboardButton, InlineKeyboardMarkup, Update
 from telegram.constants import ChatAction, ChatType, MessageEntityType, ParseMode
 from telegram.error import BadRequest, Forbidden, InvalidToken, RetryAfter, TelegramError
@@ -32,6 +31,7 @@ from bridge.adapter import Adapter, DeliveryError, Sink
 from bridge.events import COMMANDS, ChatUser, Outgoing
 from bridge.http import HttpServer
 from bridge.logs import add_secrets
+from bridge.pacing import ChatPacer
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +71,7 @@ class TelegramAdapter(Adapter):
         self._webhook_secret = ""
         self._recent_updates: OrderedDict[int, None] = OrderedDict()
         self._typing: dict[int, asyncio.Task] = {}
-        self._chat_limits: OrderedDict[int, AsyncLimiter] = OrderedDict()
+        self._pacer = ChatPacer(burst=CHAT_BURST)
         self._http: HttpServer | None = None
         self.account = ""
 
@@ -304,15 +304,6 @@ class TelegramAdapter(Adapter):
                 return sent
         return await self._send_text(chat_id, _text_of(message), _keyboard(message))
 
-    def _pace(self, chat_id: int) -> AsyncLimiter:
-        """Telegram allows about one message a second per chat, sustained; a short burst
-        (a split reply, a prompt after a reply) is fine."""
-        limiter = self._chat_limits.pop(chat_id, None) or AsyncLimiter(CHAT_BURST, CHAT_BURST)
-        self._chat_limits[chat_id] = limiter  # most recently used last
-        if len(self._chat_limits) > 10_000:
-            self._chat_limits.popitem(last=False)
-        return limiter
-
     async def _send_text(self, chat_id: int, text: str,
                          keyboard: InlineKeyboardMarkup | None) -> str:
         chunks = split(text)
@@ -320,7 +311,7 @@ class TelegramAdapter(Adapter):
         for index, chunk in enumerate(chunks):
             markup = keyboard if index == len(chunks) - 1 else None
             formatted = to_html(chunk)
-            await self._pace(chat_id).acquire()
+            await self._pacer.wait(str(chat_id))
             try:
                 if len(formatted) > LIMIT:
                     raise BadRequest("too long after formatting")

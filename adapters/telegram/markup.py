@@ -9,6 +9,8 @@ from __future__ import annotations
 import html
 import re
 
+from bridge.chunks import split as split_text
+
 LIMIT = 4096          # Telegram's maximum message length, after entity parsing
 SOURCE_CHUNK = 3500   # split the source below this, so escaping rarely pushes it over
 
@@ -36,20 +38,4 @@ def to_html(text: str) -> str:
 
 
 def split(text: str, limit: int = SOURCE_CHUNK) -> list[str]:
-    """Split at paragraph, then line, then word boundaries; hard-cut only a giant word."""
-    chunks: list[str] = []
-    rest = text
-    while len(rest) > limit:
-        window = rest[:limit]
-        cut = max(window.rfind("\n\n"), -1)
-        if cut < limit // 2:
-            cut = window.rfind("\n")
-        if cut < limit // 2:
-            cut = window.rfind(" ")
-        if cut < limit // 2:
-            cut = limit
-        chunks.append(rest[:cut].rstrip())
-        rest = rest[cut:].lstrip()
-    if rest or not chunks:
-        chunks.append(rest)
-    return chunks
+    return split_text(text, limit)

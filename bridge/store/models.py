@@ -53,6 +53,8 @@ class Conversation(Base):
     prompt: Mapped[str | None] = mapped_column(String(16))  # close_confirm|rating|comment
     prompt_ref: Mapped[str | None] = mapped_column(String(128))  # platform message to edit
     rating: Mapped[int | None] = mapped_column(Integer)
+    # Where the platform shows it, on platforms with threads (a Slack thread's ts).
+    thread_ref: Mapped[str | None] = mapped_column(String(128))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     closed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 

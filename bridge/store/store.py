@@ -165,11 +165,13 @@ class Store:
         async with self._write() as session:
             return await self._start_conversation(session, customer_id)
 
-    async def _start_conversation(self, session, customer_id: int) -> Conversation:
+    async def _start_conversation(self, session, customer_id: int,
+                                  thread_ref: str | None = None) -> Conversation:
         highest = (await session.execute(select(func.max(Conversation.number))
                                          .where(Conversation.customer_id == customer_id))).scalar()
         conversation = Conversation(customer_id=customer_id, number=(highest or 0) + 1,
-                                    state="opening", handler="sate", created_at=utcnow())
+                                    state="opening", handler="sate", thread_ref=thread_ref,
+                                    created_at=utcnow())
         session.add(conversation)
         await session.flush()
         await session.execute(update(Customer).where(Customer.id == customer_id)
@@ -178,19 +180,32 @@ class Store:
 
     # --- customer -> helpdesk ----------------------------------------------------
 
-    async def accept_message(self, customer_id: int, body: dict, dedupe_key: str | None
+    async def accept_message(self, customer_id: int, body: dict, dedupe_key: str | None,
+                             thread: str | None = None, ref: str | None = None
                              ) -> ToHelpdesk | None:
-        """Queue a customer message in their active conversation, opening one if there is
-        none. One transaction, so a crash leaves either both or neither. None: a duplicate."""
+        """Queue a customer message: in the conversation of the thread it was written in,
+        else in their active conversation; a new conversation (threaded at `thread`, or
+        under the message itself) when that one is closed or there is none. One
+        transaction, so a crash leaves either both or neither. None: a duplicate."""
         try:
             async with self._write() as session:
-                customer = await session.get(Customer, customer_id)
-                active = None
-                if customer.active_conversation_id is not None:
-                    active = await session.get(Conversation, customer.active_conversation_id)
-                if active is None or active.state not in OPEN_STATES:
-                    active = await self._start_conversation(session, customer_id)
-                row = ToHelpdesk(customer_id=customer_id, conversation_id=active.id,
+                if thread is not None:
+                    target = (await session.execute(
+                        select(Conversation).where(Conversation.customer_id == customer_id,
+                                                   Conversation.thread_ref == thread)
+                        .order_by(Conversation.id.desc()).limit(1))).scalar_one_or_none()
+                else:
+                    customer = await session.get(Customer, customer_id)
+                    target = None
+                    if customer.active_conversation_id is not None:
+                        target = await session.get(Conversation, customer.active_conversation_id)
+                if target is None or target.state not in OPEN_STATES:
+                    target = await self._start_conversation(session, customer_id,
+                                                            thread_ref=thread or ref)
+                elif thread is not None:  # writing in a thread makes it the active one
+                    await session.execute(update(Customer).where(Customer.id == customer_id)
+                                          .values(active_conversation_id=target.id))
+                row = ToHelpdesk(customer_id=customer_id, conversation_id=target.id,
                                  kind="message", body=body, dedupe_key=dedupe_key,
                                  status="queued", attempts=0, created_at=utcnow())
                 session.add(row)
@@ -257,10 +272,11 @@ class Store:
                                           delivered_at=utcnow(),
                                           attempts=ToCustomer.attempts + 1))
 
-    async def delivered_ref(self, row_id: int) -> str | None:
+    async def delivered(self, row_id: int) -> tuple[str | None, dict | None]:
+        """What became of a delivered row: the platform's ref to it, and what it said."""
         async with self._session() as session:
             row = await session.get(ToCustomer, row_id)
-            return row.platform_ref if row else None
+            return (row.platform_ref, row.body) if row else (None, None)
 
     async def stats(self) -> dict:
         """For the metrics: rows waiting and the oldest one's time, per direction; customers;
