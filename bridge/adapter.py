@@ -59,6 +59,10 @@ class Adapter(ABC):
         a typing indicator until the next deliver() to this user. Optional."""
         return None
 
+    def command_hint(self, name: str) -> str:
+        """How a customer types the core's command `name` here (for the help text)."""
+        return f"/{name}"
+
     async def check(self) -> tuple[bool, str]:
         """For `helpdesk-bridge check`: can this adapter reach its platform? Optional."""
         return True, f"{self.name}: nothing to check"

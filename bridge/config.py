@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import re
+import string
 import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -134,7 +135,7 @@ def _explain(error: ValidationError, section: str = "") -> ConfigError:
     elif first["type"] == "missing":
         message = "is required"
     else:
-        message = first["msg"]
+        message = first["msg"].removeprefix("Value error, ")
     path = ".".join(location)
     return ConfigError(f"{_where(path)}: {message}")
 
@@ -158,6 +159,21 @@ def _check_text(path: str, key: str, template: Any) -> None:
         raise ConfigError(f"[texts] {path}: unknown text (known: {', '.join(sorted(DEFAULT_TEXTS))})")
     if not isinstance(template, str):
         raise ConfigError(f"[texts] {path}: must be a string")
+    # A placeholder the bridge does not fill would fail at the moment a customer needs the
+    # text: refused here instead.
+    allowed = _placeholders(DEFAULT_TEXTS[key])
+    try:
+        unknown = _placeholders(template) - allowed
+    except ValueError as error:
+        raise ConfigError(f"[texts] {path}: {error}") from None
+    if unknown:
+        known = ", ".join("{%s}" % name for name in sorted(allowed)) or "none"
+        raise ConfigError(f"[texts] {path}: unknown placeholder {{{sorted(unknown)[0]}}} "
+                          f"(this text has: {known})")
+
+
+def _placeholders(template: str) -> set[str]:
+    return {name for _text, name, _spec, _conv in string.Formatter().parse(template) if name}
 
 
 CORE_SECTIONS = {"helpdesk", "storage", "http", "logging", "texts"}

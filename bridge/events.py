@@ -39,7 +39,8 @@ class ButtonPress:
 
 def comment_action(rating_action: str) -> str:
     """The action that carries a comment typed in a form for the rating `rating_action`,
-    sent as ButtonPress(action=..., text=comment) by a platform with forms (Slack)."""
+    sent as ButtonPress(action=..., text=comment) by a platform with forms (Slack); with
+    no text, the rating goes without a comment."""
     _verb, conversation_id, _value = (rating_action.split(":") + ["", ""])[:3]
     return f"comment:{conversation_id}:text"
 

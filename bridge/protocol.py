@@ -196,3 +196,18 @@ def parse_event(name: str, envelope: Envelope) -> HelpdeskEvent:
     if name == "sate_left_call":
         return CallEnded(ticket, _text(data, "ticket_call_id", False), "sate_left")
     raise MalformedPayload(f"unknown event {name}")
+
+
+def attachment_links(metadata: Any) -> list[dict]:
+    """The files in a message's attachment_metadata, as far as they can be fetched:
+    [{"url", "name", "mime_type"}]. The API does not fix the shape: one object or a list,
+    with url, file_url or link."""
+    items = metadata if isinstance(metadata, list) else [metadata]
+    found = []
+    for item in items:
+        if isinstance(item, dict):
+            url = item.get("url") or item.get("file_url") or item.get("link")
+            if isinstance(url, str) and url.startswith(("http://", "https://")):
+                found.append({"url": url, "name": item.get("name") or item.get("file_name"),
+                              "mime_type": item.get("mime_type") or item.get("type") or ""})
+    return found

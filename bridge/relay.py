@@ -167,8 +167,10 @@ class Relay:
     async def _on_command(self, customer: Customer, command: Command) -> None:
         await self._settle_comment(customer, None)
         name = command.name
-        if name in ("start", "help"):
-            await self._notice(customer, "greeting" if name == "start" else "help")
+        if name == "start":
+            await self._notice(customer, "greeting")
+        elif name == "help":
+            await self._help(customer)
         elif name == "new":
             open_now = await self.store.open_conversations(customer.id)
             if len(open_now) >= OPEN_LIMIT:
@@ -191,7 +193,13 @@ class Relay:
             active = await self._active(customer)
             await self._request(customer, active, "call", {})
         else:
-            await self._notice(customer, "help")
+            await self._help(customer)
+
+    async def _help(self, customer: Customer) -> None:
+        adapter = self.adapters.get(customer.platform)
+        await self._notice(customer, "help", **{
+            name: adapter.command_hint(name) if adapter else f"/{name}"
+            for name in ("new", "conversations", "close", "call")})
 
     async def _active(self, customer: Customer) -> Conversation | None:
         fresh = await self.store.customer(customer.id)
@@ -211,7 +219,7 @@ class Relay:
         # The owner check: a press on someone else's conversation (forged callback data),
         # or on a prompt that was already answered, does nothing but say so.
         if conversation is None or conversation.customer_id != customer.id \
-                or not self._press_fits(verb, value, conversation, press.text):
+                or not self._press_fits(verb, value, conversation):
             log.warning("refused a button press that does not fit (%s)", verb, extra=_for(customer))
             await self._notice(customer, "no_longer_open")
             return
@@ -232,23 +240,21 @@ class Relay:
             await self._prompt(customer, conversation, "comment", "comment_prompt",
                                [Button(self.texts.get("comment_skip", language),
                                        f"comment:{conversation.id}:skip")])
-        elif verb == "comment":  # skipped, or typed in a form (press.text)
+        elif verb == "comment":  # skipped, or typed in a form (press.text; empty: none)
             await self._settle_comment(customer, press.text if value == "text" else None)
         elif verb == "switch":
             await self.store.set_customer(customer.id, active_conversation_id=conversation.id)
             await self._notice(customer, "switched", label=self._label(conversation, language))
 
     @staticmethod
-    def _press_fits(verb: str, value: str, conversation: Conversation,
-                    text: str | None = None) -> bool:
+    def _press_fits(verb: str, value: str, conversation: Conversation) -> bool:
         if verb == "close":
             return conversation.prompt == "close_confirm" and value in ("yes", "no") \
                 and conversation.state == "open"
         if verb == "rate":
             return conversation.prompt == "rating" and value in {"1", "2", "3", "4", "5"}
         if verb == "comment":
-            return conversation.prompt == "comment" and (
-                value == "skip" or (value == "text" and bool(text and text.strip())))
+            return conversation.prompt == "comment" and value in ("skip", "text")
         if verb == "switch":
             return conversation.state in ("opening", "open")
         return False

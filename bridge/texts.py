@@ -3,9 +3,10 @@ from __future__ import annotations
 
 DEFAULT_TEXTS: dict[str, str] = {
     "greeting": "Hi! Write your question and our support team will answer here.",
-    "help": "Write a message to talk to support. Commands: /new starts a new conversation, "
-            "/conversations lists your open ones, /close ends the current one, /call starts a "
-            "voice call.",
+    # {new}, {conversations}, {close}, {call}: how the commands are typed on the platform
+    "help": "Write a message to talk to support. Commands: {new} starts a new conversation, "
+            "{conversations} lists your open ones, {close} ends the current one, {call} starts "
+            "a voice call.",
     "sate_name": "SATE",
     "agent_joined": "You're now chatting with {agent}.",
     "close_prompt": "Did this solve your issue?",

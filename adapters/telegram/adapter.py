@@ -32,6 +32,7 @@ from bridge.events import COMMANDS, ChatUser, Outgoing
 from bridge.http import HttpServer
 from bridge.logs import add_secrets
 from bridge.pacing import ChatPacer
+from bridge.protocol import attachment_links
 
 log = logging.getLogger(__name__)
 
@@ -327,7 +328,7 @@ class TelegramAdapter(Adapter):
 
     async def _send_attachment(self, chat_id: int, message: Outgoing) -> str | None:
         """Agent attachments: as a photo or document; a link if Telegram can't fetch it."""
-        for item in _attachments(message.attachment):
+        for item in attachment_links(message.attachment):
             url, name = item["url"], item.get("name") or "file"
             try:
                 if item.get("mime_type", "").startswith("image/"):
@@ -379,15 +380,3 @@ def _keyboard(message: Outgoing) -> InlineKeyboardMarkup | None:
     rows = [buttons] if len(buttons) <= 5 and message.prompt != "conversations" \
         else [[b] for b in buttons]
     return InlineKeyboardMarkup(rows)
-
-
-def _attachments(metadata) -> list[dict]:
-    items = metadata if isinstance(metadata, list) else [metadata]
-    found = []
-    for item in items:
-        if isinstance(item, dict):
-            url = item.get("url") or item.get("file_url") or item.get("link")
-            if isinstance(url, str) and url.startswith(("http://", "https://")):
-                found.append({"url": url, "name": item.get("name") or item.get("file_name"),
-                              "mime_type": item.get("mime_type") or item.get("type") or ""})
-    return found

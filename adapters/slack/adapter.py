@@ -1,0 +1,362 @@
+"""The Slack adapter: a slack-bolt AsyncApp inside the bridge's event loop.
+
+Receiving: Socket Mode (the app-level token; no public URL), or the Events API and
+interactivity on the daemon's HTTP server at /slack/events (Bolt verifies the signing
+secret and refuses requests older than 5 minutes). Bolt runs with
+process_before_response, so Slack's ack goes out only after the core has stored what the
+request carried: a crash before that makes Slack retry, never lose it. Storing takes
+milliseconds; the helpdesk is reached later, by the core's queue, well after the ack.
+
+Each helpdesk conversation is a thread in the customer's DM with the app: a top-level
+message continues the active conversation (or starts one, threaded under that message);
+a reply in a thread goes to that thread's conversation; `/support` starts a new one.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import mimetypes
+import re
+from collections import OrderedDict
+from urllib.parse import quote, unquote, urlsplit
+
+import aiohttp
+from aiohttp import web
+from slack_bolt.adapter.aiohttp import to_aiohttp_response, to_bolt_request
+from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
+from slack_bolt.app.async_app import AsyncApp
+from slack_sdk.errors import SlackApiError
+from slack_sdk.http_retry.builtin_async_handlers import (
+    AsyncConnectionErrorRetryHandler,
+    AsyncRateLimitErrorRetryHandler,
+    AsyncServerErrorRetryHandler,
+)
+from slack_sdk.web.async_client import AsyncWebClient
+
+from adapters.slack import blocks, inbound
+from adapters.slack.settings import SlackSettings
+from bridge.adapter import Adapter, DeliveryError, Sink
+from bridge.events import ChatUser, Outgoing, comment_action
+from bridge.http import HttpServer
+from bridge.pacing import ChatPacer
+from bridge.protocol import attachment_links
+
+log = logging.getLogger(__name__)
+
+EVENTS_PATH = "/slack/events"
+FILES_PATH = "/files/slack/"
+ATTACHMENT_LIMIT = 50 * 1024 * 1024
+CHANNEL_BURST = 3   # messages; then about one a second per channel, as Slack asks
+REMEMBERED = 10_000  # recent event ids and DM channels kept in memory
+# Errors after which this customer cannot be reached until they write again.
+UNREACHABLE = {"channel_not_found", "is_archived", "user_disabled", "account_inactive",
+               "cannot_dm_bot", "messages_tab_disabled", "user_not_found", "not_in_channel"}
+# Errors that mean this one message will never be taken.
+REFUSED = {"invalid_blocks", "invalid_blocks_format", "msg_too_long", "no_text",
+           "invalid_arguments", "too_many_attachments", "invalid_attachments"}
+COMMENT_TITLE, COMMENT_LABEL, COMMENT_SUBMIT = "Your feedback", "Anything to add? (optional)", "Send"
+
+
+class SlackAdapter(Adapter):
+    name = "slack"
+    Settings = SlackSettings
+    threads = True
+
+    def __init__(self, settings: SlackSettings, *, app: AsyncApp | None = None,
+                 **_options) -> None:
+        self.settings = settings
+        self.client = AsyncWebClient(
+            token=settings.bot_token.get_secret_value(), base_url=_with_slash(settings.api_url),
+            logger=logging.getLogger("slack_sdk.web"),
+            # Slack's Retry-After is waited once inside the call; a second 429 comes back
+            # to the core, which keeps the message queued for the time Slack asked.
+            retry_handlers=[AsyncConnectionErrorRetryHandler(max_retry_count=1),
+                            AsyncRateLimitErrorRetryHandler(max_retry_count=1),
+                            AsyncServerErrorRetryHandler(max_retry_count=1)])
+        self._owns_app = app is None
+        self.app = app or AsyncApp(
+            client=self.client, process_before_response=True,
+            signing_secret=settings.signing_secret.get_secret_value()
+            if settings.signing_secret else None,
+            logger=logging.getLogger("slack_bolt"))
+        self._register(self.app)
+        self._sink: Sink = _not_started
+        self._http: HttpServer | None = None
+        self._socket: AsyncSocketModeHandler | None = None
+        self._seen_events: OrderedDict[str, None] = OrderedDict()
+        self._dm_channels: OrderedDict[str, str] = OrderedDict()
+        self._pacer = ChatPacer(burst=CHANNEL_BURST)
+        self.bot_user_id = ""
+        self.team = ""
+
+    # --- running -----------------------------------------------------------------
+
+    def _register(self, app: AsyncApp) -> None:
+        app.event("message", matchers=[self._wants_message])(self._on_message)
+        app.command(self.settings.command)(self._on_command)
+        app.action(re.compile(r"^helpdesk\."))(self._on_action)
+        app.view(blocks.COMMENT_MODAL)(self._on_comment)
+
+    async def start(self, sink: Sink, http: HttpServer | None = None) -> None:
+        self._sink = sink
+        self._http = http
+        if http is not None:
+            http.route("GET", FILES_PATH, self._serve_file, prefix=True)
+        identity = await self.client.auth_test()
+        self.bot_user_id, self.team = identity.get("user_id", ""), identity.get("team_id", "")
+        if self.settings.mode == "http":
+            if http is None:
+                raise RuntimeError('[slack] mode = "http" needs the HTTP server')
+            http.route("POST", EVENTS_PATH, self._on_http)
+        elif self.settings.mode == "socket":
+            self._socket = AsyncSocketModeHandler(
+                self.app, self.settings.app_token.get_secret_value(), web_client=self.client,
+                logger=logging.getLogger("slack_sdk.socket_mode"))
+            await self._socket.connect_async()
+        log.info("slack: receiving by %s as %s in team %s", self.settings.mode,
+                 self.bot_user_id, self.team)
+
+    async def stop(self) -> None:
+        if self._socket is not None:
+            await self._socket.close_async()
+            self._socket = None
+
+    def command_hint(self, name: str) -> str:
+        word = {"new": "", "conversations": " list"}.get(name, f" {name}")
+        return f"{self.settings.command}{word}"
+
+    async def check(self) -> tuple[bool, str]:
+        try:
+            identity = await self.client.auth_test()
+        except SlackApiError as error:
+            return False, f"slack refused the bot token ({_error_code(error)})"
+        except (aiohttp.ClientError, asyncio.TimeoutError) as error:
+            return False, f"slack: not reachable ({type(error).__name__})"
+        return True, f"slack accepted the bot token (@{identity.get('user')} in " \
+                     f"{identity.get('team')})"
+
+    async def _on_http(self, request: web.Request) -> web.Response:
+        try:
+            bolt_request = await to_bolt_request(request)
+        except Exception as error:  # Bolt reads ids itself and trips on some shapes
+            log.warning("slack: a request that could not be read was refused (%s)",
+                        type(error).__name__)
+            return web.Response(status=400, text="not a Slack request")
+        return await to_aiohttp_response(await self.app.async_dispatch(bolt_request))
+
+    # --- inbound -----------------------------------------------------------------
+
+    def _remember_event(self, event_id: object) -> None:
+        """Slack retries an event it thinks we missed (X-Slack-Retry-Num): once is enough."""
+        if isinstance(event_id, str):
+            self._seen_events[event_id] = None
+            if len(self._seen_events) > REMEMBERED:
+                self._seen_events.popitem(last=False)
+
+    async def _wants_message(self, event: dict) -> bool:
+        """Every message event is ours when the app is ours: one left unhandled is answered
+        404 (Slack retries it) and logged by Bolt with its text. Embedded, Bolt runs only
+        the first listener that matches, so there we match only what is ours."""
+        return True
+
+    async def _on_message(self, body: dict, event: dict) -> None:
+        if body.get("event_id") in self._seen_events:
+            return
+        if event.get("channel_type") == "im" and inbound.from_person(event, self.bot_user_id):
+            self._remember_dm(event["user"], event.get("channel"))
+            found = inbound.message_event(_team(body), event, self._file_url)
+            if found is not None:
+                await self._sink(found)
+        self._remember_event(body.get("event_id"))  # only once stored: a failure is retried
+
+    async def _on_command(self, ack, body: dict) -> None:
+        user = body.get("user_id", "")
+        channel = await self._dm_channel(user)
+        for event in inbound.command_events(_team(body), user, channel, body.get("text") or "",
+                                            body.get("trigger_id") or ""):
+            await self._sink(event)
+        await ack()  # after storing: an error leaves the command un-acked, and Slack says so
+
+    async def _on_action(self, ack, body: dict, action: dict) -> None:
+        if action.get("action_id") == blocks.LINK_ACTION:
+            await ack()  # a link button: the browser opens it, nothing to do here
+            return
+        user = (body.get("user") or {}).get("id", "")
+        event = inbound.press_event(_team(body), user, await self._dm_channel(user), action)
+        if event is not None:
+            await self._sink(event)
+        await ack()
+        if event is not None and action.get("action_id", "").startswith(
+                f"{blocks.ACTION_PREFIX}rating.") and body.get("trigger_id"):
+            await self._open_comment_modal(body["trigger_id"], event.action)
+
+    async def _open_comment_modal(self, trigger_id: str, rating_action: str) -> None:
+        """Slack's trigger_id lives 3 s: opened right away. If it fails, the comment prompt
+        in the thread (write, or Skip) still works."""
+        try:
+            await self.client.views_open(trigger_id=trigger_id, view=blocks.comment_modal(
+                comment_action(rating_action), COMMENT_TITLE, COMMENT_LABEL, COMMENT_SUBMIT))
+        except (SlackApiError, aiohttp.ClientError, asyncio.TimeoutError) as error:
+            log.info("slack: the comment modal did not open (%s)", _error_code(error))
+
+    async def _on_comment(self, ack, body: dict, view: dict) -> None:
+        user = (body.get("user") or {}).get("id", "")
+        event = inbound.comment_event(_team(body), user, await self._dm_channel(user), view,
+                                      *blocks.COMMENT_INPUT)
+        if event is not None:
+            await self._sink(event)
+        await ack()
+
+    def _remember_dm(self, user: str, channel: object) -> None:
+        if isinstance(channel, str):
+            self._dm_channels[user] = channel
+            self._dm_channels.move_to_end(user)
+            if len(self._dm_channels) > REMEMBERED:
+                self._dm_channels.popitem(last=False)
+
+    async def _dm_channel(self, user: str) -> str:
+        """The user's DM with the app, where the bridge answers (a slash command or a
+        button may come from anywhere)."""
+        channel = self._dm_channels.get(user)
+        if channel is None:
+            opened = await self.client.conversations_open(users=user)
+            channel = opened["channel"]["id"]
+            self._remember_dm(user, channel)
+        return channel
+
+    def _file_url(self, file_id: str) -> str | None:
+        if self._http is None:
+            return None
+        return self._http.signed_url(FILES_PATH + quote(file_id, safe=""))
+
+    async def _serve_file(self, request: web.Request) -> web.StreamResponse:
+        """A customer's file, for the helpdesk: fetched from Slack with the bot token, which
+        stays here; the link itself is signed and expires."""
+        if not self._http.verify(request):
+            return web.Response(status=403, text="link expired or not valid")
+        file_id = unquote(request.path[len(FILES_PATH):])
+        try:
+            info = (await self.client.files_info(file=file_id))["file"]
+            url = info.get("url_private_download") or info.get("url_private") or ""
+            if not self._is_slack_url(url):
+                raise ValueError("the file is not on Slack")
+            token = self.settings.bot_token.get_secret_value()
+            async with aiohttp.ClientSession() as session:
+                async with session.get(url, headers={"Authorization": f"Bearer {token}"}) \
+                        as response:
+                    response.raise_for_status()
+                    content = await response.content.read(ATTACHMENT_LIMIT + 1)
+            if len(content) > ATTACHMENT_LIMIT:
+                raise ValueError("the file is too large")
+        except (SlackApiError, aiohttp.ClientError, asyncio.TimeoutError, ValueError,
+                KeyError) as error:
+            log.warning("slack: could not fetch a customer file: %s", _error_code(error))
+            return web.Response(status=502, text="the file could not be fetched")
+        name = info.get("name") or "file"
+        return web.Response(body=content, content_type=info.get("mimetype")
+                            or mimetypes.guess_type(name)[0] or "application/octet-stream",
+                            headers={"Content-Disposition": f'inline; filename="{name}"'})
+
+    def _is_slack_url(self, url: str) -> bool:
+        """The bot token goes only to Slack (or to the API host this bridge was given)."""
+        host = urlsplit(url).hostname or ""
+        return host == "slack.com" or host.endswith(".slack.com") \
+            or host == urlsplit(self.settings.api_url).hostname
+
+    # --- delivery ----------------------------------------------------------------
+
+    async def deliver(self, user: ChatUser, message: Outgoing) -> str | None:
+        try:
+            return await self._deliver(user.chat_id, message)
+        except SlackApiError as error:
+            raise _delivery_error(error) from None
+        except (aiohttp.ClientError, asyncio.TimeoutError) as error:
+            raise DeliveryError(f"slack: {type(error).__name__}") from None
+
+    async def _deliver(self, channel: str, message: Outgoing) -> str | None:
+        if message.kind == "edit" and message.edit_ref:
+            text = message.text or message.edit_original or ""
+            fallback, answered = blocks.answered(text)
+            try:
+                await self.client.chat_update(channel=channel, ts=message.edit_ref,
+                                              text=fallback, blocks=answered)
+                return message.edit_ref
+            except SlackApiError as error:
+                if _error_code(error) not in ("message_not_found", "cant_update_message"):
+                    raise
+                if not message.text:
+                    return None  # no buttons left to take away
+                # the prompt is gone: say it as a new message
+        first = None
+        if message.kind == "reply" and message.attachment:
+            await self._send_attachments(channel, message)
+            if not message.text:
+                return None
+        for fallback, rendered in blocks.render(message):
+            await self._pacer.wait(channel)
+            posted = await self.client.chat_postMessage(
+                channel=channel, text=fallback, blocks=rendered, thread_ts=message.thread,
+                unfurl_links=False, unfurl_media=False)
+            first = first or posted.get("ts")
+        return first
+
+    async def _send_attachments(self, channel: str, message: Outgoing) -> None:
+        """Agent attachments: uploaded into the thread (files.getUploadURLExternal +
+        files.completeUploadExternal, which slack-sdk's files_upload_v2 does), or a link
+        when that fails."""
+        for item in attachment_links(message.attachment):
+            name = item.get("name") or item["url"].rsplit("/", 1)[-1] or "file"
+            try:
+                async with aiohttp.ClientSession() as session:
+                    async with session.get(item["url"]) as response:
+                        response.raise_for_status()
+                        content = await response.content.read(ATTACHMENT_LIMIT + 1)
+                if len(content) > ATTACHMENT_LIMIT:
+                    raise ValueError("too large to upload")
+                await self.client.files_upload_v2(channel=channel, thread_ts=message.thread,
+                                                  content=content, filename=name, title=name)
+            except (SlackApiError, aiohttp.ClientError, asyncio.TimeoutError,
+                    ValueError) as error:
+                log.info("slack: attachment sent as a link (%s)", _error_code(error))
+                await self._pacer.wait(channel)
+                await self.client.chat_postMessage(
+                    channel=channel, thread_ts=message.thread, text=f"{name}: {item['url']}",
+                    blocks=[{"type": "section", "text": {"type": "mrkdwn", "text": "<{}|{}>".format(
+                        item["url"], blocks.escape(name))}}])
+
+
+async def _not_started(_event) -> None:
+    # Embedded, the company's app may take requests before the bridge has started: the
+    # request fails (not acknowledged), and Slack retries it.
+    raise RuntimeError("the bridge has not started yet")
+
+
+def _with_slash(url: str) -> str:
+    return url if url.endswith("/") else url + "/"
+
+
+def _team(body: dict) -> str:
+    team = body.get("team_id") or body.get("team") or ""
+    return team.get("id", "") if isinstance(team, dict) else str(team)
+
+
+def _error_code(error: BaseException) -> str:
+    """What went wrong, in a word: never the response body or the request (tokens)."""
+    if isinstance(error, SlackApiError):
+        data = error.response.data if isinstance(error.response.data, dict) else {}
+        return str(data.get("error") or f"http {error.response.status_code}")
+    return type(error).__name__
+
+
+def _delivery_error(error: SlackApiError) -> DeliveryError:
+    code = _error_code(error)
+    if error.response.status_code == 429 or code == "ratelimited":
+        headers = {k.lower(): v for k, v in (error.response.headers or {}).items()}
+        value = headers.get("retry-after", "1")
+        retry_after = float(value[0] if isinstance(value, list) else value or 1)
+        return DeliveryError("slack: rate limited (429)", retry_after=retry_after)
+    if code in UNREACHABLE:
+        return DeliveryError(f"slack: {code}", permanent=True)
+    if code in REFUSED:
+        return DeliveryError(f"slack: {code}", rejected=True)
+    return DeliveryError(f"slack: {code}")

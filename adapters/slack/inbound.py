@@ -1,0 +1,96 @@
+"""Slack payloads -> the core's neutral events. Kept apart from sending (as opsdroid does).
+
+Slack sends text with `&`, `<`, `>` escaped and links as `<url|label>`; the helpdesk gets
+plain text. A customer's file becomes a bridge-served signed link (file_url), never Slack's
+private URL, which only works with the bot token.
+"""
+from __future__ import annotations
+
+import html
+import re
+from typing import Callable
+
+from bridge.events import COMMANDS, ButtonPress, ChatUser, Command, InboundMessage
+
+RELAYED_SUBTYPES = (None, "file_share", "thread_broadcast")
+_LABELLED_LINK = re.compile(r"<((?:https?|mailto):[^|>]+)\|([^>]+)>")
+_LINK = re.compile(r"<((?:https?|mailto):[^|>]+)>")
+COMMAND_WORDS = {"close": "close", "call": "call", "help": "help", "list": "conversations",
+                 "conversations": "conversations", "new": "new"}
+
+
+def plain_text(text: str) -> str:
+    text = _LABELLED_LINK.sub(lambda m: m.group(2) if m.group(2) == m.group(1)
+                              else f"{m.group(2)} ({m.group(1)})", text)
+    text = _LINK.sub(r"\1", text)
+    return html.unescape(text)
+
+
+def from_person(event: dict, bot_user_id: str) -> bool:
+    """A message a customer wrote: not a bot's (ours included), not an edit or a deletion."""
+    return (event.get("subtype") in RELAYED_SUBTYPES and not event.get("bot_id")
+            and isinstance(event.get("user"), str) and event["user"] != bot_user_id)
+
+
+def message_event(team: str, event: dict,
+                  file_url: Callable[[str], str | None] = lambda _file_id: None
+                  ) -> InboundMessage | None:
+    channel, ts = event.get("channel"), event.get("ts")
+    if not isinstance(channel, str) or not isinstance(ts, str):
+        return None
+    text = plain_text(event.get("text") or "") if isinstance(event.get("text"), str) else ""
+    attachment = None
+    files = [f for f in event.get("files") or [] if isinstance(f, dict) and f.get("id")]
+    if files:
+        first = files[0]
+        attachment = {"url": file_url(first["id"]), "name": first.get("name") or "file",
+                      "mime_type": first.get("mimetype") or "application/octet-stream"}
+    if not text.strip() and attachment is None:
+        return None
+    thread = event.get("thread_ts")
+    return InboundMessage(ChatUser("slack", team, event["user"], channel), text,
+                          f"{channel}:{ts}", attachment=attachment,
+                          thread=thread if isinstance(thread, str) and thread != ts else None,
+                          ref=ts)
+
+
+def command_events(team: str, user: str, dm_channel: str, text: str,
+                   trigger: str) -> list[Command | InboundMessage]:
+    """`/support` -> a new conversation; `/support close|call|help|list` -> that command;
+    `/support <a question>` -> a new conversation that starts with the question."""
+    who = ChatUser("slack", team, user, dm_channel)
+    word, _, rest = text.strip().partition(" ")
+    name = COMMAND_WORDS.get(word.lower())
+    if not word:
+        return [Command(who, "new")]
+    if name in COMMANDS:
+        return [Command(who, name, rest.strip())]
+    return [Command(who, "new"), InboundMessage(who, plain_text(text.strip()), f"command:{trigger}")]
+
+
+def press_event(team: str, user: str, dm_channel: str, action: dict) -> ButtonPress | None:
+    value = action.get("value")
+    if not isinstance(value, str) or not value:
+        return None
+    return ButtonPress(ChatUser("slack", team, user, dm_channel), value)
+
+
+def comment_event(team: str, user: str, dm_channel: str, view: dict,
+                  block_id: str, action_id: str) -> ButtonPress | None:
+    """The comment modal, submitted: the comment action with what was typed (may be
+    empty: then the rating goes without a comment)."""
+    action = view.get("private_metadata")
+    if not isinstance(action, str) or not action.startswith("comment:"):
+        return None
+    typed = _dig(view, "state", "values", block_id, action_id, "value")
+    typed = typed.strip() if isinstance(typed, str) else ""
+    return ButtonPress(ChatUser("slack", team, user, dm_channel), action, text=typed or None)
+
+
+def _dig(data: object, *keys: str) -> object:
+    """data[k1][k2]…, or None where the shape is not as Slack documents it."""
+    for key in keys:
+        if not isinstance(data, dict):
+            return None
+        data = data.get(key)
+    return data
