@@ -19,6 +19,7 @@ from pathlib import Path
 
 from bridge import ops
 from bridge.adapter import Adapter
+from bridge.callpage import CallPage
 from bridge.config import Settings, load_settings, read_config_file
 from bridge.helpdesk import HelpdeskLink
 from bridge.http import HttpServer
@@ -66,8 +67,12 @@ class Bridge:
         await self.http.start()
         self.relay = Relay(self.store, link_factory, self.adapters, self.http,
                            Texts(settings.texts, settings.default_language),
-                           public_url=settings.http.public_url)
+                           public_url=settings.http.public_url,
+                           calls=bool(settings.calls.livekit_url))
         ops.mount(self.http, self.relay)
+        if settings.calls.livekit_url:
+            CallPage(self.http, settings.calls.livekit_url, settings.calls.sdk,
+                     self.relay.end_call, self.relay.call_state).mount()
         await self.relay.start()
         log.info("helpdesk-bridge started with adapters: %s",
                  ", ".join(a.name for a in self.adapters) or "none")

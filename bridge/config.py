@@ -13,7 +13,15 @@ import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+)
 
 from bridge.texts import DEFAULT_TEXTS
 
@@ -57,6 +65,34 @@ class HttpSettings(StrictModel):
     public_url: str = ""
 
 
+# livekit-client, pinned: the call page loads exactly this file or nothing (the browser
+# checks the Subresource Integrity hash). Bump both together (README "Voice calls").
+LIVEKIT_SDK_URL = "https://cdn.jsdelivr.net/npm/livekit-client@2.23.0/dist/livekit-client.umd.js"
+LIVEKIT_SDK_INTEGRITY = "sha384-HkA7rQNo8H04l1p4zoXX1Cy+h9YoYp8LvKt4vfMFhv4KFk07UkrNwIUnyBum8Pw6"
+
+
+class CallsSettings(StrictModel):
+    # The LiveKit server the helpdesk's call tokens are for (wss://...). Empty: no calls.
+    livekit_url: str = ""
+    # A self-hosted copy of livekit-client's UMD build, instead of the pinned CDN file.
+    sdk_url: str = ""
+    sdk_integrity: str = ""   # its SRI hash ("sha384-..."); recommended with sdk_url
+
+    @field_validator("livekit_url")
+    @classmethod
+    def _websocket_url(cls, value: str) -> str:
+        if value and not value.startswith(("wss://", "ws://")):
+            raise ValueError("must be a wss:// (or ws://) URL")
+        return value.rstrip("/")
+
+    @property
+    def sdk(self) -> tuple[str, str]:
+        """(script URL, integrity) the call page loads."""
+        if self.sdk_url:
+            return self.sdk_url, self.sdk_integrity
+        return LIVEKIT_SDK_URL, LIVEKIT_SDK_INTEGRITY
+
+
 class LoggingSettings(StrictModel):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     format: Literal["text", "json"] = "text"
@@ -66,6 +102,7 @@ class Settings(StrictModel):
     helpdesk: HelpdeskSettings
     storage: StorageSettings = StorageSettings()
     http: HttpSettings = HttpSettings()
+    calls: CallsSettings = CallsSettings()
     logging: LoggingSettings = LoggingSettings()
     # language -> key -> template; "" is the default language.
     texts: dict[str, dict[str, str]] = Field(default_factory=dict)
@@ -176,7 +213,7 @@ def _placeholders(template: str) -> set[str]:
     return {name for _text, name, _spec, _conv in string.Formatter().parse(template) if name}
 
 
-CORE_SECTIONS = {"helpdesk", "storage", "http", "logging", "texts"}
+CORE_SECTIONS = {"helpdesk", "storage", "http", "calls", "logging", "texts"}
 
 
 def load_settings(raw: dict[str, Any], env: dict[str, str] | None = None,
@@ -210,6 +247,9 @@ def load_settings(raw: dict[str, Any], env: dict[str, str] | None = None,
         settings = Settings.model_validate({**core, "adapters": adapters})
     except ValidationError as error:
         raise _explain(error) from None
+    if settings.calls.livekit_url and not settings.http.public_url:
+        raise ConfigError("[calls] livekit_url needs [http] public_url (the call page is "
+                          "served by the bridge)")
     for name, section in settings.adapters.items():
         # An adapter section may say it needs the public URL (webhooks, file links).
         needs = getattr(section, "needs_public_url", None)

@@ -51,6 +51,20 @@ class HttpServer:
         return expires >= time.time() and hmac.compare_digest(
             request.query.get("sig", "").encode(), expected.encode())
 
+    def seal(self, value: str, ttl: float) -> str:
+        """value, signed and expiring: `value.expires.signature` (value without dots)."""
+        expires = int(time.time() + ttl)
+        return f"{value}.{expires}.{self._signature(value, expires)}"
+
+    def unseal(self, sealed: str) -> str | None:
+        """The value of a seal() that is genuine and not expired; None otherwise."""
+        value, _, rest = sealed.partition(".")
+        expires, _, signature = rest.partition(".")
+        if not expires.isdigit() or int(expires) < time.time():
+            return None
+        expected = self._signature(value, int(expires))
+        return value if hmac.compare_digest(signature.encode(), expected.encode()) else None
+
     def _signature(self, path: str, expires: int) -> str:
         digest = hmac.new(self._signing_key, f"{path}\n{expires}".encode(), hashlib.sha256)
         return digest.hexdigest()[:32]

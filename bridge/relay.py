@@ -12,6 +12,7 @@ import logging
 import weakref
 from collections import OrderedDict
 from typing import Any, Callable
+from urllib.parse import urlencode
 
 from bridge.adapter import Adapter, DeliveryError
 from bridge.crashpoints import crash_point
@@ -37,6 +38,7 @@ from bridge.texts import Texts
 log = logging.getLogger(__name__)
 
 OPEN_LIMIT = 3
+CALL_LINK_TTL = 24 * 3600  # seconds a call page may end its call
 RETRY_CAP = 300.0
 TICKET_CACHE = 50_000  # seconds between attempts, at most, while the far end is down
 
@@ -57,7 +59,8 @@ def _for(customer: Customer, conversation: Conversation | None = None) -> dict:
 class Relay:
     def __init__(self, store: Store, link_factory: Callable[..., HelpdeskLink],
                  adapters: list[Adapter], http: HttpServer, texts: Texts | None = None,
-                 public_url: str = "", metrics: Metrics | None = None) -> None:
+                 public_url: str = "", metrics: Metrics | None = None,
+                 calls: bool = False) -> None:
         self.store = store
         self.http = http
         self.metrics = metrics or Metrics()
@@ -65,6 +68,9 @@ class Relay:
         self.adapters = {adapter.name: adapter for adapter in adapters}
         self.texts = texts or Texts()
         self.public_url = public_url.rstrip("/")
+        self.calls = calls and bool(self.public_url)  # a LiveKit server and the call page
+        # conversation id -> "live" | "closed" | "sate_left", for the call page to follow
+        self._call_states: OrderedDict[int, str] = OrderedDict()
         # Weak: a customer's lock lives while someone holds or waits on it, so a daemon that
         # sees millions of customers over months does not keep a lock for each.
         self._locks: weakref.WeakValueDictionary[int, asyncio.Lock] = weakref.WeakValueDictionary()
@@ -187,7 +193,7 @@ class Relay:
                 return
             await self._close_prompt(customer, active)
         elif name == "call":
-            if not self.public_url:
+            if not self.calls:
                 await self._notice(customer, "call_not_configured")
                 return
             active = await self._active(customer)
@@ -404,6 +410,7 @@ class Relay:
             elif isinstance(event, CallStarted):
                 await self._call_invite(customer, conversation, event)
             elif isinstance(event, CallEnded):
+                self._set_call_state(conversation.id, event.reason)
                 await self._notice(customer, "call_ended", conversation, event.dedupe_key)
 
     async def _on_reply(self, customer: Customer, conversation: Conversation,
@@ -461,15 +468,42 @@ class Relay:
 
     async def _call_invite(self, customer: Customer, conversation: Conversation,
                            call: CallStarted) -> None:
-        if not self.public_url:
+        if not self.calls:
             await self._notice(customer, "call_not_configured", conversation, call.dedupe_key)
             return
-        # The token rides in the URL fragment, which browsers never send to a server.
-        url = f"{self.public_url}/call#room={call.room}&token={call.token}"
+        self._set_call_state(conversation.id, "live")
+        # The token rides in the URL fragment, which browsers never send to a server; `end`
+        # lets the page end this conversation's call, and nothing else.
+        end = self.http.seal(str(conversation.id), CALL_LINK_TTL)
+        url = f"{self.public_url}/call#" + urlencode({"room": call.room, "token": call.token,
+                                                      "end": end})
         language = customer.language
         await self._queue(customer, conversation, Outgoing(
             kind="call_invite", text=self.texts.get("call_invite", language), url=url,
             url_label=self.texts.get("call_join", language)), call.dedupe_key)
+
+    def _set_call_state(self, conversation_id: int, state: str) -> None:
+        self._call_states[conversation_id] = state
+        self._call_states.move_to_end(conversation_id)
+        if len(self._call_states) > TICKET_CACHE:
+            self._call_states.popitem(last=False)
+
+    def call_state(self, conversation_id: int) -> str | None:
+        """"live", "closed" or "sate_left"; None if this run has not seen the call."""
+        return self._call_states.get(conversation_id)
+
+    async def end_call(self, conversation_id: int) -> bool:
+        """The customer pressed "End call" on the call page: close_call_support, once."""
+        conversation = await self.store.conversation(conversation_id)
+        if conversation is None or conversation.ticket_chat_id is None:
+            return False
+        if self._call_states.get(conversation_id) in ("closed", "sate_left"):
+            return True
+        self._set_call_state(conversation_id, "closed")
+        customer = await self.store.customer(conversation.customer_id)
+        async with self._lock(customer.id):
+            await self._request(customer, conversation, "close_call", {})
+        return True
 
     # --- queueing things to show ---------------------------------------------------
 

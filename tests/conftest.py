@@ -100,6 +100,7 @@ async def make_bridge(database_url, sandbox):
                          **helpdesk},
             "storage": {"url": database_url},
             "http": {"listen": "127.0.0.1:0", "public_url": public_url},
+            "calls": {"livekit_url": "wss://livekit.example.com" if public_url else ""},
         }, env={})
         console = ConsoleAdapter()
         bridge = Bridge(settings, [console])

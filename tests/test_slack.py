@@ -47,6 +47,7 @@ def _settings(slack, sandbox, database_url, mode="http"):
         "helpdesk": {"url": sandbox.url, "api_key": DEFAULT_API_KEY, "request_timeout": 3},
         "storage": {"url": database_url},
         "http": {"listen": f"127.0.0.1:{port}", "public_url": f"http://127.0.0.1:{port}"},
+        "calls": {"livekit_url": "wss://livekit.example.com"},
         "slack": section,
     }, env={}, adapter_schemas=adapter_schemas())
 

@@ -1,0 +1,79 @@
+"""The voice-call page: a customer's "Join the call" link opens it in the browser.
+
+The LiveKit token comes in the URL fragment (`/call#room=…&token=…&end=…`), which browsers
+never send to a server, so it is in no request line and no log. The page loads
+livekit-client (the pinned CDN file with its SRI hash, or `[calls] sdk_url`), joins the
+room on `[calls] livekit_url`, and follows the call here: "End call" posts `end` (a signed,
+expiring reference to the conversation, not the token) and the bridge sends
+close_call_support; when the helpdesk ends the call (close_call_support, sate_left_call),
+the page's next look at /call/state ends it in the browser too.
+"""
+from __future__ import annotations
+
+import html
+import json
+from importlib.resources import files
+from typing import Awaitable, Callable
+
+from aiohttp import web
+
+from bridge.http import HttpServer
+
+PAGE_HEADERS = {"Cache-Control": "no-store", "Referrer-Policy": "no-referrer",
+                "X-Content-Type-Options": "nosniff", "X-Frame-Options": "DENY"}
+
+
+class CallPage:
+    def __init__(self, http: HttpServer, livekit_url: str, sdk: tuple[str, str],
+                 end_call: Callable[[int], Awaitable[bool]],
+                 call_state: Callable[[int], str | None]) -> None:
+        self.http = http
+        self.livekit_url = livekit_url
+        self.sdk_url, self.sdk_integrity = sdk
+        self._end_call = end_call
+        self._call_state = call_state
+        static = files("bridge") / "static"
+        self._page = (static / "call.html").read_text()
+        self._script = (static / "call.js").read_text()
+
+    def mount(self) -> None:
+        self.http.route("GET", "/call", self._serve_page)
+        self.http.route("GET", "/call/app.js", self._serve_script)
+        self.http.route("POST", "/call/end", self._on_end)
+        self.http.route("POST", "/call/state", self._on_state)
+
+    async def _serve_page(self, _request: web.Request) -> web.Response:
+        integrity = f' integrity="{html.escape(self.sdk_integrity)}"' if self.sdk_integrity else ""
+        config = json.dumps({"livekitUrl": self.livekit_url}).replace("<", "\\u003c")
+        page = (self._page.replace("{{sdk_url}}", html.escape(self.sdk_url))
+                .replace("{{sdk_integrity}}", integrity).replace("{{config}}", config))
+        return web.Response(text=page, content_type="text/html", headers=PAGE_HEADERS)
+
+    async def _serve_script(self, _request: web.Request) -> web.Response:
+        return web.Response(text=self._script, content_type="text/javascript",
+                            headers=PAGE_HEADERS)
+
+    async def _conversation(self, request: web.Request) -> int | None:
+        try:
+            body = await request.json()
+        except ValueError:
+            return None
+        sealed = body.get("end") if isinstance(body, dict) else None
+        value = self.http.unseal(sealed) if isinstance(sealed, str) else None
+        return int(value) if value and value.isdigit() else None
+
+    async def _on_end(self, request: web.Request) -> web.Response:
+        conversation_id = await self._conversation(request)
+        if conversation_id is None:
+            return web.json_response({"error": "this call link is not valid or has expired"},
+                                     status=403)
+        if not await self._end_call(conversation_id):
+            return web.json_response({"error": "no such call"}, status=404)
+        return web.json_response({"state": "closed"}, status=202)
+
+    async def _on_state(self, request: web.Request) -> web.Response:
+        conversation_id = await self._conversation(request)
+        if conversation_id is None:
+            return web.json_response({"error": "this call link is not valid or has expired"},
+                                     status=403)
+        return web.json_response({"state": self._call_state(conversation_id) or "live"})
