@@ -7,6 +7,7 @@ import logging
 import signal
 import sys
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from bridge.app import Bridge, load_config
 from bridge.config import ConfigError, Settings, load_settings
@@ -189,6 +190,7 @@ async def _check(path: str) -> int:
     results: list[tuple[bool, str]] = [(True, f"config {path} is valid")]
     results.append(await _check_database(settings))
     results.append(await _check_helpdesk(settings))
+    results.append(await _check_calls(settings))
     for adapter in build_adapters(settings):
         try:
             results.append(await adapter.check())
@@ -238,6 +240,24 @@ async def _check_helpdesk(settings: Settings) -> tuple[bool, str]:
         return False, str(error)
     finally:
         await link.stop()
+
+
+async def _check_calls(settings: Settings) -> tuple[bool, str]:
+    """The LiveKit server must at least answer on its port; the browser does the rest."""
+    url = settings.calls.livekit_url
+    if not url:
+        return True, "calls: not configured ([calls] livekit_url), /call says so"
+    parts = urlsplit(url)
+    port = parts.port or (443 if parts.scheme == "wss" else 80)
+    try:
+        _reader, writer = await asyncio.wait_for(
+            asyncio.open_connection(parts.hostname, port), timeout=5)
+        writer.close()
+    except (OSError, asyncio.TimeoutError) as error:
+        return False, f"calls: the LiveKit server {parts.hostname}:{port} is not reachable " \
+                      f"({type(error).__name__})"
+    return True, f"calls: the LiveKit server {parts.hostname}:{port} answers; the call " \
+                 f"page is {settings.http.public_url}/call"
 
 
 if __name__ == "__main__":

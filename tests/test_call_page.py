@@ -215,3 +215,30 @@ async def test_by_default_the_page_loads_the_pinned_cdn_file_with_its_hash(make_
     assert (f'<script src="{LIVEKIT_SDK_URL}" integrity="{LIVEKIT_SDK_INTEGRITY}" '
             f'crossorigin="anonymous">') in page
     assert '"livekitUrl": "wss://livekit.example.com"' in page
+
+
+async def test_check_says_whether_the_livekit_server_answers(tmp_path, sandbox, livekit):
+    from tests.test_daemon import _cli
+
+    def config(livekit_url: str) -> str:
+        path = tmp_path / "bridge.toml"
+        path.write_text(f'''
+[helpdesk]
+url = "{sandbox.url}"
+api_key = "{DEFAULT_API_KEY}"
+[storage]
+url = "sqlite+aiosqlite:///{tmp_path / 'check.db'}"
+[http]
+public_url = "https://bridge.example.com"
+[calls]
+livekit_url = "{livekit_url}"
+''')
+        return str(path)
+
+    good = await asyncio.to_thread(_cli, "check", "--config", config(f"ws://{livekit.url}"))
+    assert good.returncode == 0, good.stdout + good.stderr
+    assert f"ok   calls: the LiveKit server {livekit.url} answers" in good.stdout
+    closed = _free_port()
+    bad = await asyncio.to_thread(_cli, "check", "--config", config(f"ws://127.0.0.1:{closed}"))
+    assert bad.returncode == 1
+    assert f"FAIL calls: the LiveKit server 127.0.0.1:{closed} is not reachable" in bad.stdout
