@@ -1,9 +1,12 @@
-"""`python -m bench [--customers 1000 5000] [--connections 8] [--db URL]`: the scale bench.
+"""`python -m bench`: the benchmarks, each printing a table (bench/RESULTS.md has numbers).
 
-Opens one conversation per simulated customer at the same instant against the sandbox
-helpdesk (in this process, through the console adapter), then has the sandbox drop every
-connection and times until every conversation room is joined again. Prints a table.
-Relay speed through Telegram, the chaos suite and the soak of issue 6 are still to come.
+    python -m bench                      # all three, at sizes that take a few minutes
+    python -m bench scale --customers 1000 5000 10000
+    python -m bench relay --rates 10 20 40 --db postgresql+asyncpg://postgres@127.0.0.1/test
+    python -m bench limits --customers 300 --messages 1000
+
+--db: a SQLAlchemy URL (default: a temporary SQLite). Everything runs in one process: the
+sandbox helpdesk and the local Bot API server share the CPU with the bridge.
 """
 from __future__ import annotations
 
@@ -11,75 +14,128 @@ import argparse
 import asyncio
 import os
 import tempfile
-import time
+from contextlib import contextmanager
 
-from adapters.console import ConsoleAdapter
-from bridge.app import Bridge
-from bridge.config import load_settings
+from bench.relay import bridge_run, echo_floor, socketio_floor
+from bench.scale import scale
+from bench.telegram_limits import burst
 from bridge.logs import setup_logging
-from bridge.sandbox import DEFAULT_API_KEY, NAMESPACE, SandboxHelpdesk
 
 
-def rss_mb() -> float:
-    with open("/proc/self/status") as status:
-        for line in status:
-            if line.startswith("VmRSS"):
-                return int(line.split()[1]) / 1024
-    return 0.0
+@contextmanager
+def database(url: str):
+    if url:
+        yield url
+        return
+    with tempfile.TemporaryDirectory() as folder:
+        yield f"sqlite+aiosqlite:///{folder}/bench.db"
 
 
-async def scale(customers: int, connections: int, db_url: str) -> dict:
-    sandbox = SandboxHelpdesk()
-    await sandbox.start(port=0)
-    settings = load_settings({
-        "helpdesk": {"url": sandbox.url, "api_key": DEFAULT_API_KEY, "connections": connections,
-                     "request_timeout": 60},
-        "storage": {"url": db_url}, "http": {"listen": "127.0.0.1:0"}}, env={})
-    console = ConsoleAdapter()
-    try:
-        async with Bridge(settings, [console]) as bridge:
-            await bridge.relay.link.wait_connected(30)
-            before = rss_mb()
-            started = time.perf_counter()
-            names = [f"c{n}" for n in range(customers)]
-            await asyncio.gather(*(console.say(name, f"hello {name}") for name in names))
-            await asyncio.gather(*(console.expect(name, "You said", timeout=600) for name in names))
-            opened = time.perf_counter() - started
-            after = rss_mb()
-            connects_before = sandbox.connects
-            started = time.perf_counter()
-            await sandbox.drop_connections()
-            rooms = sandbox.sio.manager.rooms
-            while sum(1 for room in rooms.get(NAMESPACE, {}) if room and room.startswith("conv_")
-                      ) < customers:
-                await asyncio.sleep(0.005)
-            rejoined = time.perf_counter() - started
-            return {"customers": customers, "open_s": opened, "opens_per_s": customers / opened,
-                    "rss_total_mb": after, "kb_per_customer": (after - before) * 1024 / customers,
-                    "rejoin_s": rejoined, "reconnects": sandbox.connects - connects_before}
-    finally:
-        await sandbox.stop()
+def _backend(url: str) -> str:
+    return url.split(":")[0].split("+")[0] if url else "sqlite"
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(prog="python -m bench")
-    parser.add_argument("--customers", type=int, nargs="+", default=[100, 1000])
-    parser.add_argument("--connections", type=int, default=8)
-    parser.add_argument("--db", default="", help="SQLAlchemy URL (default: a temporary SQLite)")
-    args = parser.parse_args()
-    setup_logging("ERROR")
-    print(f"scale bench: {os.cpu_count()} cores, {args.connections} helpdesk connections, "
-          f"{'SQLite' if not args.db else args.db.split(':')[0]}; sandbox and harness run in "
-          "the same process, so RSS includes them")
+def run_scale(args) -> None:
+    print(f"\nscale: {os.cpu_count()} cores, {args.connections} helpdesk connections, "
+          f"{_backend(args.db)}; RSS includes the sandbox and the harness")
     print(f"{'customers':>9} {'open s':>8} {'opens/s':>8} {'RSS MB':>7} {'KB/cust':>8} "
           f"{'rejoin s':>9} {'reconnects':>10}")
     for count in args.customers:
-        with tempfile.TemporaryDirectory() as folder:
-            url = args.db or f"sqlite+aiosqlite:///{folder}/bench.db"
+        if args.db:
+            _reset(args.db)
+        with database(args.db) as url:
             row = asyncio.run(scale(count, args.connections, url))
         print(f"{row['customers']:>9} {row['open_s']:>8.2f} {row['opens_per_s']:>8.1f} "
               f"{row['rss_total_mb']:>7.0f} {row['kb_per_customer']:>8.1f} "
               f"{row['rejoin_s']:>9.2f} {row['reconnects']:>10}", flush=True)
+
+
+def run_relay(args) -> None:
+    print(f"\nrelay through Telegram: {args.customers} customers, {args.messages} messages "
+          f"per run, {_backend(args.db)}; milliseconds")
+    sio = asyncio.run(socketio_floor(300))["trip"]
+    print(f"{'run':<22} {'offered/s':>9} {'done/s':>7} {'in p50':>8} {'in p99':>8} "
+          f"{'out p50':>8} {'out p99':>8} {'trip p50':>9} {'trip p99':>9}")
+    print(f"{'socket.io round trip':<22} {'':>9} {'':>7} {'':>8} {'':>8} {'':>8} {'':>8} "
+          f"{sio[0]:>9.1f} {sio[1]:>9.1f}")
+    for rate in args.rates:
+        echo = asyncio.run(echo_floor(args.customers, rate, args.messages))
+        print(f"{'PTB echo bot':<22} {rate:>9.0f} {echo['rate']:>7.1f} {'':>8} {'':>8} {'':>8} "
+              f"{'':>8} {echo['trip'][0]:>9.1f} {echo['trip'][1]:>9.1f}", flush=True)
+        if args.db:
+            _reset(args.db)
+        with database(args.db) as url:
+            row = asyncio.run(bridge_run(url, args.customers, rate, args.messages))
+        (in50, in99), (out50, out99) = row["inbound"], row["outbound"]
+        print(f"{'bridge':<22} {rate:>9.0f} {row['rate']:>7.1f} {in50:>8.1f} {in99:>8.1f} "
+              f"{out50:>8.1f} {out99:>8.1f} {'':>9} {'':>9}")
+        added = in50 + out50 - echo["trip"][0] - sio[0]
+        print(f"{'  bridge / floor':<22} {'':>9} {row['rate'] / echo['rate']:>6.2f}x "
+              f"{'':>8} {'':>8} {'':>8} {'':>8} {'added p50':>9} {added:>9.1f}", flush=True)
+
+
+def run_limits(args) -> None:
+    print(f"\nTelegram limits (30/s per bot; per chat 3 at once, then 1/s): "
+          f"{args.messages} agent messages to {args.customers} chats at once, "
+          f"{_backend(args.db)}")
+    if args.db:
+        _reset(args.db)
+    with database(args.db) as url:
+        row = asyncio.run(burst(url, args.customers, args.messages))
+    print(f"{'delivered':>9} {'seconds':>8} {'msgs/s':>7} {'peak in 1 s':>11} {'429s':>5}")
+    print(f"{row['delivered']:>9} {row['seconds']:>8.1f} {row['rate']:>7.1f} "
+          f"{row['peak_1s']:>11} {row['refused_429']:>5}", flush=True)
+
+
+def _reset(url: str) -> None:
+    """A given database starts empty for each run (the bench's own tables only)."""
+    from sqlalchemy import text
+
+    from bridge.store import Store
+
+    async def drop() -> None:
+        store = Store.from_url(url)
+        async with store.engine.begin() as connection:
+            for table in ("to_customer", "to_helpdesk", "conversations", "customers",
+                          "alembic_version"):
+                await connection.execute(text(f"DROP TABLE IF EXISTS {table}"))
+        await store.close()
+
+    asyncio.run(drop())
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench")
+    parser.add_argument("--db", default="", help="SQLAlchemy URL (default: temporary SQLite)")
+    commands = parser.add_subparsers(dest="bench")
+    scale_args = commands.add_parser("scale")
+    scale_args.add_argument("--customers", type=int, nargs="+", default=[100, 1000])
+    scale_args.add_argument("--connections", type=int, default=8)
+    relay_args = commands.add_parser("relay")
+    relay_args.add_argument("--customers", type=int, default=50)
+    relay_args.add_argument("--messages", type=int, default=300)
+    relay_args.add_argument("--rates", type=float, nargs="+", default=[10, 20, 40])
+    limits_args = commands.add_parser("limits")
+    limits_args.add_argument("--customers", type=int, default=300)
+    limits_args.add_argument("--messages", type=int, default=1000)
+    for sub in (scale_args, relay_args, limits_args):
+        sub.add_argument("--db", default=argparse.SUPPRESS)
+    args = parser.parse_args()
+    setup_logging("ERROR")
+    chosen = args.bench
+    if chosen in (None, "scale"):
+        run_scale(args if chosen else _defaults(args, "scale"))
+    if chosen in (None, "relay"):
+        run_relay(args if chosen else _defaults(args, "relay"))
+    if chosen in (None, "limits"):
+        run_limits(args if chosen else _defaults(args, "limits"))
+
+
+def _defaults(args, name: str):
+    defaults = {"scale": {"customers": [100, 1000], "connections": 8},
+                "relay": {"customers": 50, "messages": 300, "rates": [10, 20, 40]},
+                "limits": {"customers": 300, "messages": 1000}}[name]
+    return argparse.Namespace(db=args.db, **defaults)
 
 
 if __name__ == "__main__":

@@ -104,3 +104,7 @@ def setup_logging(level: str = "INFO", fmt: str = "text", secrets: list[str] | N
     # logs what matters (reconnects and how long they took), so only DEBUG shows these.
     for name in ("engineio.client", "socketio.client"):
         logging.getLogger(name).setLevel(logging.DEBUG if level == "DEBUG" else logging.ERROR)
+    # PTB's rate limiter logs a 429 as an ERROR with a traceback; the adapter hands it to
+    # the core, which waits retry_after and logs that as a retry.
+    logging.getLogger("telegram.ext.AIORateLimiter").setLevel(
+        logging.DEBUG if level == "DEBUG" else logging.CRITICAL)

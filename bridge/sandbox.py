@@ -136,7 +136,12 @@ class SandboxHelpdesk:
     async def drop_connections(self) -> None:
         """Cut every client at the Engine.IO level, as a network failure would."""
         for eio_sid in list(self.sio.eio.sockets):
-            await self.sio.eio.disconnect(eio_sid)
+            # A client that has just said goodbye can leave a socket whose disconnect
+            # never completes (seen with a bare python-socketio client): don't wait on it.
+            try:
+                await asyncio.wait_for(self.sio.eio.disconnect(eio_sid), 2)
+            except asyncio.TimeoutError:
+                pass
 
     # --- agent side --------------------------------------------------------------
 

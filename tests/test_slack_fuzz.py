@@ -129,3 +129,13 @@ async def test_arbitrary_slash_commands(adapter, form):
                              "application/x-www-form-urlencoded")
     assert status == 200
     assert received and all(_well_formed(event) is None for event in received)
+
+
+async def test_the_fuzzed_path_does_deliver_a_plain_message(adapter):
+    """Guards the property tests against passing vacuously."""
+    slack_adapter, received = adapter
+    body = {"type": "event_callback", "team_id": "T1", "event_id": "Ev1", "event": {
+        "type": "message", "channel": "D0ANN", "user": "U0ANN", "text": "hello",
+        "ts": "1.1", "channel_type": "im"}}
+    assert await _dispatch(slack_adapter, json.dumps(body).encode(), "application/json") == 200
+    assert [(type(e).__name__, e.text) for e in received] == [("InboundMessage", "hello")]

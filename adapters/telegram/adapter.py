@@ -48,6 +48,7 @@ COMMAND_DESCRIPTIONS = {  # one for each of bridge.events.COMMANDS
     "help": "How this works",
 }
 CHAT_BURST = 3  # messages; then one a second per chat
+BOT_RATE = 28   # messages a second for the whole bot (Telegram: about 30)
 TYPING_EVERY = 4.0
 TYPING_CAP = 60.0
 GROUP_NOTE = "Please write to me in a private chat, so your conversation stays private."
@@ -63,9 +64,11 @@ class TelegramAdapter(Adapter):
         self.bot = bot or ExtBot(
             settings.token.get_secret_value(), base_url=f"{settings.api_url}/bot",
             base_file_url=f"{settings.api_url}/file/bot",
-            # Telegram's ~30 messages/s per bot. max_retries=0: a 429 comes back to the
-            # core, which waits its retry_after with the message still queued.
-            rate_limiter=AIORateLimiter(max_retries=0))
+            # Telegram's ~30 messages/s per bot, with a little room so that requests
+            # bunched up on the way (jitter) don't make a second of 31. max_retries=0: a
+            # 429 comes back to the core, which waits its retry_after with the message
+            # still queued.
+            rate_limiter=AIORateLimiter(overall_max_rate=BOT_RATE, max_retries=0))
         self._owns_bot = bot is None
         self._sink: Sink | None = None
         self._poller: asyncio.Task | None = None

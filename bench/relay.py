@@ -1,0 +1,206 @@
+"""Relay speed through Telegram, and its floors.
+
+Customers write through a local Bot API server (tests/fake_telegram.py, polled by the
+bridge as Telegram would be); the sandbox helpdesk answers every message at once (SATE);
+the answer goes back through sendMessage. Everything runs in this one process and loop.
+
+Measured per message:
+- inbound:  update offered by the Bot API server -> the helpdesk has the message;
+- outbound: the helpdesk emits SATE's answer -> sendMessage reaches the Bot API server.
+The floors, on the same servers:
+- a bare python-telegram-bot echo bot (Application + Updater + MessageHandler):
+  update offered -> its echo reaches sendMessage;
+- a bare python-socketio client: `support` emitted -> acknowledged (one round trip).
+"Added by the bridge" is inbound + outbound minus (PTB echo + Socket.IO round trip): what
+the bridge costs beyond the two transports it sits between.
+
+Telegram's own limits (30/s per bot, ~1/s per chat) are switched off here, on the bridge
+and the echo bot alike: they are measured by bench.telegram_limits.
+"""
+from __future__ import annotations
+
+import asyncio
+import statistics
+import time
+
+from telegram.ext import Application, ExtBot, MessageHandler, filters
+
+from adapters.telegram import TelegramAdapter
+from bridge.app import Bridge
+from bridge.config import load_settings
+from bridge.pacing import ChatPacer
+from bridge.registry import adapter_schemas
+from bridge.sandbox import DEFAULT_API_KEY, NAMESPACE, SandboxHelpdesk
+from tests.fake_telegram import FakeTelegram
+
+TOKEN = "123456789:AAHdqTcvCH1vGWJxfSeofSAs0K5PALDsaw"
+
+
+class TimedTelegram(FakeTelegram):
+    """Remembers when each marked text was offered and when its answer was sent."""
+
+    def __init__(self, token: str) -> None:
+        super().__init__(token)
+        self.offered: dict[str, float] = {}
+        self.answered: dict[str, float] = {}
+
+    def offer(self, user_id: int, marker: str) -> None:
+        self.offered[marker] = time.perf_counter()
+        self.say(user_id, marker)
+
+    async def _api_sendMessage(self, params: dict):
+        marker = _marker(str(params.get("text", "")))
+        if marker:
+            self.answered.setdefault(marker, time.perf_counter())
+        return await super()._api_sendMessage(params)
+
+
+class TimedSandbox(SandboxHelpdesk):
+    def __init__(self) -> None:
+        super().__init__()
+        self.arrived: dict[str, float] = {}
+        self.replied: dict[str, float] = {}
+
+    async def _on_support(self, sid: str, data: dict):
+        marker = _marker(str(data.get("message", "")))
+        if marker:
+            self.arrived.setdefault(marker, time.perf_counter())
+        return await super()._on_support(sid, data)
+
+    async def _sate_says(self, conversation, text: str, **flags: bool) -> None:
+        marker = _marker(text)
+        if marker:
+            self.replied.setdefault(marker, time.perf_counter())
+        await super()._sate_says(conversation, text, **flags)
+
+
+def _marker(text: str) -> str | None:
+    start = text.find("m#")
+    return text[start:start + 14] if start >= 0 else None
+
+
+def percentiles(values: list[float]) -> tuple[float, float]:
+    if len(values) < 2:
+        return (values[0] if values else 0.0), (values[0] if values else 0.0)
+    cuts = statistics.quantiles(values, n=100, method="inclusive")
+    return statistics.median(values), cuts[98]
+
+
+async def _offer_load(telegram: TimedTelegram, customers: int, rate: float, total: int) -> None:
+    """`total` messages at `rate` per second, round-robin over the customers."""
+    started = time.perf_counter()
+    for n in range(total):
+        delay = started + n / rate - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        telegram.offer(10_000 + n % customers, f"m#{n:012d}")
+
+
+async def _wait_all(done: dict, total: int, timeout: float) -> None:
+    deadline = time.perf_counter() + timeout
+    while len(done) < total and time.perf_counter() < deadline:
+        await asyncio.sleep(0.01)
+
+
+async def bridge_run(db_url: str, customers: int, rate: float, total: int) -> dict:
+    sandbox, telegram = TimedSandbox(), TimedTelegram(TOKEN)
+    await sandbox.start(port=0)
+    await telegram.start()
+    settings = load_settings({
+        "helpdesk": {"url": sandbox.url, "api_key": DEFAULT_API_KEY, "connections": 8,
+                     "request_timeout": 30},
+        "storage": {"url": db_url}, "http": {"listen": "127.0.0.1:0"},
+        "telegram": {"token": TOKEN, "api_url": telegram.url, "poll_timeout": 1},
+    }, env={}, adapter_schemas=adapter_schemas())
+    bot = ExtBot(TOKEN, base_url=f"{telegram.url}/bot")  # no rate limiter: see the docstring
+    adapter = TelegramAdapter(settings.adapters["telegram"], bot=bot)
+    adapter._owns_bot = True  # standalone receiving, with the unlimited bot
+    adapter._pacer = ChatPacer(burst=1_000_000)
+    try:
+        async with Bridge(settings, [adapter]) as bridge:
+            await bridge.relay.link.wait_connected(30)
+            # warm-up: every customer's first message opens a conversation (not measured)
+            for n in range(customers):
+                telegram.offer(10_000 + n, f"w#{n:012d}")
+            await _wait_all_warm(telegram, customers)
+            telegram.offered.clear()
+            started = time.perf_counter()
+            await _offer_load(telegram, customers, rate, total)
+            await _wait_all(telegram.answered, total, timeout=120)
+            elapsed = time.perf_counter() - started
+    finally:
+        await telegram.stop()
+        await sandbox.stop()
+    inbound = [(sandbox.arrived[m] - t) * 1000 for m, t in telegram.offered.items()
+               if m in sandbox.arrived]
+    outbound = [(telegram.answered[m] - sandbox.replied[m]) * 1000 for m in telegram.answered
+                if m in sandbox.replied]
+    return {"delivered": len(telegram.answered), "rate": len(telegram.answered) / elapsed,
+            "inbound": percentiles(inbound), "outbound": percentiles(outbound)}
+
+
+async def _wait_all_warm(telegram: TimedTelegram, customers: int) -> None:
+    deadline = time.perf_counter() + 120
+    while time.perf_counter() < deadline:
+        warmed = sum(1 for chat in telegram.sent.values()
+                     if any("w#" in m.get("text", "") for m in chat.values()))
+        if warmed >= customers:
+            return
+        await asyncio.sleep(0.05)
+
+
+async def echo_floor(customers: int, rate: float, total: int) -> dict:
+    """The same load against a bare python-telegram-bot echo bot."""
+    telegram = TimedTelegram(TOKEN)
+    await telegram.start()
+
+    async def echo(update, _context) -> None:
+        await update.message.reply_text(f"echo {update.message.text}")
+
+    application = (Application.builder().token(TOKEN).base_url(f"{telegram.url}/bot")
+                   .concurrent_updates(True).build())
+    application.add_handler(MessageHandler(filters.TEXT, echo))
+    try:
+        async with application:
+            await application.start()
+            await application.updater.start_polling(poll_interval=0, timeout=1)
+            started = time.perf_counter()
+            await _offer_load(telegram, customers, rate, total)
+            await _wait_all(telegram.answered, total, timeout=120)
+            elapsed = time.perf_counter() - started
+            await application.updater.stop()
+            await application.stop()
+    finally:
+        await telegram.stop()
+    trip = [(telegram.answered[m] - t) * 1000 for m, t in telegram.offered.items()
+            if m in telegram.answered]
+    return {"delivered": len(telegram.answered), "rate": len(telegram.answered) / elapsed,
+            "trip": percentiles(trip)}
+
+
+async def socketio_floor(total: int) -> dict:
+    """One bare python-socketio client: `support` round trips on the sandbox."""
+    import socketio
+
+    sandbox = SandboxHelpdesk()
+    sandbox.behaviour.respond_via = "ack"  # a request answered by its acknowledgement
+    await sandbox.start(port=0)
+    client = socketio.AsyncClient()
+    await client.connect(f"{sandbox.url}?token_source=api&token={DEFAULT_API_KEY}",
+                         namespaces=[NAMESPACE], transports=["websocket"])
+    trips = []
+    try:
+        await client.call("support", {"session_id": "floor", "message": "hi"},
+                          namespace=NAMESPACE, timeout=10)
+        ticket = next(iter(sandbox.conversations))
+        for n in range(total):
+            payload = {"session_id": "floor", "message": f"n{n}"}
+            if ticket:
+                payload["ticket_chat_id"] = ticket
+            started = time.perf_counter()
+            await client.call("support", payload, namespace=NAMESPACE, timeout=10)
+            trips.append((time.perf_counter() - started) * 1000)
+    finally:
+        await client.disconnect()
+        await sandbox.stop()
+    return {"trip": percentiles(trips)}

@@ -1,0 +1,53 @@
+"""Scale: one conversation per simulated customer, opened at the same instant against the
+sandbox helpdesk (in this process, through the console adapter); then the sandbox drops
+every connection and the time until every conversation room is joined again is taken."""
+from __future__ import annotations
+
+import asyncio
+import time
+
+from adapters.console import ConsoleAdapter
+from bridge.app import Bridge
+from bridge.config import load_settings
+from bridge.sandbox import DEFAULT_API_KEY, NAMESPACE, SandboxHelpdesk
+
+
+def rss_mb() -> float:
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmRSS"):
+                return int(line.split()[1]) / 1024
+    return 0.0
+
+
+async def scale(customers: int, connections: int, db_url: str) -> dict:
+    sandbox = SandboxHelpdesk()
+    await sandbox.start(port=0)
+    settings = load_settings({
+        "helpdesk": {"url": sandbox.url, "api_key": DEFAULT_API_KEY, "connections": connections,
+                     "request_timeout": 60},
+        "storage": {"url": db_url}, "http": {"listen": "127.0.0.1:0"}}, env={})
+    console = ConsoleAdapter()
+    try:
+        async with Bridge(settings, [console]) as bridge:
+            await bridge.relay.link.wait_connected(30)
+            before = rss_mb()
+            started = time.perf_counter()
+            names = [f"c{n}" for n in range(customers)]
+            await asyncio.gather(*(console.say(name, f"hello {name}") for name in names))
+            await asyncio.gather(*(console.expect(name, "You said", timeout=600) for name in names))
+            opened = time.perf_counter() - started
+            after = rss_mb()
+            connects_before = sandbox.connects
+            started = time.perf_counter()
+            await sandbox.drop_connections()
+            rooms = sandbox.sio.manager.rooms
+            while sum(1 for room in rooms.get(NAMESPACE, {}) if room and room.startswith("conv_")
+                      ) < customers:
+                await asyncio.sleep(0.005)
+            rejoined = time.perf_counter() - started
+            return {"customers": customers, "open_s": opened, "opens_per_s": customers / opened,
+                    "rss_total_mb": after, "kb_per_customer": (after - before) * 1024 / customers,
+                    "rejoin_s": rejoined, "reconnects": sandbox.connects - connects_before}
+    finally:
+        await sandbox.stop()
