@@ -13,22 +13,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import tempfile
-from contextlib import contextmanager
 
+from bench.database import database, reset
 from bench.relay import bridge_run, echo_floor, socketio_floor
 from bench.scale import scale
 from bench.telegram_limits import burst
 from bridge.logs import setup_logging
-
-
-@contextmanager
-def database(url: str):
-    if url:
-        yield url
-        return
-    with tempfile.TemporaryDirectory() as folder:
-        yield f"sqlite+aiosqlite:///{folder}/bench.db"
 
 
 def _backend(url: str) -> str:
@@ -42,7 +32,7 @@ def run_scale(args) -> None:
           f"{'rejoin s':>9} {'reconnects':>10}")
     for count in args.customers:
         if args.db:
-            _reset(args.db)
+            reset(args.db)
         with database(args.db) as url:
             row = asyncio.run(scale(count, args.connections, url))
         print(f"{row['customers']:>9} {row['open_s']:>8.2f} {row['opens_per_s']:>8.1f} "
@@ -63,7 +53,7 @@ def run_relay(args) -> None:
         print(f"{'PTB echo bot':<22} {rate:>9.0f} {echo['rate']:>7.1f} {'':>8} {'':>8} {'':>8} "
               f"{'':>8} {echo['trip'][0]:>9.1f} {echo['trip'][1]:>9.1f}", flush=True)
         if args.db:
-            _reset(args.db)
+            reset(args.db)
         with database(args.db) as url:
             row = asyncio.run(bridge_run(url, args.customers, rate, args.messages))
         (in50, in99), (out50, out99) = row["inbound"], row["outbound"]
@@ -79,29 +69,12 @@ def run_limits(args) -> None:
           f"{args.messages} agent messages to {args.customers} chats at once, "
           f"{_backend(args.db)}")
     if args.db:
-        _reset(args.db)
+        reset(args.db)
     with database(args.db) as url:
         row = asyncio.run(burst(url, args.customers, args.messages))
     print(f"{'delivered':>9} {'seconds':>8} {'msgs/s':>7} {'peak in 1 s':>11} {'429s':>5}")
     print(f"{row['delivered']:>9} {row['seconds']:>8.1f} {row['rate']:>7.1f} "
           f"{row['peak_1s']:>11} {row['refused_429']:>5}", flush=True)
-
-
-def _reset(url: str) -> None:
-    """A given database starts empty for each run (the bench's own tables only)."""
-    from sqlalchemy import text
-
-    from bridge.store import Store
-
-    async def drop() -> None:
-        store = Store.from_url(url)
-        async with store.engine.begin() as connection:
-            for table in ("to_customer", "to_helpdesk", "conversations", "customers",
-                          "alembic_version"):
-                await connection.execute(text(f"DROP TABLE IF EXISTS {table}"))
-        await store.close()
-
-    asyncio.run(drop())
 
 
 def main() -> None:

@@ -3,7 +3,14 @@ never share counters). Counters move where things happen; the gauges that descri
 state (queues, customers, conversations) are read from the database at scrape time."""
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    ProcessCollector,
+    generate_latest,
+)
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 
@@ -33,6 +40,12 @@ class Metrics:
                                "Helpdesk payloads skipped as malformed", registry=r)
         self.open_conversations = Gauge("bridge_open_conversations", "Conversations open",
                                         registry=r)
+        # What a daemon that runs for months must not grow: memory and descriptors
+        # (process_resident_memory_bytes, process_open_fds), tasks, database connections.
+        ProcessCollector(registry=r)
+        self.tasks = Gauge("bridge_asyncio_tasks", "asyncio tasks alive", registry=r)
+        self.db_connections = Gauge("bridge_db_connections",
+                                    "Database connections open in the pool", registry=r)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

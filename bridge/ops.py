@@ -1,6 +1,8 @@
 """/readyz and /metrics: what an operator's probes and Prometheus read."""
 from __future__ import annotations
 
+import asyncio
+
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
@@ -36,6 +38,8 @@ def mount(http: HttpServer, relay: Relay) -> None:
         m.reconnects.set(relay.link.reconnects)
         m.disconnected.set(relay.link.seconds_disconnected)
         m.malformed.set(relay.link.malformed)
+        m.tasks.set(len(asyncio.all_tasks()))
+        m.db_connections.set(relay.store.connections_open())
         return web.Response(body=m.render(), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     http.route("GET", "/readyz", readyz)

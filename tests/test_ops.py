@@ -56,6 +56,11 @@ async def test_metrics_move_during_a_relayed_conversation(make_bridge, sandbox):
     assert _value(after, "bridge_customers") == 1
     assert _value(after, "bridge_open_conversations") == 1
     assert _value(after, 'bridge_queue_depth{direction="to_customer"}') == 0
+    # the soak's gauges: this process, its tasks, its database connections
+    assert _value(after, "process_resident_memory_bytes") > 10 * 2**20
+    assert _value(after, "process_open_fds") > 0
+    assert _value(after, "bridge_asyncio_tasks") >= 5  # drainers, link consumers, server...
+    assert _value(after, "bridge_db_connections") >= 1
     await sandbox.drop_connections()
     await bridge.relay.link.wait_connected(20)
     await asyncio.sleep(0.3)

@@ -74,6 +74,11 @@ class Store:
     async def close(self) -> None:
         await self.engine.dispose()
 
+    def connections_open(self) -> int:
+        """Connections the pool holds right now (in use or idle)."""
+        pool = self.engine.pool
+        return pool.checkedout() + (pool.checkedin() if hasattr(pool, "checkedin") else 0)
+
     async def ping(self) -> None:
         async with self._session() as session:
             await session.execute(select(1))
