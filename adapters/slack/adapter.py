@@ -274,6 +274,8 @@ class SlackAdapter(Adapter):
             raise DeliveryError(f"slack: {type(error).__name__}") from None
 
     async def _deliver(self, channel: str, message: Outgoing) -> str | None:
+        if message.kind == "edit" and not message.text and not message.edit_ref:
+            return None  # buttons to take off a message that never went out: nothing to do
         if message.kind == "edit" and message.edit_ref:
             text = message.text or message.edit_original or ""
             fallback, answered = blocks.answered(text)

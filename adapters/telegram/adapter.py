@@ -284,6 +284,8 @@ class TelegramAdapter(Adapter):
             raise DeliveryError(f"telegram: {error}") from None
 
     async def _deliver(self, chat_id: int, message: Outgoing) -> str | None:
+        if message.kind == "edit" and not message.text and not message.edit_ref:
+            return None  # buttons to take off a message that never went out: nothing to do
         if message.kind == "edit" and message.edit_ref:
             try:
                 if not message.text:  # only take the buttons away
