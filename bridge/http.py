@@ -9,6 +9,7 @@ import logging
 import secrets
 import time
 from typing import Awaitable, Callable
+from urllib.parse import quote, unquote
 
 from aiohttp import web
 
@@ -33,6 +34,19 @@ class HttpServer:
         (self._prefixes if prefix else self._routes)[(method.upper(), path)] = handler
 
     # --- signed, expiring links (customer files the helpdesk may fetch) ---------------
+
+    def serve_files(self, prefix: str, fetch: Callable[[str], Awaitable[web.StreamResponse]]
+                    ) -> None:
+        """Serve prefix + <file id> to holders of a file_link(); fetch(file_id) answers."""
+        async def serve(request: web.Request) -> web.StreamResponse:
+            if not self.verify(request):
+                return web.Response(status=403, text="link expired or not valid")
+            return await fetch(unquote(request.path[len(prefix):]))
+        self.route("GET", prefix, serve, prefix=True)
+
+    def file_link(self, prefix: str, file_id: str) -> str | None:
+        """A signed, expiring link to a file served by serve_files(prefix, ...)."""
+        return self.signed_url(prefix + quote(file_id, safe=""))
 
     def signed_url(self, path: str, ttl: float = 7 * 24 * 3600) -> str | None:
         """A link to path on public_url that works until ttl seconds from now; None when
