@@ -38,7 +38,7 @@ def message_event(account: str, update: Update,
         else:
             file_id, name, mime = message.photo[-1].file_id, "photo.jpg", "image/jpeg"
         attachment = {"url": file_url(file_id), "name": name, "mime_type": mime}
-    if not text and attachment is None:
+    if not text.strip() and attachment is None:  # nothing to say (whitespace only)
         return None
     return InboundMessage(chat_user(account, message.from_user, message.chat_id), text,
                           message_id, attachment=attachment, edited=edited)
