@@ -308,14 +308,21 @@ async def test_embedded_in_an_existing_bot(telegram, sandbox, database_url, monk
 
 
 async def test_typing_is_shown_while_sate_answers(bridge, telegram, sandbox):
-    sandbox.behaviour.sate_delay = 4.5  # longer than one "typing" lasts
+    sandbox.behaviour.sate_delay = 5.5  # longer than one "typing" lasts
     telegram.say(ANN, "hello")
     await telegram.wait_for_text(ANN, 'You said: "hello"', timeout=15)
     actions = telegram.calls_of("sendChatAction")
-    assert len(actions) == 2  # at once, then renewed after 4 s, then stopped by the reply
+    assert len(actions) == 2  # after 1 s, renewed 4 s later, then stopped by the reply
     assert all(a.params["action"] == "typing" and a.params["chat_id"] == ANN for a in actions)
     await asyncio.sleep(4.5)
     assert len(telegram.calls_of("sendChatAction")) == 2
+
+
+async def test_a_quick_answer_needs_no_typing(bridge, telegram, sandbox):
+    telegram.say(ANN, "hello")
+    await telegram.wait_for_text(ANN, 'You said: "hello"')
+    await asyncio.sleep(1.5)
+    assert telegram.calls_of("sendChatAction") == []
 
 
 async def test_agent_attachments_are_sent_natively_or_as_a_link(bridge, telegram, sandbox):

@@ -48,6 +48,7 @@ COMMAND_DESCRIPTIONS = {  # one for each of bridge.events.COMMANDS
 }
 CHAT_BURST = 3  # messages; then one a second per chat
 BOT_RATE = 28   # messages a second for the whole bot (Telegram: about 30)
+TYPING_AFTER = 1.0  # an answer quicker than this needs no "typing…" (it would be a wasted call)
 TYPING_EVERY = 4.0
 TYPING_CAP = 60.0
 GROUP_NOTE = "Please write to me in a private chat, so your conversation stays private."
@@ -252,7 +253,10 @@ class TelegramAdapter(Adapter):
         self._typing[chat_id] = asyncio.create_task(self._type(chat_id))
 
     async def _type(self, chat_id: int) -> None:
-        """"typing…" lasts 5 s in Telegram: renew it every 4 s, for TYPING_CAP s at most."""
+        """"typing…" lasts 5 s in Telegram: renew it every 4 s, for TYPING_CAP s at most.
+        Shown only once the answer is late: a delivery cancels this task, and a typing call
+        for every message cost as much as the message itself under load."""
+        await asyncio.sleep(TYPING_AFTER)
         for _ in range(int(TYPING_CAP / TYPING_EVERY)):
             try:
                 await self.bot.send_chat_action(chat_id, ChatAction.TYPING)
