@@ -143,14 +143,15 @@ class Relay:
             await self._notice(customer, "attachments_unsupported")
             return
         dedupe = f"{message.user.platform}:{message.user.account}:{message.message_id}"
-        if message.text and await self._settle_comment(customer, message.text, dedupe):
-            return
         text = message.text
         if message.edited:
             text = self.texts.get("edited_prefix", customer.language) + text
         row = await self.store.accept_message(
             customer.id, {"text": text, "attachment": message.attachment}, dedupe,
-            thread=message.thread, ref=message.ref)
+            thread=message.thread, ref=message.ref, may_be_comment=bool(message.text))
+        if isinstance(row, Conversation):  # a rating waited for its comment: this is it
+            await self._settle_comment(customer, message.text, dedupe, awaiting=row)
+            return
         if row is None:
             log.info("duplicate customer message ignored", extra=_for(customer))
             return
@@ -158,11 +159,12 @@ class Relay:
         self._to_helpdesk.kick(customer.id)
 
     async def _settle_comment(self, customer: Customer, comment: str | None,
-                              dedupe_key: str | None = None) -> bool:
-        """If a rating waits for its optional comment, send the review now: with this text
-        as the comment, or without one when the customer moved on (a command). True if
-        there was one."""
-        awaiting = await self.store.awaiting_comment(customer.id)
+                              dedupe_key: str | None = None,
+                              awaiting: Conversation | None = None) -> bool:
+        """If a rating waits for its optional comment (awaiting: already looked up), send
+        the review now: with this text as the comment, or without one when the customer
+        moved on (a command). True if there was one."""
+        awaiting = awaiting or await self.store.awaiting_comment(customer.id)
         if awaiting is None:
             return False
         await self._send_review(customer, awaiting, comment, dedupe_key)
@@ -284,9 +286,9 @@ class Relay:
     async def _drain_to_helpdesk(self, customer_id: int) -> None:
         attempt = 0
         customer = await self.store.customer(customer_id)
-        while (row := await self.store.next_to_helpdesk(customer_id)) is not None:
-            conversation = await self.store.conversation(row.conversation_id) \
-                if row.conversation_id else None
+        pending = await self.store.next_to_helpdesk(customer_id)
+        while pending is not None:
+            row, conversation = pending
             if row.kind == "message" and attempt == 0:
                 # before sending: a first message is done only when SATE's reply is in
                 self._show_awaiting(customer, conversation)
@@ -300,13 +302,16 @@ class Relay:
                 log.warning("helpdesk unavailable (%s); retrying in %.1fs", error, delay,
                             extra=_for(customer))
                 await self._wait_for_link(delay)
+                pending = await self.store.next_to_helpdesk(customer_id)
                 continue
             except HelpdeskError as error:
                 self.metrics.errors.labels("helpdesk_refused").inc()
-                await self.store.finish_to_helpdesk(row.id, "failed", str(error))
+                await self.store.finish_to_helpdesk(row, "failed", str(error))
                 await self._refused(customer, row, error)
+                # read after _refused, which may have changed the conversation
+                pending = await self.store.next_to_helpdesk(customer_id)
             else:
-                await self.store.finish_to_helpdesk(row.id, "done")
+                pending = await self.store.finish_to_helpdesk(row, "done")
                 self.metrics.relayed.labels(customer.platform, "to_helpdesk").inc()
                 self.metrics.latency.labels("to_helpdesk").observe(seconds_since(row.created_at))
             attempt = 0
@@ -579,14 +584,15 @@ class Relay:
     async def _drain_to_customer(self, customer_id: int) -> None:
         attempt = 0
         customer = await self.store.customer(customer_id)
-        while (row := await self.store.next_to_customer(customer_id)) is not None:
+        row = await self.store.next_to_customer(customer_id)
+        while row is not None:
             adapter = self.adapters.get(customer.platform)
             if adapter is None:
                 log.error("no adapter for platform %s; messages stay queued", customer.platform,
                           extra=_for(customer))
                 return
             if customer.unreachable:
-                await self.store.finish_to_customer(row.id, "failed")
+                row = await self.store.finish_to_customer(row, "failed")
                 continue
             outgoing = Outgoing.from_json(row.body)
             if outgoing.edit_of is not None:
@@ -604,13 +610,13 @@ class Relay:
                                 customer.platform, error, extra=_for(customer))
                     await self.store.set_customer(customer.id, unreachable=True)
                     customer = await self.store.customer(customer_id)
-                    await self.store.finish_to_customer(row.id, "failed")
+                    row = await self.store.finish_to_customer(row, "failed")
                     continue
                 if error.rejected:
                     self.metrics.errors.labels("message_rejected").inc()
                     log.error("%s refused a message for good: %s", customer.platform, error,
                               extra=_for(customer))
-                    await self.store.finish_to_customer(row.id, "failed")
+                    row = await self.store.finish_to_customer(row, "failed")
                     continue
                 attempt += 1
                 self.metrics.retries.labels(customer.platform, "rate_limited"
@@ -625,11 +631,11 @@ class Relay:
             if threaded and outgoing.thread is None and ref:
                 # the first word of a conversation that had no thread: it starts one
                 await self.store.set_conversation(row.conversation_id, thread_ref=ref)
-            await self.store.finish_to_customer(row.id, "delivered", ref)
+            delivered, row = row, await self.store.finish_to_customer(row, "delivered", ref)
             self.metrics.relayed.labels(customer.platform, "to_customer").inc()
-            self.metrics.latency.labels("to_customer").observe(seconds_since(row.created_at))
-            if outgoing.kind == "reply" and row.conversation_id is not None:
-                await self._mark_read(customer, row.conversation_id)
+            self.metrics.latency.labels("to_customer").observe(seconds_since(delivered.created_at))
+            if outgoing.kind == "reply" and delivered.conversation_id is not None:
+                await self._mark_read(customer, delivered.conversation_id)
 
     async def _mark_read(self, customer: Customer, conversation_id: int) -> None:
         ticket = self._tickets.get(conversation_id)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import secrets
 from contextlib import asynccontextmanager
-from typing import Any, AsyncIterator
+from typing import Any, AsyncIterator, Optional
 
 from sqlalchemy import event, func, select, update
 from sqlalchemy.exc import IntegrityError
@@ -16,9 +16,11 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 
+from bridge.store.customer_cache import CustomerCache
 from bridge.store.models import Conversation, Customer, ToCustomer, ToHelpdesk, utcnow
 
 OPEN_STATES = ("opening", "open")
+NextRequest = tuple[ToHelpdesk, Optional[Conversation]]  # a queued request and its conversation
 
 
 def make_engine(url: str) -> AsyncEngine:
@@ -56,16 +58,22 @@ class Store:
         # over a second with 20 customers at once. Queueing writers here instead is fair
         # and costs microseconds; reads still run in parallel (WAL). PostgreSQL needs none.
         self._write_lock = asyncio.Lock() if engine.dialect.name == "sqlite" else None
+        self._customers = CustomerCache()
 
     @asynccontextmanager
-    async def _write(self) -> AsyncIterator[AsyncSession]:
-        """A write transaction: committed on exit, rolled back on an exception."""
-        if self._write_lock is None:
-            async with self._session.begin() as session:
+    async def _write(self, changes_customer: int | None = None) -> AsyncIterator[AsyncSession]:
+        """A write transaction: committed on exit, rolled back on an exception. A
+        transaction that changes a customer row names it, so the cached row is dropped."""
+        try:
+            if self._write_lock is None:
+                async with self._session.begin() as session:
+                    yield session
+                return
+            async with self._write_lock, self._session.begin() as session:
                 yield session
-            return
-        async with self._write_lock, self._session.begin() as session:
-            yield session
+        finally:
+            if changes_customer is not None:
+                self._customers.changed(changes_customer)
 
     @classmethod
     def from_url(cls, url: str) -> "Store":
@@ -88,15 +96,21 @@ class Store:
     async def customer_for(self, platform: str, account: str, user_id: str, chat_id: str,
                            language: str | None = None) -> Customer:
         """The customer row for a chat user, created on first contact."""
+        generation = self._customers.generation
+        known = self._customers.id_of(platform, account, user_id)
+        found = self._customers.get(known) if known is not None else None
         query = select(Customer).where(Customer.platform == platform,
                                        Customer.account == account, Customer.user_id == user_id)
-        async with self._session() as session:
-            found = (await session.execute(query)).scalar_one_or_none()
+        if found is None:
+            async with self._session() as session:
+                found = (await session.execute(query)).scalar_one_or_none()
+            if found is not None:
+                self._customers.put(found, generation)
         if found is not None:
             if found.chat_id != chat_id or (language and found.language != language):
-                found.chat_id, found.language = chat_id, language or found.language
-                await self.set_customer(found.id, chat_id=found.chat_id,
-                                        language=found.language)
+                await self.set_customer(found.id, chat_id=chat_id,
+                                        language=language or found.language)
+                return await self.customer(found.id)
             return found
         try:
             async with self._write() as session:
@@ -110,11 +124,18 @@ class Store:
                 return (await session.execute(query)).scalar_one()
 
     async def customer(self, customer_id: int) -> Customer | None:
+        cached = self._customers.get(customer_id)
+        if cached is not None:
+            return cached
+        generation = self._customers.generation
         async with self._session() as session:
-            return await session.get(Customer, customer_id)
+            row = await session.get(Customer, customer_id)
+        if row is not None:
+            self._customers.put(row, generation)
+        return row
 
     async def set_customer(self, customer_id: int, **fields: Any) -> None:
-        async with self._write() as session:
+        async with self._write(changes_customer=customer_id) as session:
             await session.execute(update(Customer).where(Customer.id == customer_id).values(**fields))
 
     async def open_conversation_rooms(self) -> list[tuple[str, str | None]]:
@@ -146,15 +167,12 @@ class Store:
 
     async def awaiting_comment(self, customer_id: int) -> Conversation | None:
         """The conversation whose rating waits for its optional comment, if any."""
-        query = (select(Conversation).where(Conversation.customer_id == customer_id,
-                                            Conversation.prompt == "comment")
-                 .order_by(Conversation.id.desc()).limit(1))
         async with self._session() as session:
-            return (await session.execute(query)).scalar_one_or_none()
+            return (await session.execute(_awaiting_comment(customer_id))).scalar_one_or_none()
 
     async def move_to_new_conversation(self, row: ToHelpdesk) -> Conversation:
         """A queued message whose conversation closed meanwhile starts a new one."""
-        async with self._write() as session:
+        async with self._write(changes_customer=row.customer_id) as session:
             conversation = await self._start_conversation(session, row.customer_id)
             await session.execute(update(ToHelpdesk).where(ToHelpdesk.id == row.id)
                                   .values(conversation_id=conversation.id))
@@ -167,7 +185,7 @@ class Store:
 
     async def start_conversation(self, customer_id: int) -> Conversation:
         """A new conversation row (state "opening"), made the customer's active one."""
-        async with self._write() as session:
+        async with self._write(changes_customer=customer_id) as session:
             return await self._start_conversation(session, customer_id)
 
     async def _start_conversation(self, session, customer_id: int,
@@ -186,14 +204,24 @@ class Store:
     # --- customer -> helpdesk ----------------------------------------------------
 
     async def accept_message(self, customer_id: int, body: dict, dedupe_key: str | None,
-                             thread: str | None = None, ref: str | None = None
-                             ) -> ToHelpdesk | None:
+                             thread: str | None = None, ref: str | None = None,
+                             may_be_comment: bool = False) -> ToHelpdesk | Conversation | None:
         """Queue a customer message: in the conversation of the thread it was written in,
         else in their active conversation; a new conversation (threaded at `thread`, or
         under the message itself) when that one is closed or there is none. One
-        transaction, so a crash leaves either both or neither. None: a duplicate."""
+        transaction, so a crash leaves either both or neither. None: a duplicate.
+
+        may_be_comment: if a rating waits for its optional comment, nothing is queued and
+        that conversation comes back instead (the text is its comment). Asked here, in the
+        same round trip, because it is asked of every message and is almost always no."""
+        starts_or_switches = False  # the customer's active conversation changes
         try:
             async with self._write() as session:
+                if may_be_comment:
+                    awaiting = (await session.execute(
+                        _awaiting_comment(customer_id))).scalar_one_or_none()
+                    if awaiting is not None:
+                        return awaiting
                 if thread is not None:
                     target = (await session.execute(
                         select(Conversation).where(Conversation.customer_id == customer_id,
@@ -204,6 +232,8 @@ class Store:
                     target = None
                     if customer.active_conversation_id is not None:
                         target = await session.get(Conversation, customer.active_conversation_id)
+                starts_or_switches = target is None or target.state not in OPEN_STATES \
+                    or thread is not None
                 if target is None or target.state not in OPEN_STATES:
                     target = await self._start_conversation(session, customer_id,
                                                             thread_ref=thread or ref)
@@ -217,6 +247,9 @@ class Store:
             return row
         except IntegrityError:
             return None
+        finally:
+            if starts_or_switches:
+                self._customers.changed(customer_id)
 
     async def enqueue_request(self, customer_id: int, conversation_id: int, kind: str,
                               body: dict, dedupe_key: str | None = None) -> ToHelpdesk | None:
@@ -230,17 +263,19 @@ class Store:
         except IntegrityError:
             return None
 
-    async def next_to_helpdesk(self, customer_id: int) -> ToHelpdesk | None:
-        query = (select(ToHelpdesk)
-                 .where(ToHelpdesk.customer_id == customer_id, ToHelpdesk.status == "queued")
-                 .order_by(ToHelpdesk.id).limit(1))
+    async def next_to_helpdesk(self, customer_id: int) -> NextRequest | None:
+        """The customer's oldest queued request, with its conversation as it is now."""
         async with self._session() as session:
-            return (await session.execute(query)).scalar_one_or_none()
+            return await _next_to_helpdesk(session, customer_id)
 
-    async def finish_to_helpdesk(self, row_id: int, status: str, error: str | None = None) -> None:
+    async def finish_to_helpdesk(self, row: ToHelpdesk, status: str,
+                                 error: str | None = None) -> NextRequest | None:
+        """Mark a request done or failed, and return the customer's next one: the two in
+        one round trip, as a drain does them one after the other."""
         async with self._write() as session:
-            await session.execute(update(ToHelpdesk).where(ToHelpdesk.id == row_id)
+            await session.execute(update(ToHelpdesk).where(ToHelpdesk.id == row.id)
                                   .values(status=status, error=error, done_at=utcnow()))
+            return await _next_to_helpdesk(session, row.customer_id)
 
     async def count_attempt(self, row_id: int) -> None:
         async with self._write() as session:
@@ -263,19 +298,19 @@ class Store:
             return None
 
     async def next_to_customer(self, customer_id: int) -> ToCustomer | None:
-        query = (select(ToCustomer)
-                 .where(ToCustomer.customer_id == customer_id, ToCustomer.status == "queued")
-                 .order_by(ToCustomer.id).limit(1))
         async with self._session() as session:
-            return (await session.execute(query)).scalar_one_or_none()
+            return (await session.execute(_next_to_customer(customer_id))).scalar_one_or_none()
 
-    async def finish_to_customer(self, row_id: int, status: str,
-                                 platform_ref: str | None = None) -> None:
+    async def finish_to_customer(self, row: ToCustomer, status: str,
+                                 platform_ref: str | None = None) -> ToCustomer | None:
+        """Mark a row delivered or failed, and return the customer's next one (one round
+        trip for both)."""
         async with self._write() as session:
-            await session.execute(update(ToCustomer).where(ToCustomer.id == row_id)
+            await session.execute(update(ToCustomer).where(ToCustomer.id == row.id)
                                   .values(status=status, platform_ref=platform_ref,
                                           delivered_at=utcnow(),
                                           attempts=ToCustomer.attempts + 1))
+            return (await session.execute(_next_to_customer(row.customer_id))).scalar_one_or_none()
 
     async def delivered(self, row_id: int) -> tuple[str | None, dict | None]:
         """What became of a delivered row: the platform's ref to it, and what it said."""
@@ -318,3 +353,26 @@ class Store:
         query = select(ToHelpdesk).where(ToHelpdesk.customer_id == customer_id).order_by(ToHelpdesk.id)
         async with self._session() as session:
             return list((await session.execute(query)).scalars())
+
+
+# --- queries used by more than one method ---------------------------------------------
+
+def _awaiting_comment(customer_id: int):
+    return (select(Conversation).where(Conversation.customer_id == customer_id,
+                                       Conversation.prompt == "comment")
+            .order_by(Conversation.id.desc()).limit(1))
+
+
+def _next_to_customer(customer_id: int):
+    return (select(ToCustomer)
+            .where(ToCustomer.customer_id == customer_id, ToCustomer.status == "queued")
+            .order_by(ToCustomer.id).limit(1))
+
+
+async def _next_to_helpdesk(session: AsyncSession, customer_id: int) -> NextRequest | None:
+    found = (await session.execute(
+        select(ToHelpdesk, Conversation)
+        .outerjoin(Conversation, Conversation.id == ToHelpdesk.conversation_id)
+        .where(ToHelpdesk.customer_id == customer_id, ToHelpdesk.status == "queued")
+        .order_by(ToHelpdesk.id).limit(1))).first()
+    return (found[0], found[1]) if found is not None else None
