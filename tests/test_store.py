@@ -1,0 +1,63 @@
+"""The Store's own promises, on SQLite and PostgreSQL: what a caller reads is what was
+last written, cached or not."""
+import asyncio
+
+from bridge.store.customer_cache import CustomerCache
+from bridge.store.models import Customer
+
+
+async def test_a_customer_read_after_a_change_sees_the_change(store):
+    ann = await store.customer_for("telegram", "bot", "1", "100", "en")
+    assert (await store.customer(ann.id)).language == "en"  # now cached
+    await store.set_customer(ann.id, language="de", unreachable=True)
+    again = await store.customer(ann.id)
+    assert (again.language, again.unreachable) == ("de", True)
+    # a new chat id (the user wrote from elsewhere) is stored and seen at once
+    moved = await store.customer_for("telegram", "bot", "1", "200", "de")
+    assert (moved.id, moved.chat_id) == (ann.id, "200")
+    assert (await store.customer(ann.id)).chat_id == "200"
+
+
+async def test_the_active_conversation_is_never_read_stale(store):
+    ann = await store.customer_for("telegram", "bot", "1", "100")
+    await store.customer(ann.id)  # cached with no active conversation
+    row = await store.accept_message(ann.id, {"text": "hi"}, "m1")
+    assert (await store.customer(ann.id)).active_conversation_id == row.conversation_id
+    second = await store.start_conversation(ann.id)
+    assert (await store.customer(ann.id)).active_conversation_id == second.id
+
+
+async def test_reads_racing_writes_end_on_the_written_row(store):
+    ann = await store.customer_for("telegram", "bot", "1", "100", "en")
+
+    async def reader() -> None:
+        for _ in range(20):
+            await store.customer(ann.id)
+
+    async def writer() -> None:
+        for n in range(20):
+            await store.set_customer(ann.id, language=f"l{n}")
+
+    await asyncio.gather(reader(), reader(), writer())
+    assert (await store.customer(ann.id)).language == "l19"
+
+
+def test_a_row_read_before_a_change_is_not_kept():
+    cache = CustomerCache()
+    row = Customer(id=7, platform="telegram", account="bot", user_id="1", chat_id="1",
+                   session_id="s")
+    read_started = cache.generation
+    cache.changed(7)  # a write committed while the read was in flight
+    cache.put(row, read_started)
+    assert cache.get(7) is None
+    cache.put(row, cache.generation)
+    assert cache.get(7) is row and cache.id_of("telegram", "bot", "1") == 7
+
+
+def test_the_cache_stays_within_its_size():
+    cache = CustomerCache(size=3)
+    for n in range(10):
+        cache.put(Customer(id=n, platform="p", account="a", user_id=str(n), chat_id="c",
+                           session_id=f"s{n}"), cache.generation)
+    assert [cache.get(n) is not None for n in range(10)] == [False] * 7 + [True] * 3
+    assert cache.id_of("p", "a", "0") is None and cache.id_of("p", "a", "9") == 9
