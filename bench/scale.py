@@ -9,7 +9,29 @@ import time
 from adapters.console import ConsoleAdapter
 from bridge.app import Bridge
 from bridge.config import load_settings
-from bridge.sandbox import DEFAULT_API_KEY, NAMESPACE, SandboxHelpdesk
+from bridge.sandbox import DEFAULT_API_KEY, SandboxHelpdesk
+
+
+class CountingSandbox(SandboxHelpdesk):
+    """Notes when each connection attempt arrives (refused or not), for the storm check."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.attempts: list[float] = []
+
+    async def _on_connect(self, sid: str, environ: dict, auth=None) -> None:
+        self.attempts.append(time.perf_counter())
+        await super()._on_connect(sid, environ, auth)
+
+
+def peak_per_second(moments: list[float]) -> int:
+    """The most moments in any one-second window."""
+    moments, peak, start = sorted(moments), 0, 0
+    for end, moment in enumerate(moments):
+        while moment - moments[start] >= 1.0:
+            start += 1
+        peak = max(peak, end - start + 1)
+    return peak
 
 
 def rss_mb() -> float:
@@ -21,7 +43,7 @@ def rss_mb() -> float:
 
 
 async def scale(customers: int, connections: int, db_url: str) -> dict:
-    sandbox = SandboxHelpdesk()
+    sandbox = CountingSandbox()
     await sandbox.start(port=0)
     settings = load_settings({
         "helpdesk": {"url": sandbox.url, "api_key": DEFAULT_API_KEY, "connections": connections,
@@ -39,15 +61,22 @@ async def scale(customers: int, connections: int, db_url: str) -> dict:
             opened = time.perf_counter() - started
             after = rss_mb()
             connects_before = sandbox.connects
+            seen = len(sandbox.requests)
             started = time.perf_counter()
             await sandbox.drop_connections()
-            rooms = sandbox.sio.manager.rooms
-            while sum(1 for room in rooms.get(NAMESPACE, {}) if room and room.startswith("conv_")
-                      ) < customers:
+            # done when every conversation's room was asked for again; read incrementally
+            # (a scan of all rooms every few ms cost more than the re-join at 10,000)
+            joined: set[str] = set()
+            while len(joined) < customers:
                 await asyncio.sleep(0.005)
+                new, seen = sandbox.requests[seen:], len(sandbox.requests)
+                joined.update(data["ticket_chat_id"] for name, data in new
+                              if name == "enter_support" and isinstance(data, dict))
             rejoined = time.perf_counter() - started
+            attempts = [t for t in sandbox.attempts if t >= started]
             return {"customers": customers, "open_s": opened, "opens_per_s": customers / opened,
                     "rss_total_mb": after, "kb_per_customer": (after - before) * 1024 / customers,
-                    "rejoin_s": rejoined, "reconnects": sandbox.connects - connects_before}
+                    "rejoin_s": rejoined, "reconnects": sandbox.connects - connects_before,
+                    "peak_attempts_1s": peak_per_second(attempts)}
     finally:
         await sandbox.stop()

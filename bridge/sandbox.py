@@ -89,6 +89,9 @@ class SandboxHelpdesk:
         self.behaviour = behaviour or Behaviour()
         self.agent_name = agent_name
         self.conversations: dict[str, SandboxConversation] = {}
+        # by session too: "how many are open for this customer" is asked at every opening,
+        # and a scan of all of them made 10,000 openings cost n² (bench/RESULTS.md)
+        self._of_session: dict[str, list[SandboxConversation]] = {}
         self.received: list[dict] = []      # every customer message, in arrival order
         self.requests: list[tuple[str, dict]] = []  # every client event, in order
         self.connects = 0
@@ -196,8 +199,13 @@ class SandboxHelpdesk:
         """Send anything at all (malformed payloads for the tests)."""
         await self.sio.emit(event, payload, namespace=NAMESPACE, room=room)
 
+    def add_conversation(self, conversation: SandboxConversation) -> None:
+        """A conversation exists (opened here, or elsewhere: the web widget, in tests)."""
+        self.conversations[conversation.ticket_chat_id] = conversation
+        self._of_session.setdefault(conversation.session_id, []).append(conversation)
+
     def session_conversations(self, session_id: str) -> list[SandboxConversation]:
-        return [c for c in self.conversations.values() if c.session_id == session_id]
+        return list(self._of_session.get(session_id, ()))
 
     # --- the Socket.IO API -------------------------------------------------------
 
@@ -271,7 +279,7 @@ class SandboxHelpdesk:
         number = next(self._ids)
         conversation = SandboxConversation(ticket_chat_id=f"conv_{number:04d}_{uuid.uuid4().hex[:6]}",
                                            session_id=session_id, ticket_id=f"ticket_{number:04d}")
-        self.conversations[conversation.ticket_chat_id] = conversation
+        self.add_conversation(conversation)
         # The opener hears the first reply before it has called enter_support.
         await self.sio.enter_room(sid, conversation.ticket_chat_id, namespace=NAMESPACE)
         return conversation

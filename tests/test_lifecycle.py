@@ -165,8 +165,8 @@ async def test_the_helpdesk_refusing_a_fourth_conversation_is_explained(make_bri
     await console.expect("hu", "You said")
     session = sandbox.received[0]["session_id"]
     for n in range(2):  # two more opened outside the bridge
-        sandbox.conversations[f"web-{n}"] = SandboxConversation(
-            ticket_chat_id=f"web-{n}", session_id=session, ticket_id=f"t{n}")
+        sandbox.add_conversation(SandboxConversation(
+            ticket_chat_id=f"web-{n}", session_id=session, ticket_id=f"t{n}"))
     await console.command("hu", "new")
     await console.say("hu", "fourth")
     await console.expect("hu", "You already have 1 open conversations")
