@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 
 import aiohttp
+from aiolimiter import AsyncLimiter
 
 from bench.chaos import Bridge, write_config
 from bench.database import reset
@@ -43,8 +44,9 @@ def _buttons(message: dict) -> list[dict]:
 
 
 class Customers:
-    def __init__(self, telegram: FakeTelegram, rng: random.Random) -> None:
+    def __init__(self, telegram: FakeTelegram, rng: random.Random, rate: float) -> None:
         self.telegram, self.rng = telegram, rng
+        self.pace = AsyncLimiter(rate, 1)  # customer messages a second, at most
         self.next_id = 40_000
         self.messages = self.conversations = self.stuck = 0
 
@@ -65,6 +67,7 @@ class Customers:
         chat = self.next_id
         self.next_id += 1
         for n in range(self.rng.randint(3, 8)):
+            await self.pace.acquire()
             self.telegram.say(chat, f"question {n} from {chat}")
             self.messages += 1
             if await self.wait_text(chat, f'"question {n} from {chat}"') is None:
@@ -123,12 +126,13 @@ async def soak(minutes: float, rate: float, db: str, seed: int) -> dict:
                                                      f'listen = "127.0.0.1:{port}"'))
         bridge = Bridge(config)
         await bridge.start()
-        customers = Customers(telegram, random.Random(seed))
+        customers = Customers(telegram, random.Random(seed), rate)
         started = time.monotonic()
         until = started + minutes * 60
-        # each customer writes about once per (answer time + PAUSE): enough of them for `rate`
-        load = asyncio.create_task(customers.keep_coming(max(1, round(rate * (PAUSE + 0.2))),
-                                                         until))
+        # A customer's life (3-8 messages, each answer + PAUSE, then closing and rating)
+        # averages under 0.4 messages a second: three customers per message a second are
+        # more than enough, and the limiter holds the rate.
+        load = asyncio.create_task(customers.keep_coming(max(1, round(rate * 3)), until))
         try:
             while time.monotonic() < until:
                 values = await sample(f"http://127.0.0.1:{port}/metrics")
@@ -162,7 +166,7 @@ def main() -> None:
     result = asyncio.run(soak(args.minutes, args.rate, args.db, args.seed))
     backend = args.db.split(":")[0].split("+")[0] if args.db else "sqlite"
     print(f"soak: {result['minutes']:.1f} min, {backend}, {result['messages']} customer "
-          f"messages (+ as many answers), {result['conversations']} conversations closed and "
+          f"messages ({result['messages'] / result['minutes'] / 60:.1f}/s, + as many answers), {result['conversations']} conversations closed and "
           f"rated, {result['stuck']} waits that timed out")
     print(f"{'after warm-up':<16} {'first':>9} {'last':>9} {'slope/hour':>11}")
     for key, (first, last, slope) in result["rows"].items():
