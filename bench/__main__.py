@@ -5,8 +5,9 @@
     python -m bench relay --rates 10 20 40 --db postgresql+asyncpg://postgres@127.0.0.1/test
     python -m bench limits --customers 300 --messages 1000
 
---db: a SQLAlchemy URL (default: a temporary SQLite). Everything runs in one process: the
-sandbox helpdesk and the local Bot API server share the CPU with the bridge.
+--db: a SQLAlchemy URL (default: a temporary SQLite). relay and limits run in one process:
+the sandbox helpdesk and the local Bot API server share the CPU with the bridge (and so do
+the floors they are compared with); scale runs the sandbox in a process of its own.
 """
 from __future__ import annotations
 
@@ -27,7 +28,7 @@ def _backend(url: str) -> str:
 
 def run_scale(args) -> None:
     print(f"\nscale: {os.cpu_count()} cores, {args.connections} helpdesk connections, "
-          f"{_backend(args.db)}; RSS includes the sandbox and the harness")
+          f"{_backend(args.db)}; sandbox in its own process; RSS: bridge + harness")
     print(f"{'customers':>9} {'open s':>8} {'opens/s':>8} {'RSS MB':>7} {'KB/cust':>8} "
           f"{'rejoin s':>9} {'reconnects':>10} {'peak/s':>6}")
     for count in args.customers:

@@ -20,6 +20,7 @@ import json
 import logging
 import time
 import uuid
+from collections import deque
 from dataclasses import asdict, dataclass, field, fields
 from datetime import datetime, timezone
 from typing import Any
@@ -96,6 +97,7 @@ class SandboxHelpdesk:
         self.requests: list[tuple[str, dict]] = []  # every client event, in order
         self.connects = 0
         self.refused = 0
+        self.connect_attempts: deque[float] = deque(maxlen=10_000)  # time.time() of each
         self.port: int | None = None
         self._ids = itertools.count(1)
         self._runner: web.AppRunner | None = None
@@ -234,6 +236,7 @@ class SandboxHelpdesk:
         return wrapped
 
     async def _on_connect(self, sid: str, environ: dict, auth: Any = None) -> None:
+        self.connect_attempts.append(time.time())
         query = parse_qs(environ.get("QUERY_STRING", ""))
         token = (query.get("token") or [""])[0]
         source = (query.get("token_source") or [""])[0]
@@ -492,3 +495,13 @@ class SandboxHelpdesk:
                 "received": self.received, "connects": self.connects})
 
         app.router.add_get("/sandbox/state", state)
+
+        async def rooms(_request: web.Request) -> web.Response:
+            """Small enough to poll at 10,000 conversations (bench.scale does)."""
+            joined = self.sio.manager.rooms.get(NAMESPACE, {})
+            return web.json_response({
+                "conversation_rooms_joined": sum(1 for room, members in joined.items()
+                                                 if members and room in self.conversations),
+                "connect_attempts": list(self.connect_attempts)})
+
+        app.router.add_get("/sandbox/rooms", rooms)
