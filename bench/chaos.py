@@ -6,7 +6,7 @@ through a real `helpdesk-bridge run` process (Telegram adapter, long polling), w
 - the sandbox helpdesk is restarted 3 times (every connection dropped, state kept);
 - the Bot API server answers sendMessage with 429 (retry_after 1) and 502 now and then.
 Customers write `--messages` messages (each a unique marker); SATE answers every one it
-receives, so the load is 2 x messages both ways. Then, both ways, it counts each marker:
+receives and an agent answers every 4th too, so the load is 2.25 x messages both ways. Then, both ways, it counts each marker:
 lost (never arrived) and shown twice (arrived more than once), and prints them. It stops by
 itself after --minutes at the latest, and says if it had to.
 
@@ -40,26 +40,45 @@ from tests.fake_telegram import FakeTelegram
 
 TOKEN = "123456789:AAHdqTcvCH1vGWJxfSeofSAs0K5PALDsaw"
 MARKER = re.compile(r"c\d+n\d+x")
+AGENT_SAYS = "Agent answer about"
+AGENT_EVERY = 4  # an agent answers every 4th message too
 
 
 class WatchedSandbox(SandboxHelpdesk):
-    """Notes, for each answer, whether anyone was in the room to hear it: Socket.IO does
-    not replay an event sent while the bridge is down (killed and restarting), and the
-    helpdesk offers no history to fetch it from afterwards."""
+    """SATE answers every message; an agent also answers every AGENT_EVERY-th one, a moment
+    later. Notes, for each answer, when it was emitted and whether anyone was in the room to
+    hear it: Socket.IO does not replay an event sent while the bridge is down (killed and
+    restarting), and the helpdesk offers no history to fetch it from afterwards."""
 
     def __init__(self) -> None:
         super().__init__()
-        self.unheard: set[str] = set()
-        self.emitted: dict[str, float] = {}
+        self.emitted: dict[tuple[str, str], float] = {}  # (sate|agent, marker) -> when
+        self.heard: set[tuple[str, str]] = set()
+
+    @property
+    def unheard(self) -> set[tuple[str, str]]:
+        return set(self.emitted) - self.heard
 
     async def _sate_says(self, conversation, text: str, **flags: bool) -> None:
+        await super()._sate_says(conversation, text, **flags)
+        found = MARKER.search(text)
+        if found and int(found.group()[found.group().index("n") + 1:-1]) % AGENT_EVERY == 0:
+            self._spawn(self._agent_answers(conversation.ticket_chat_id, found.group()))
+
+    async def _agent_answers(self, ticket_chat_id: str, marker: str) -> None:
+        await asyncio.sleep(0.3)
+        await self.agent_reply(ticket_chat_id, f"{AGENT_SAYS} {marker}")
+
+    async def _emit(self, event: str, payload: dict, room: str) -> None:
+        data = payload.get("data") if isinstance(payload, dict) else None
+        text = str(data.get("message", "")) if isinstance(data, dict) else ""
         found = MARKER.search(text)
         if found:
-            self.emitted.setdefault(found.group(), time.monotonic())
-        listeners = self.sio.manager.rooms.get(NAMESPACE, {}).get(conversation.ticket_chat_id)
-        if found and not listeners:
-            self.unheard.add(found.group())
-        await super()._sate_says(conversation, text, **flags)
+            key = ("agent" if text.startswith(AGENT_SAYS) else "sate", found.group())
+            self.emitted.setdefault(key, time.monotonic())
+            if self.sio.manager.rooms.get(NAMESPACE, {}).get(room):
+                self.heard.add(key)
+        await super()._emit(event, payload, room)
 
 
 class Bridge:
@@ -183,47 +202,62 @@ def _received(sandbox: SandboxHelpdesk) -> Counter:
 
 
 def _shown(telegram: FakeTelegram) -> Counter:
+    """(sate|agent, marker) -> times shown to the customer."""
     shown: Counter = Counter()
     for chat in telegram.sent.values():
         for message in chat.values():
-            found = MARKER.search(message.get("text", ""))
-            if found and "You said" in message.get("text", ""):
-                shown[found.group()] += 1
+            text = message.get("text", "")
+            found = MARKER.search(text)
+            if found and "You said" in text:
+                shown[("sate", found.group())] += 1
+            elif found and AGENT_SAYS in text:
+                shown[("agent", found.group())] += 1
     return shown
 
 
+def _answers(sandbox: WatchedSandbox) -> Counter:
+    """Every answer the helpdesk gave, and how often: SATE answers each message it got
+    (twice if it got it twice); the agent answers are the ones emitted."""
+    answers = Counter({("sate", m): n for m, n in _received(sandbox).items()})
+    answers.update(key for key in sandbox.emitted if key[0] == "agent")
+    return answers
+
+
 def _settled(sandbox: WatchedSandbox, telegram: FakeTelegram, sent: int) -> bool:
-    received, shown = _received(sandbox), _shown(telegram)
-    return len(received) >= sent and all(shown[m] >= 1 or m in sandbox.unheard
-                                          for m in received)
+    shown, unheard = _shown(telegram), sandbox.unheard
+    return len(_received(sandbox)) >= sent and all(shown[key] >= 1 or key in unheard
+                                                   for key in _answers(sandbox))
 
 
 def _count(sandbox: WatchedSandbox, telegram: FakeTelegram, sent: int, customers: int,
            killed_at: list[float]) -> dict:
-    received, shown = _received(sandbox), _shown(telegram)
+    received, shown, answers, unheard = (_received(sandbox), _shown(telegram),
+                                         _answers(sandbox), sandbox.unheard)
 
-    def just_before_a_kill(marker: str) -> bool:
+    def just_before_a_kill(key: tuple[str, str]) -> bool:
         """Emitted within the second before a SIGKILL: in the bridge's inbox or being
         stored when it died. Server events have no acknowledgement in this API, so the
         helpdesk cannot know to send them again."""
-        emitted = sandbox.emitted.get(marker)
+        emitted = sandbox.emitted.get(key)
         return emitted is not None and any(0 <= kill - emitted <= 1.0 for kill in killed_at)
 
-    never_shown = [m for m in received if shown[m] == 0 and m not in sandbox.unheard]
     markers = [f"c{n % customers}n{n}x" for n in range(sent)]
-    return {
-        "to_helpdesk_lost": sum(1 for m in markers if received[m] == 0),
-        "to_helpdesk_twice": sum(1 for m in markers if received[m] > 1),
-        # SATE answers every message it gets; the customer must see that answer. When the
-        # helpdesk got a message twice (above) it may answer twice, in the same second with
-        # the same words, which the bridge shows once: only more answers shown than the
-        # helpdesk gave count as "twice" here.
-        "to_customer_lost": sum(1 for m in never_shown if not just_before_a_kill(m)),
-        "to_customer_in_flight": sum(1 for m in never_shown if just_before_a_kill(m)),
-        "to_customer_unheard": sum(1 for m in received if shown[m] == 0
-                                   and m in sandbox.unheard),
-        "to_customer_twice": sum(1 for m, n in received.items() if shown[m] > n),
-    }
+    result = {"to_helpdesk_lost": sum(1 for m in markers if received[m] == 0),
+              "to_helpdesk_twice": sum(1 for m in markers if received[m] > 1)}
+    for who in ("sate", "agent"):
+        given = {key: n for key, n in answers.items() if key[0] == who}
+        never_shown = [key for key in given if shown[key] == 0 and key not in unheard]
+        result[who] = {
+            "answers": len(given),
+            "lost": sum(1 for key in never_shown if not just_before_a_kill(key)),
+            "in_flight": sum(1 for key in never_shown if just_before_a_kill(key)),
+            "unheard": sum(1 for key in given if shown[key] == 0 and key in unheard),
+            # When the helpdesk got a message twice it answers twice, in the same second
+            # with the same words, which the bridge shows once: only more answers shown
+            # than the helpdesk gave count as "twice".
+            "twice": sum(1 for key, n in given.items() if shown[key] > n),
+        }
+    return result
 
 
 def main() -> None:
@@ -243,13 +277,14 @@ def main() -> None:
           f"helpdesk restarts, {result['errors_injected']} Bot API errors injected; "
           f"{result['seconds']:.0f} s" + (" (stopped at the time limit)"
                                           if result["timed_out"] else ""))
-    print(f"{'direction':<12} {'lost':>5} {'shown twice':>12} {'sent while bridge down':>23} "
+    print(f"{'':<14} {'count':>7} {'lost':>5} {'shown twice':>12} {'sent while bridge down':>23} "
           f"{'in flight at a kill':>20}")
-    print(f"{'to helpdesk':<12} {result['to_helpdesk_lost']:>5} "
+    print(f"{'to helpdesk':<14} {result['sent']:>7} {result['to_helpdesk_lost']:>5} "
           f"{result['to_helpdesk_twice']:>12} {'-':>23} {'-':>20}")
-    print(f"{'to customer':<12} {result['to_customer_lost']:>5} "
-          f"{result['to_customer_twice']:>12} {result['to_customer_unheard']:>23} "
-          f"{result['to_customer_in_flight']:>20}")
+    for who, label in (("sate", "SATE answers"), ("agent", "agent answers")):
+        row = result[who]
+        print(f"{label:<14} {row['answers']:>7} {row['lost']:>5} {row['twice']:>12} "
+              f"{row['unheard']:>23} {row['in_flight']:>20}")
 
 
 if __name__ == "__main__":
