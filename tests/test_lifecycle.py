@@ -311,3 +311,25 @@ async def test_the_sandbox_agent_api_over_http(make_bridge, sandbox):
     await console.expect("uma", "You're now chatting with Bob.")
     await console.expect("uma", "Bob: Bob here")
     assert state["conversations"][ticket]["handler"] == "agent"
+
+
+async def test_the_sandbox_says_which_rooms_are_joined_again_after_a_drop(make_bridge, sandbox):
+    """What bench.scale reads to time a re-join, with the sandbox in another process."""
+    import aiohttp
+
+    _bridge, console = await make_bridge()
+    await console.say("una", "hello")
+    await console.expect("una", "You said")
+    async with aiohttp.ClientSession(sandbox.url) as http:
+        async with http.get("/sandbox/rooms") as response:
+            before = await response.json()
+        async with http.post("/sandbox/admin/drop-connections") as response:
+            assert response.status == 200
+        for _ in range(100):
+            async with http.get("/sandbox/rooms") as response:
+                after = await response.json()
+            if after["conversation_rooms_joined"]:
+                break
+            await asyncio.sleep(0.05)
+    assert before["conversation_rooms_joined"] == after["conversation_rooms_joined"] == 1
+    assert len(after["connect_attempts"]) > len(before["connect_attempts"])
