@@ -3,7 +3,11 @@
 A daemon runs for months; this runs one (a real `helpdesk-bridge run` process, Telegram
 adapter, long polling) under a steady two-way load for N minutes: customers arrive, write
 a few messages (each answered by SATE: `--rate` messages a second each way), say it is
-resolved, confirm, rate, skip the comment and leave; new ones keep arriving. Every 5 s it
+resolved, confirm, rate, skip the comment and leave, and come back later with a new
+question (`--population` distinct customers, in turn). With only new customers the
+bridge's bounded caches (customer rows, per-chat pacing: 10,000 each) would still be
+filling after 30 minutes and look like growth; a population that has come round once by
+the end of the warm-up shows what grows beyond them. Every 5 s it
 reads the daemon's /metrics: resident memory, open file descriptors, asyncio tasks,
 database connections. After a warm-up (the first quarter) it fits a line through each and
 prints the slope per hour: a leak shows as a slope that does not fade with longer runs.
@@ -44,10 +48,12 @@ def _buttons(message: dict) -> list[dict]:
 
 
 class Customers:
-    def __init__(self, telegram: FakeTelegram, rng: random.Random, rate: float) -> None:
+    def __init__(self, telegram: FakeTelegram, rng: random.Random, rate: float,
+                 population: int) -> None:
         self.telegram, self.rng = telegram, rng
         self.pace = AsyncLimiter(rate, 1)  # customer messages a second, at most
-        self.next_id = 40_000
+        self.population = population
+        self.visits = 0
         self.messages = self.conversations = self.stuck = 0
 
     async def wait_text(self, chat: int, needle: str, timeout: float = 60) -> dict | None:
@@ -64,8 +70,9 @@ class Customers:
         return None
 
     async def one_customer(self) -> None:
-        chat = self.next_id
-        self.next_id += 1
+        # customers come back: each in turn, so all have been seen once warm-up is over
+        chat = 40_000 + self.visits % self.population
+        self.visits += 1
         for n in range(self.rng.randint(3, 8)):
             await self.pace.acquire()
             self.telegram.say(chat, f"question {n} from {chat}")
@@ -114,7 +121,7 @@ def slope_per_hour(points: list[tuple[float, float]]) -> float:
     return statistics.linear_regression(xs, ys).slope * 3600
 
 
-async def soak(minutes: float, rate: float, db: str, seed: int) -> dict:
+async def soak(minutes: float, rate: float, db: str, seed: int, population: int) -> dict:
     sandbox, telegram = SandboxHelpdesk(), FakeTelegram(TOKEN)
     await sandbox.start(port=0)
     await telegram.start()
@@ -126,7 +133,7 @@ async def soak(minutes: float, rate: float, db: str, seed: int) -> dict:
                                                      f'listen = "127.0.0.1:{port}"'))
         bridge = Bridge(config)
         await bridge.start()
-        customers = Customers(telegram, random.Random(seed), rate)
+        customers = Customers(telegram, random.Random(seed), rate, population)
         started = time.monotonic()
         until = started + minutes * 60
         # A customer's life (3-8 messages, each answer + PAUSE, then closing and rating)
@@ -160,10 +167,12 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=10, help="customer messages a second")
     parser.add_argument("--db", default="", help="SQLAlchemy URL (default: a temporary SQLite)")
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--population", type=int, default=500,
+                        help="distinct customers, who come back in turn")
     args = parser.parse_args()
     if args.db:
         reset(args.db)
-    result = asyncio.run(soak(args.minutes, args.rate, args.db, args.seed))
+    result = asyncio.run(soak(args.minutes, args.rate, args.db, args.seed, args.population))
     backend = args.db.split(":")[0].split("+")[0] if args.db else "sqlite"
     print(f"soak: {result['minutes']:.1f} min, {backend}, {result['messages']} customer "
           f"messages ({result['messages'] / result['minutes'] / 60:.1f}/s, + as many answers), {result['conversations']} conversations closed and "

@@ -39,8 +39,8 @@ log = logging.getLogger(__name__)
 
 OPEN_LIMIT = 3
 CALL_LINK_TTL = 24 * 3600  # seconds a call page may end its call
-RETRY_CAP = 300.0
-TICKET_CACHE = 50_000  # seconds between attempts, at most, while the far end is down
+RETRY_CAP = 300.0  # seconds between attempts, at most, while the far end is down
+TICKET_CACHE = 10_000  # conversations whose ticket id is kept in memory
 
 
 def _chat_user(customer: Customer) -> ChatUser:
