@@ -30,7 +30,7 @@ def run_scale(args) -> None:
     print(f"\nscale: {os.cpu_count()} cores, {args.connections} helpdesk connections, "
           f"{_backend(args.db)}; sandbox in its own process; RSS: bridge + harness")
     print(f"{'customers':>9} {'open s':>8} {'opens/s':>8} {'RSS MB':>7} {'KB/cust':>8} "
-          f"{'rejoin s':>9} {'reconnects':>10} {'peak/s':>6}")
+          f"{'rejoin s':>9} {'reconnects':>10} {'peak/s':>6} {'CPU s bridge/sandbox':>21}")
     for count in args.customers:
         if args.db:
             reset(args.db)
@@ -38,7 +38,8 @@ def run_scale(args) -> None:
             row = asyncio.run(scale(count, args.connections, url))
         print(f"{row['customers']:>9} {row['open_s']:>8.2f} {row['opens_per_s']:>8.1f} "
               f"{row['rss_total_mb']:>7.0f} {row['kb_per_customer']:>8.1f} "
-              f"{row['rejoin_s']:>9.2f} {row['reconnects']:>10} {row['peak_attempts_1s']:>6}",
+              f"{row['rejoin_s']:>9.2f} {row['reconnects']:>10} {row['peak_attempts_1s']:>6} "
+              f"{row['rejoin_cpu_bridge_s']:>10.2f}/{row['rejoin_cpu_sandbox_s']:<10.2f}",
               flush=True)
 
 

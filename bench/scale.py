@@ -10,6 +10,7 @@ bridge, the console adapter and the harness.
 from __future__ import annotations
 
 import asyncio
+import os
 import socket
 import subprocess
 import sys
@@ -29,6 +30,13 @@ def rss_mb() -> float:
             if line.startswith("VmRSS"):
                 return int(line.split()[1]) / 1024
     return 0.0
+
+
+def cpu_seconds(pid: int | str = "self") -> float:
+    """User + system CPU time of a process so far."""
+    with open(f"/proc/{pid}/stat") as stat:
+        fields = stat.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def peak_per_second(moments: list[float]) -> int:
@@ -81,6 +89,7 @@ async def scale(customers: int, connections: int, db_url: str) -> dict:
             opened = time.perf_counter() - started
             after = rss_mb()
             dropped_at, started = time.time(), time.perf_counter()
+            cpu_bridge, cpu_sandbox = cpu_seconds(), cpu_seconds(sandbox.pid)
             async with http.post(f"{url}/sandbox/admin/drop-connections") as answer:
                 answer.raise_for_status()
             while True:
@@ -90,11 +99,14 @@ async def scale(customers: int, connections: int, db_url: str) -> dict:
                     break
                 await asyncio.sleep(0.02)
             rejoined = time.perf_counter() - started
+            cpu_bridge, cpu_sandbox = cpu_seconds() - cpu_bridge, \
+                cpu_seconds(sandbox.pid) - cpu_sandbox
             attempts = [t for t in rooms["connect_attempts"] if t >= dropped_at]
             return {"customers": customers, "open_s": opened, "opens_per_s": customers / opened,
                     "rss_total_mb": after, "kb_per_customer": (after - before) * 1024 / customers,
                     "rejoin_s": rejoined, "reconnects": len(attempts),
-                    "peak_attempts_1s": peak_per_second(attempts)}
+                    "peak_attempts_1s": peak_per_second(attempts),
+                    "rejoin_cpu_bridge_s": cpu_bridge, "rejoin_cpu_sandbox_s": cpu_sandbox}
     finally:
         sandbox.terminate()
         sandbox.wait(10)
