@@ -336,8 +336,10 @@ class HelpdeskLink:
                 except MalformedPayload as error:
                     log.warning("helpdesk: malformed ack to %s skipped: %s", event, error)
 
+        ack_id = None
         try:
             await connection.client.emit(event, payload, namespace=self._namespace, callback=on_ack)
+            ack_id = _ack_id(connection.client, self._namespace, on_ack)
             timeout = self._timeout * (PATIENCE if patient else 1)
             envelope = await asyncio.wait_for(asyncio.shield(waiter.future), timeout)
         except asyncio.TimeoutError:
@@ -350,6 +352,10 @@ class HelpdeskLink:
         finally:
             if waiter in connection.waiters:
                 connection.waiters.remove(waiter)
+            if ack_id is not None:
+                asyncio.get_running_loop().call_later(
+                    self._timeout, _forget_callback, connection.client, self._namespace,
+                    ack_id, on_ack)
         return envelope.raise_for_status()
 
     async def _recycle(self, connection: _Connection) -> None:
@@ -477,6 +483,27 @@ class HelpdeskLink:
         if connection.opening is not None and not connection.opening.ticket.done():
             connection.opening.ticket.set_exception(error)
             connection.opening.ticket.exception()
+
+
+def _ack_id(client: socketio.AsyncClient, namespace: str, callback) -> int | None:
+    """The id python-socketio gave the ack callback of the emit that just returned (the
+    newest, or nearly: other emits may have come in between)."""
+    pending = client.callbacks.get(namespace, {})
+    for key in reversed(pending):
+        if pending[key] is callback:
+            return key
+    return None
+
+
+def _forget_callback(client: socketio.AsyncClient, namespace: str, ack_id: int,
+                     callback) -> None:
+    """python-socketio keeps an ack callback until the ack comes. A helpdesk that answers
+    by event sends none, so without this every request would stay in memory until the
+    next reconnect: months, for a daemon. Called a request timeout after the answer, so an
+    ack that does come finds its callback (else python-socketio warns about it)."""
+    pending = client.callbacks.get(namespace, {})
+    if pending.get(ack_id) is callback:
+        del pending[ack_id]
 
 
 def _support_payload(session_id: str, ticket_chat_id: str | None, text: str,

@@ -246,11 +246,19 @@ class SandboxHelpdesk:
                 "Unauthorized", {"status_code": 401, "message": "Invalid API key"})
         self.connects += 1
 
-    async def _respond(self, sid: str, event: str, reply: dict) -> dict | None:
+    async def _respond(self, sid: str, event: str, reply: dict) -> Any:
         """A request's response: a server event, an ack, or both, as configured."""
         if self.behaviour.respond_via in ("event", "both"):
             await self.sio.emit(event, reply, to=sid, namespace=NAMESPACE)
-        return reply if self.behaviour.respond_via in ("ack", "both") else None
+        return self._ack(reply)
+
+    def _ack(self, reply: dict | None) -> Any:
+        """What a handler returns: the reply as the acknowledgement, or no acknowledgement
+        at all (python-socketio would otherwise send an empty one; a server whose handler
+        ignores the callback sends none, and the client must not pile up callbacks)."""
+        if reply is not None and self.behaviour.respond_via in ("ack", "both"):
+            return reply
+        return self.sio.not_handled
 
     async def _on_enter_customer_support(self, sid: str, data: dict):
         session_id = data.get("session_id")
@@ -312,7 +320,7 @@ class SandboxHelpdesk:
         self.received.append({"session_id": session_id, "ticket_chat_id": conversation.ticket_chat_id,
                               "message": text, "attachment_metadata": data.get("attachment_metadata")})
         if self.behaviour.silent:
-            return None
+            return self._ack(None)
         echo_data = {"ticket_chat_id": conversation.ticket_chat_id} \
             if self.behaviour.echo_carries_id else {}
         echo = envelope(sid, "support_echo", echo_data)
@@ -320,7 +328,7 @@ class SandboxHelpdesk:
             await self.sio.emit("support_echo", echo, to=sid, namespace=NAMESPACE)
         if conversation.handler == "sate":
             self._spawn(self._sate_answer(conversation, text))
-        return echo if self.behaviour.respond_via in ("ack", "both") else None
+        return self._ack(echo)
 
     async def _sate_answer(self, conversation: SandboxConversation, text: str) -> None:
         if self.behaviour.sate_delay:

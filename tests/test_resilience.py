@@ -152,6 +152,31 @@ async def test_responses_arrive_by_ack_or_event(sandbox):
     await link.stop()
 
 
+@pytest.mark.parametrize("mode", ["event", "ack", "both"])
+async def test_answered_requests_leave_nothing_behind(sandbox, caplog, mode):
+    """A helpdesk that answers by event never acknowledges: the Socket.IO client would keep
+    every request's ack callback until the next reconnect (months, for a daemon)."""
+    link = HelpdeskLink(sandbox.url, "sandbox-key", _ignore, connections=1,
+                        request_timeout=0.3)
+    await link.start()
+    await link.wait_connected(5)
+    ticket = await link.open_conversation("sess-m", _ignore, text="hello")
+    sandbox.behaviour.respond_via = mode
+    for _ in range(50):
+        await link.request("sess-m", "mark_conversation_read",
+                           {"ticket_chat_id": ticket, "entity": "customer"})
+    client = link._connections[0].client
+    await asyncio.sleep(0.6)  # past the request timeout: late acks have had their chance
+    pending = {k: v for k, v in client.callbacks.get("/helpdesk", {}).items() if k != 0}
+    assert pending == {}
+    assert "Unknown callback" not in caplog.text  # an ack that came found its callback
+    await link.stop()
+
+
+async def _ignore(*_args) -> None:
+    pass
+
+
 async def test_echo_carrying_the_id_opens_without_waiting_for_sate(sandbox):
     sandbox.behaviour.echo_carries_id = True
     sandbox.behaviour.sate_delay = 5  # SATE is slow; the echo alone must be enough
