@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -19,6 +18,7 @@ import time
 import aiohttp
 
 from adapters.console import ConsoleAdapter
+from bench.soak import free_port
 from bridge.app import Bridge
 from bridge.config import load_settings
 from bridge.sandbox import DEFAULT_API_KEY
@@ -49,14 +49,8 @@ def peak_per_second(moments: list[float]) -> int:
     return peak
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 async def _sandbox_process() -> tuple[subprocess.Popen, str]:
-    port = _free_port()
+    port = free_port()
     process = subprocess.Popen([sys.executable, "-m", "bridge", "sandbox", "--port", str(port)],
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 30

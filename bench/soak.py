@@ -37,7 +37,7 @@ SAMPLED = {"rss_mb": "process_resident_memory_bytes", "open_fds": "process_open_
 PAUSE = 2.0  # seconds a customer waits after an answer before writing again
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]
@@ -125,7 +125,7 @@ async def soak(minutes: float, rate: float, db: str, seed: int, population: int)
     sandbox, telegram = SandboxHelpdesk(), FakeTelegram(TOKEN)
     await sandbox.start(port=0)
     await telegram.start()
-    port = _free_port()
+    port = free_port()
     samples: list[tuple[float, dict]] = []
     with tempfile.TemporaryDirectory() as folder:
         config = write_config(Path(folder), sandbox.url, telegram.url, db)

@@ -232,12 +232,12 @@ class Store:
                     target = None
                     if customer.active_conversation_id is not None:
                         target = await session.get(Conversation, customer.active_conversation_id)
-                starts_or_switches = target is None or target.state not in OPEN_STATES \
-                    or thread is not None
                 if target is None or target.state not in OPEN_STATES:
+                    starts_or_switches = True
                     target = await self._start_conversation(session, customer_id,
                                                             thread_ref=thread or ref)
                 elif thread is not None:  # writing in a thread makes it the active one
+                    starts_or_switches = True
                     await session.execute(update(Customer).where(Customer.id == customer_id)
                                           .values(active_conversation_id=target.id))
                 row = ToHelpdesk(customer_id=customer_id, conversation_id=target.id,
