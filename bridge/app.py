@@ -26,6 +26,7 @@ from bridge.http import HttpServer
 from bridge.logs import add_secrets
 from bridge.registry import adapter_schemas, build_adapters
 from bridge.relay import Relay
+from bridge.retention import Pruner
 from bridge.store import Store, upgrade
 from bridge.texts import Texts
 
@@ -43,6 +44,7 @@ class Bridge:
         self.store: Store | None = None
         self.relay: Relay | None = None
         self.http: HttpServer | None = None
+        self.pruner: Pruner | None = None
         self._closed = asyncio.Event()
         # Registered before anything can log: the key travels in the helpdesk URL.
         add_secrets(settings.secrets())
@@ -74,10 +76,15 @@ class Bridge:
             CallPage(self.http, settings.calls.livekit_url, settings.calls.sdk,
                      self.relay.end_call, self.relay.call_state).mount()
         await self.relay.start()
+        if settings.storage.keep_days:
+            self.pruner = Pruner(self.store, settings.storage.keep_days, self.relay.metrics)
+            self.pruner.start()
         log.info("helpdesk-bridge started with adapters: %s",
                  ", ".join(a.name for a in self.adapters) or "none")
 
     async def stop(self) -> None:
+        if self.pruner is not None:
+            await self.pruner.stop()
         if self.relay is not None:
             await self.relay.stop()
         if self.http is not None:

@@ -58,6 +58,16 @@ class HelpdeskSettings(StrictModel):
 
 class StorageSettings(StrictModel):
     url: SecretStr = SecretStr("sqlite+aiosqlite:///bridge.db")
+    # Days finished messages are kept (0: forever). At least one: a message delivered
+    # again within a day (Telegram keeps updates 24 h) must still be recognised.
+    keep_days: float = 7.0
+
+    @field_validator("keep_days")
+    @classmethod
+    def _keep_at_least_a_day(cls, value: float) -> float:
+        if value != 0 and value < 1:
+            raise ValueError("must be 0 (keep forever) or at least 1")
+        return value
 
 
 class HttpSettings(StrictModel):

@@ -38,6 +38,8 @@ class Metrics:
         self.customers = Gauge("bridge_customers", "Customers known", registry=r)
         self.malformed = Gauge("bridge_helpdesk_malformed_payloads",
                                "Helpdesk payloads skipped as malformed", registry=r)
+        self.pruned = Counter("bridge_rows_pruned", "Finished queue rows deleted as old",
+                              ["direction"], registry=r)
         self.open_conversations = Gauge("bridge_open_conversations", "Conversations open",
                                         registry=r)
         # What a daemon that runs for months must not grow: memory and descriptors

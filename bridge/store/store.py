@@ -5,9 +5,10 @@ from __future__ import annotations
 import asyncio
 import secrets
 from contextlib import asynccontextmanager
+from datetime import datetime
 from typing import Any, AsyncIterator, Optional
 
-from sqlalchemy import event, func, select, update
+from sqlalchemy import String, cast, delete, event, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
@@ -317,6 +318,38 @@ class Store:
         async with self._session() as session:
             row = await session.get(ToCustomer, row_id)
             return (row.platform_ref, row.body) if row else (None, None)
+
+    # --- retention ---------------------------------------------------------------
+
+    async def prune(self, finished_before: datetime, batch: int = 1000) -> tuple[int, int]:
+        """Delete queue rows finished (done, delivered, failed) before a moment: (to the
+        helpdesk, to customers) deleted. In batches, each its own short transaction, so a
+        backlog of millions never holds SQLite's one writer for long. Kept whatever its
+        age: a row still queued, and a message whose buttons a conversation still waits on
+        (its prompt_ref: the edit that settles the prompt needs the message)."""
+        awaited = (select(Conversation.prompt_ref)
+                   .where(Conversation.prompt.is_not(None), Conversation.prompt_ref.is_not(None)))
+        old_requests = (select(ToHelpdesk.id)
+                        .where(ToHelpdesk.status != "queued", ToHelpdesk.done_at < finished_before)
+                        .order_by(ToHelpdesk.id).limit(batch))
+        old_messages = (select(ToCustomer.id)
+                        .where(ToCustomer.status != "queued",
+                               ToCustomer.delivered_at < finished_before,
+                               cast(ToCustomer.id, String).not_in(awaited))
+                        .order_by(ToCustomer.id).limit(batch))
+        counts = []
+        for table, old in ((ToHelpdesk, old_requests), (ToCustomer, old_messages)):
+            total = 0
+            while True:
+                async with self._write() as session:
+                    deleted = (await session.execute(
+                        delete(table).where(table.id.in_(old)))).rowcount
+                total += deleted
+                if deleted < batch:
+                    break
+                await asyncio.sleep(0)  # let the relay's own writes in between batches
+            counts.append(total)
+        return counts[0], counts[1]
 
     async def stats(self) -> dict:
         """For the metrics: rows waiting and the oldest one's time, per direction; customers;
