@@ -5,9 +5,10 @@
     python -m bench relay --rates 10 20 40 --db postgresql+asyncpg://postgres@127.0.0.1/test
     python -m bench limits --customers 300 --messages 1000
 
---db: a SQLAlchemy URL (default: a temporary SQLite). relay and limits run in one process:
-the sandbox helpdesk and the local Bot API server share the CPU with the bridge (and so do
-the floors they are compared with); scale runs the sandbox in a process of its own.
+--db: a SQLAlchemy URL (default: a temporary SQLite). limits runs in one process. relay:
+the sandbox helpdesk and the local Bot API server run in the bench's process, the bridge
+(and the echo bot it is compared with) in one of its own (relay --one-process: all in one);
+scale runs the sandbox in a process of its own.
 """
 from __future__ import annotations
 
@@ -44,21 +45,24 @@ def run_scale(args) -> None:
 
 
 def run_relay(args) -> None:
+    apart = not args.one_process
     print(f"\nrelay through Telegram: {args.customers} customers, {args.messages} messages "
-          f"per run, {_backend(args.db)}; milliseconds")
+          f"per run, {_backend(args.db)}; "
+          f"{'bridge and echo bot in a process of their own' if apart else 'one process'}; "
+          f"milliseconds")
     sio = asyncio.run(socketio_floor(300))["trip"]
     print(f"{'run':<22} {'offered/s':>9} {'done/s':>7} {'in p50':>8} {'in p99':>8} "
           f"{'out p50':>8} {'out p99':>8} {'trip p50':>9} {'trip p99':>9}")
     print(f"{'socket.io round trip':<22} {'':>9} {'':>7} {'':>8} {'':>8} {'':>8} {'':>8} "
           f"{sio[0]:>9.1f} {sio[1]:>9.1f}")
     for rate in args.rates:
-        echo = asyncio.run(echo_floor(args.customers, rate, args.messages))
+        echo = asyncio.run(echo_floor(args.customers, rate, args.messages, apart))
         print(f"{'PTB echo bot':<22} {rate:>9.0f} {echo['rate']:>7.1f} {'':>8} {'':>8} {'':>8} "
               f"{'':>8} {echo['trip'][0]:>9.1f} {echo['trip'][1]:>9.1f}", flush=True)
         if args.db:
             reset(args.db)
         with database(args.db) as url:
-            row = asyncio.run(bridge_run(url, args.customers, rate, args.messages))
+            row = asyncio.run(bridge_run(url, args.customers, rate, args.messages, apart))
         (in50, in99), (out50, out99) = row["inbound"], row["outbound"]
         print(f"{'bridge':<22} {rate:>9.0f} {row['rate']:>7.1f} {in50:>8.1f} {in99:>8.1f} "
               f"{out50:>8.1f} {out99:>8.1f} {'':>9} {'':>9}")
@@ -91,6 +95,8 @@ def main() -> None:
     relay_args.add_argument("--customers", type=int, default=50)
     relay_args.add_argument("--messages", type=int, default=300)
     relay_args.add_argument("--rates", type=float, nargs="+", default=[10, 20, 40])
+    relay_args.add_argument("--one-process", action="store_true",
+                            help="run the bridge and the echo bot in the bench's own loop")
     limits_args = commands.add_parser("limits")
     limits_args.add_argument("--customers", type=int, default=300)
     limits_args.add_argument("--messages", type=int, default=1000)
@@ -109,7 +115,8 @@ def main() -> None:
 
 def _defaults(args, name: str):
     defaults = {"scale": {"customers": [100, 1000], "connections": 8},
-                "relay": {"customers": 50, "messages": 300, "rates": [10, 20, 40]},
+                "relay": {"customers": 50, "messages": 300, "rates": [10, 20, 40],
+                          "one_process": False},
                 "limits": {"customers": 300, "messages": 1000}}[name]
     return argparse.Namespace(db=args.db, **defaults)
 

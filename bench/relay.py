@@ -2,9 +2,11 @@
 
 Customers write through a local Bot API server (tests/fake_telegram.py, polled by the
 bridge as Telegram would be); the sandbox helpdesk answers every message at once (SATE);
-the answer goes back through sendMessage. Everything runs in this one process and loop.
+the answer goes back through sendMessage. The bridge (and the echo bot, for its floor)
+runs in a process of its own (bench/relay_peer.py), as it would in production, where the
+Bot API and the helpdesk are elsewhere; `apart=False` runs all of it in this one loop.
 
-Measured per message:
+Measured per message, every timestamp taken here, on the local servers:
 - inbound:  update offered by the Bot API server -> the helpdesk has the message;
 - outbound: the helpdesk emits SATE's answer -> sendMessage reaches the Bot API server.
 The floors, on the same servers:
@@ -12,7 +14,8 @@ The floors, on the same servers:
   update offered -> its echo reaches sendMessage;
 - a bare python-socketio client: `support` emitted -> acknowledged (one round trip).
 "Added by the bridge" is inbound + outbound minus (PTB echo + Socket.IO round trip): what
-the bridge costs beyond the two transports it sits between.
+the bridge costs beyond the two transports it sits between. Both the bridge and the echo
+bot get one warm-up message per customer first (not measured).
 
 Telegram's own limits (30/s per bot, ~1/s per chat) are switched off here, on the bridge
 and the echo bot alike: they are measured by bench.telegram_limits.
@@ -21,19 +24,13 @@ from __future__ import annotations
 
 import asyncio
 import statistics
+import sys
 import time
+from contextlib import asynccontextmanager
 
-from telegram.ext import Application, ExtBot, MessageHandler, filters
-
-from adapters.telegram import TelegramAdapter
-from bridge.app import Bridge
-from bridge.config import load_settings
-from bridge.pacing import ChatPacer
-from bridge.registry import adapter_schemas
+from bench.relay_peer import TOKEN, echo_application, unlimited_bridge
 from bridge.sandbox import DEFAULT_API_KEY, NAMESPACE, SandboxHelpdesk
 from tests.fake_telegram import FakeTelegram
-
-TOKEN = "123456789:AAHdqTcvCH1vGWJxfSeofSAs0K5PALDsaw"
 
 
 class TimedTelegram(FakeTelegram):
@@ -102,32 +99,67 @@ async def _wait_all(done: dict, total: int, timeout: float) -> None:
         await asyncio.sleep(0.01)
 
 
-async def bridge_run(db_url: str, customers: int, rate: float, total: int) -> dict:
+@asynccontextmanager
+async def _peer(*args: str):
+    """bench/relay_peer.py in a process of its own, for the duration of the block."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "bench.relay_peer", *args,
+        stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL)
+    try:
+        yield process
+    finally:
+        if process.returncode is None:
+            process.terminate()
+        await asyncio.wait_for(process.wait(), 30)
+
+
+@asynccontextmanager
+async def _bridge(telegram_url: str, helpdesk_url: str, db_url: str, apart: bool):
+    if apart:
+        async with _peer("bridge", "--telegram", telegram_url, "--helpdesk", helpdesk_url,
+                         "--db", db_url):
+            yield
+        return
+    async with unlimited_bridge(telegram_url, helpdesk_url, db_url):
+        yield
+
+
+@asynccontextmanager
+async def _echo_bot(telegram_url: str, apart: bool):
+    if apart:
+        async with _peer("echo", "--telegram", telegram_url):
+            yield
+        return
+    application = echo_application(telegram_url)
+    async with application:
+        await application.start()
+        await application.updater.start_polling(poll_interval=0, timeout=1)
+        yield
+        await application.updater.stop()
+        await application.stop()
+
+
+async def _measure(telegram: TimedTelegram, customers: int, rate: float, total: int) -> float:
+    """Warm up (each customer's first message, not measured), then offer the load and wait
+    for every answer; the seconds it took."""
+    for n in range(customers):
+        telegram.offer(10_000 + n, f"w#{n:012d}")
+    await _wait_all_warm(telegram, customers)
+    telegram.offered.clear()
+    started = time.perf_counter()
+    await _offer_load(telegram, customers, rate, total)
+    await _wait_all(telegram.answered, total, timeout=120)
+    return time.perf_counter() - started
+
+
+async def bridge_run(db_url: str, customers: int, rate: float, total: int,
+                     apart: bool = True) -> dict:
     sandbox, telegram = TimedSandbox(), TimedTelegram(TOKEN)
     await sandbox.start(port=0)
     await telegram.start()
-    settings = load_settings({
-        "helpdesk": {"url": sandbox.url, "api_key": DEFAULT_API_KEY, "connections": 8,
-                     "request_timeout": 30},
-        "storage": {"url": db_url}, "http": {"listen": "127.0.0.1:0"},
-        "telegram": {"token": TOKEN, "api_url": telegram.url, "poll_timeout": 1},
-    }, env={}, adapter_schemas=adapter_schemas())
-    bot = ExtBot(TOKEN, base_url=f"{telegram.url}/bot")  # no rate limiter: see the docstring
-    adapter = TelegramAdapter(settings.adapters["telegram"], bot=bot)
-    adapter._owns_bot = True  # standalone receiving, with the unlimited bot
-    adapter._pacer = ChatPacer(burst=1_000_000)
     try:
-        async with Bridge(settings, [adapter]) as bridge:
-            await bridge.relay.link.wait_connected(30)
-            # warm-up: every customer's first message opens a conversation (not measured)
-            for n in range(customers):
-                telegram.offer(10_000 + n, f"w#{n:012d}")
-            await _wait_all_warm(telegram, customers)
-            telegram.offered.clear()
-            started = time.perf_counter()
-            await _offer_load(telegram, customers, rate, total)
-            await _wait_all(telegram.answered, total, timeout=120)
-            elapsed = time.perf_counter() - started
+        async with _bridge(telegram.url, sandbox.url, db_url, apart):
+            elapsed = await _measure(telegram, customers, rate, total)
     finally:
         await telegram.stop()
         await sandbox.stop()
@@ -147,29 +179,16 @@ async def _wait_all_warm(telegram: TimedTelegram, customers: int) -> None:
         if warmed >= customers:
             return
         await asyncio.sleep(0.05)
+    raise TimeoutError(f"warm-up: {warmed} of {customers} customers answered in 120 s")
 
 
-async def echo_floor(customers: int, rate: float, total: int) -> dict:
+async def echo_floor(customers: int, rate: float, total: int, apart: bool = True) -> dict:
     """The same load against a bare python-telegram-bot echo bot."""
     telegram = TimedTelegram(TOKEN)
     await telegram.start()
-
-    async def echo(update, _context) -> None:
-        await update.message.reply_text(f"echo {update.message.text}")
-
-    application = (Application.builder().token(TOKEN).base_url(f"{telegram.url}/bot")
-                   .concurrent_updates(True).build())
-    application.add_handler(MessageHandler(filters.TEXT, echo))
     try:
-        async with application:
-            await application.start()
-            await application.updater.start_polling(poll_interval=0, timeout=1)
-            started = time.perf_counter()
-            await _offer_load(telegram, customers, rate, total)
-            await _wait_all(telegram.answered, total, timeout=120)
-            elapsed = time.perf_counter() - started
-            await application.updater.stop()
-            await application.stop()
+        async with _echo_bot(telegram.url, apart):
+            elapsed = await _measure(telegram, customers, rate, total)
     finally:
         await telegram.stop()
     trip = [(telegram.answered[m] - t) * 1000 for m, t in telegram.offered.items()
