@@ -230,10 +230,8 @@ class Store:
                                                    Conversation.thread_ref == thread)
                         .order_by(Conversation.id.desc()).limit(1))).scalar_one_or_none()
                 else:
-                    customer = await session.get(Customer, customer_id)
-                    target = None
-                    if customer.active_conversation_id is not None:
-                        target = await session.get(Conversation, customer.active_conversation_id)
+                    target = (await session.execute(
+                        _ACTIVE_CONVERSATION, {"customer": customer_id})).scalar_one_or_none()
                 if target is None or target.state not in OPEN_STATES:
                     starts_or_switches = True
                     target = await self._start_conversation(session, customer_id,
@@ -397,6 +395,9 @@ _AWAITING_COMMENT = (select(Conversation)
                      .where(Conversation.customer_id == bindparam("customer"),
                             Conversation.prompt == "comment")
                      .order_by(Conversation.id.desc()).limit(1))
+_ACTIVE_CONVERSATION = (select(Conversation)
+                        .join(Customer, Customer.active_conversation_id == Conversation.id)
+                        .where(Customer.id == bindparam("customer")))
 _BY_TICKET = select(Conversation).where(Conversation.ticket_chat_id == bindparam("ticket"))
 _NEXT_TO_CUSTOMER = (select(ToCustomer)
                      .where(ToCustomer.customer_id == bindparam("customer"),
