@@ -28,7 +28,7 @@ import sys
 import time
 from contextlib import asynccontextmanager
 
-from bench.relay_peer import TOKEN, echo_application, unlimited_bridge
+from bench.relay_peer import TOKEN, echo_bot, unlimited_bridge
 from bridge.sandbox import DEFAULT_API_KEY, NAMESPACE, SandboxHelpdesk
 from tests.fake_telegram import FakeTelegram
 
@@ -130,13 +130,8 @@ async def _echo_bot(telegram_url: str, apart: bool):
         async with _peer("echo", "--telegram", telegram_url):
             yield
         return
-    application = echo_application(telegram_url)
-    async with application:
-        await application.start()
-        await application.updater.start_polling(poll_interval=0, timeout=1)
+    async with echo_bot(telegram_url):
         yield
-        await application.updater.stop()
-        await application.stop()
 
 
 async def _measure(telegram: TimedTelegram, customers: int, rate: float, total: int) -> float:

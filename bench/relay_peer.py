@@ -12,6 +12,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import signal
+from contextlib import asynccontextmanager
+from typing import AsyncIterator
 
 from telegram.ext import Application, ExtBot, MessageHandler, filters
 
@@ -42,15 +44,22 @@ def unlimited_bridge(telegram_url: str, helpdesk_url: str, db_url: str) -> Bridg
     return Bridge(settings, [adapter])
 
 
-def echo_application(telegram_url: str) -> Application:
-    """A bare python-telegram-bot echo bot: the floor the bridge is compared with."""
+@asynccontextmanager
+async def echo_bot(telegram_url: str) -> AsyncIterator[None]:
+    """A bare python-telegram-bot echo bot, polling while the block runs: the floor the
+    bridge is compared with."""
     async def echo(update, _context) -> None:
         await update.message.reply_text(f"echo {update.message.text}")
 
     application = (Application.builder().token(TOKEN).base_url(f"{telegram_url}/bot")
                    .concurrent_updates(True).build())
     application.add_handler(MessageHandler(filters.TEXT, echo))
-    return application
+    async with application:
+        await application.start()
+        await application.updater.start_polling(poll_interval=0, timeout=1)
+        yield
+        await application.updater.stop()
+        await application.stop()
 
 
 async def _until_terminated() -> None:
@@ -65,13 +74,8 @@ async def run_bridge(args) -> None:
 
 
 async def run_echo(args) -> None:
-    application = echo_application(args.telegram)
-    async with application:
-        await application.start()
-        await application.updater.start_polling(poll_interval=0, timeout=1)
+    async with echo_bot(args.telegram):
         await _until_terminated()
-        await application.updater.stop()
-        await application.stop()
 
 
 def main() -> None:
