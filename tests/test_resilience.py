@@ -93,10 +93,7 @@ async def test_a_helpdesk_that_does_not_answer_never_hangs_and_loses_nothing(mak
 
 
 async def test_a_refused_key_is_reported_plainly_without_a_reconnect_storm(sandbox):
-    async def ignore(_event):
-        return None
-
-    link = HelpdeskLink(sandbox.url, "not-the-key", ignore, connections=4)
+    link = HelpdeskLink(sandbox.url, "not-the-key", _ignore, connections=4)
     await link.start()
     with pytest.raises(KeyRefused, match="helpdesk refused the API key"):
         await link.wait_connected(10)
@@ -181,10 +178,7 @@ async def test_echo_carrying_the_id_opens_without_waiting_for_sate(sandbox):
     sandbox.behaviour.echo_carries_id = True
     sandbox.behaviour.sate_delay = 5  # SATE is slow; the echo alone must be enough
 
-    async def ignore(_event):
-        return None
-
-    link = HelpdeskLink(sandbox.url, "sandbox-key", ignore, connections=1, request_timeout=2)
+    link = HelpdeskLink(sandbox.url, "sandbox-key", _ignore, connections=1, request_timeout=2)
     await link.start()
     await link.wait_connected(5)
 
