@@ -52,10 +52,17 @@ interactions = st.fixed_dictionaries({
 }, optional={"team": st.fixed_dictionaries({"id": st.text(max_size=8)}),
              "trigger_id": st.text(max_size=10) | st.just("1.trigger")})
 
+# slack_bolt reads a form body that contains the word "payload" anywhere as an interaction
+# (slack_bolt/request/internals.py parse_body) and drops it: see the xfail test below.
+# The fuzzing leaves that word out so that it keeps checking everything else.
+def _without_payload_word(size: int):
+    return st.text(max_size=size).filter(lambda text: "payload" not in text)
+
+
 commands = st.fixed_dictionaries({
     "command": st.just("/support"), "user_id": st.sampled_from(["U0ANN", "U0BOB"]),
-    "text": st.text(max_size=40), "trigger_id": st.text(max_size=10),
-}, optional={"team_id": st.text(max_size=10), "channel_id": st.text(max_size=10)})
+    "text": _without_payload_word(40), "trigger_id": _without_payload_word(10),
+}, optional={"team_id": _without_payload_word(10), "channel_id": _without_payload_word(10)})
 
 
 @pytest.fixture
@@ -129,6 +136,17 @@ async def test_arbitrary_slash_commands(adapter, form):
                              "application/x-www-form-urlencoded")
     assert status == 200
     assert received and all(_well_formed(event) is None for event in received)
+
+
+@pytest.mark.xfail(strict=True, reason="slack_bolt drops a form body containing 'payload' "
+                   "(parse_body); found by the fuzzing above. Fails loudly once fixed upstream.")
+async def test_a_slash_command_mentioning_payload_reaches_the_bridge(adapter):
+    slack_adapter, received = adapter
+    form = {"command": "/support", "user_id": "U0ANN", "text": "my payload failed",
+            "trigger_id": "1.trigger"}
+    status = await _dispatch(slack_adapter, urlencode(form).encode(),
+                             "application/x-www-form-urlencoded")
+    assert status == 200 and received
 
 
 async def test_the_fuzzed_path_does_deliver_a_plain_message(adapter):
