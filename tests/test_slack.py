@@ -247,6 +247,20 @@ async def test_threads_and_top_level_messages(bridge, slack, sandbox):
     assert by_text["question two"] != by_text["question one"]
 
 
+async def test_a_command_mentioning_payload_starts_the_conversation_with_it(
+        bridge, slack, sandbox):
+    """slack_bolt alone reads a form body containing "payload" as an empty interaction
+    (answered 404, the question lost); the bridge reads it again after the signature check."""
+    status, _ = await slack.send_form(slack.command_form(ANN, "my payload failed"))
+    assert status == 200
+    await slack.wait_for_text(ANN, 'You said: "my payload failed"')
+    assert [m["message"] for m in sandbox.received] == ["my payload failed"]
+    forged = await slack.post_signed(b"command=%2Fsupport&user_id=U0ANN&text=payload",
+                                     "application/x-www-form-urlencoded", signature="v0=00")
+    assert forged[0] == 401  # read again only once the signature holds
+    assert len(sandbox.received) == 1
+
+
 async def test_support_close_and_call_act_on_the_active_conversation(bridge, slack, sandbox):
     root = (await slack.say(ANN, "hello"))["event"]["ts"]
     await slack.wait_for_text(ANN, "You said")

@@ -52,17 +52,17 @@ interactions = st.fixed_dictionaries({
 }, optional={"team": st.fixed_dictionaries({"id": st.text(max_size=8)}),
              "trigger_id": st.text(max_size=10) | st.just("1.trigger")})
 
-# slack_bolt reads a form body that contains the word "payload" anywhere as an interaction
-# (slack_bolt/request/internals.py parse_body) and drops it: see the xfail test below.
-# The fuzzing leaves that word out so that it keeps checking everything else.
-def _without_payload_word(size: int):
-    return st.text(max_size=size).filter(lambda text: "payload" not in text)
+# slack_bolt alone reads a form body that contains the word "payload" anywhere as an empty
+# interaction (found by this fuzzing; adapters/slack/form_body.py mends it): mixed in often.
+def _text_or_payload(size: int):
+    return st.text(max_size=size) | st.builds("{}payload{}".format, st.text(max_size=size // 2),
+                                              st.text(max_size=size // 2))
 
 
 commands = st.fixed_dictionaries({
     "command": st.just("/support"), "user_id": st.sampled_from(["U0ANN", "U0BOB"]),
-    "text": _without_payload_word(40), "trigger_id": _without_payload_word(10),
-}, optional={"team_id": _without_payload_word(10), "channel_id": _without_payload_word(10)})
+    "text": _text_or_payload(40), "trigger_id": _text_or_payload(10),
+}, optional={"team_id": _text_or_payload(10), "channel_id": _text_or_payload(10)})
 
 
 @pytest.fixture
@@ -138,8 +138,6 @@ async def test_arbitrary_slash_commands(adapter, form):
     assert received and all(_well_formed(event) is None for event in received)
 
 
-@pytest.mark.xfail(strict=True, reason="slack_bolt drops a form body containing 'payload' "
-                   "(parse_body); found by the fuzzing above. Fails loudly once fixed upstream.")
 async def test_a_slash_command_mentioning_payload_reaches_the_bridge(adapter):
     slack_adapter, received = adapter
     form = {"command": "/support", "user_id": "U0ANN", "text": "my payload failed",

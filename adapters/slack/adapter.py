@@ -34,6 +34,7 @@ from slack_sdk.http_retry.builtin_async_handlers import (
 from slack_sdk.web.async_client import AsyncWebClient
 
 from adapters.slack import blocks, inbound
+from adapters.slack.form_body import read_form_body_again
 from adapters.slack.settings import SlackSettings
 from bridge.adapter import Adapter, DeliveryError, Sink
 from bridge.events import ChatUser, Outgoing, comment_action
@@ -92,6 +93,7 @@ class SlackAdapter(Adapter):
     # --- running -----------------------------------------------------------------
 
     def _register(self, app: AsyncApp) -> None:
+        app.use(read_form_body_again)  # before any listener: see form_body.py
         app.event("message", matchers=[self._wants_message])(self._on_message)
         app.command(self.settings.command)(self._on_command)
         app.action(re.compile(r"^helpdesk\."))(self._on_action)
