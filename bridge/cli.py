@@ -154,7 +154,7 @@ async def _demo(db: Path) -> int:
 
 async def _sandbox(host: str, port: int, key: str) -> int:
     setup_logging("INFO")
-    sandbox = SandboxHelpdesk(api_keys={key})
+    sandbox = SandboxHelpdesk(api_keys={key}, history=10_000)
     url = await sandbox.start(host=host, port=port)
     print(f"sandbox helpdesk on {url} (namespace /helpdesk)\n"
           f'point the bridge at it: [helpdesk] url = "{url}", api_key = "<the key you chose>"\n'

@@ -85,7 +85,10 @@ def livekit_token(room: str, identity: str, ttl: int = 3600) -> str:
 
 class SandboxHelpdesk:
     def __init__(self, api_keys: set[str] | None = None, behaviour: Behaviour | None = None,
-                 agent_name: str = "Alice") -> None:
+                 agent_name: str = "Alice", history: int | None = None) -> None:
+        """history: how many received messages and client events to keep (None: all, for
+        tests to inspect; `helpdesk-bridge sandbox` keeps the last 10,000 to run for weeks)."""
+        self.history = history
         self.api_keys = api_keys or {DEFAULT_API_KEY}
         self.behaviour = behaviour or Behaviour()
         self.agent_name = agent_name
@@ -109,6 +112,11 @@ class SandboxHelpdesk:
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
+
+    def _trim(self, log: list) -> None:
+        """Keep the last `history` entries; trimmed in halves so an append stays cheap."""
+        if self.history is not None and len(log) > 2 * self.history:
+            del log[:len(log) - self.history]
 
     async def start(self, host: str = "127.0.0.1", port: int | None = None) -> str:
         """Serve on port (0 or None: any free one; a restart reuses the last one)."""
@@ -230,6 +238,7 @@ class SandboxHelpdesk:
     def _recording(self, name: str, handler):
         async def wrapped(sid: str, data: Any = None):
             self.requests.append((name, data))
+            self._trim(self.requests)
             if not isinstance(data, dict):
                 return await self._respond(sid, name, envelope(sid, "Bad request", status=400))
             return await handler(sid, data)
@@ -319,6 +328,7 @@ class SandboxHelpdesk:
                       attachment_metadata=data.get("attachment_metadata"))
         self.received.append({"session_id": session_id, "ticket_chat_id": conversation.ticket_chat_id,
                               "message": text, "attachment_metadata": data.get("attachment_metadata")})
+        self._trim(self.received)
         if self.behaviour.silent:
             return self._ack(None)
         echo_data = {"ticket_chat_id": conversation.ticket_chat_id} \

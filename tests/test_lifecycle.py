@@ -333,3 +333,16 @@ async def test_the_sandbox_says_which_rooms_are_joined_again_after_a_drop(make_b
             await asyncio.sleep(0.05)
     assert before["conversation_rooms_joined"] == after["conversation_rooms_joined"] == 1
     assert len(after["connect_attempts"]) > len(before["connect_attempts"])
+
+
+async def test_the_standalone_sandbox_keeps_a_bounded_history(make_bridge, sandbox):
+    """`helpdesk-bridge sandbox` runs for weeks beside a bridge: it keeps the latest
+    messages and client events, not all of them."""
+    sandbox.history = 2
+    _bridge, console = await make_bridge()
+    for number in range(1, 8):
+        await console.say("ula", f"message {number}")
+        await console.expect("ula", f'"message {number}"')
+    kept = [m["message"] for m in sandbox.received]
+    assert 2 <= len(kept) <= 4 and kept[-1] == "message 7"
+    assert len(sandbox.requests) <= 4 and kept == sorted(kept)
