@@ -87,14 +87,18 @@ async def scale(customers: int, connections: int, db_url: str) -> dict:
             async with http.post(f"{url}/sandbox/admin/drop-connections") as answer:
                 answer.raise_for_status()
             while True:
-                async with http.get(f"{url}/sandbox/rooms") as answer:
-                    rooms = await answer.json()
-                if rooms["conversation_rooms_joined"] >= customers:
-                    break
+                async with http.get(f"{url}/sandbox/rejoined") as answer:
+                    if (await answer.json())["conversation_rooms"] >= customers:
+                        break
                 await asyncio.sleep(0.02)
             rejoined = time.perf_counter() - started
             cpu_bridge, cpu_sandbox = cpu_seconds() - cpu_bridge, \
                 cpu_seconds(sandbox.pid) - cpu_sandbox
+            async with http.get(f"{url}/sandbox/rooms") as answer:
+                rooms = await answer.json()  # entered, and still joined: all of them
+            if rooms["conversation_rooms_joined"] < customers:
+                raise RuntimeError(f"only {rooms['conversation_rooms_joined']} of {customers} "
+                                   "conversation rooms are joined after the re-join")
             attempts = [t for t in rooms["connect_attempts"] if t >= dropped_at]
             return {"customers": customers, "open_s": opened, "opens_per_s": customers / opened,
                     "rss_total_mb": after, "kb_per_customer": (after - before) * 1024 / customers,

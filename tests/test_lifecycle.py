@@ -326,11 +326,14 @@ async def test_the_sandbox_says_which_rooms_are_joined_again_after_a_drop(make_b
         async with http.post("/sandbox/admin/drop-connections") as response:
             assert response.status == 200
         for _ in range(100):
-            async with http.get("/sandbox/rooms") as response:
-                after = await response.json()
-            if after["conversation_rooms_joined"]:
+            async with http.get("/sandbox/rejoined") as response:
+                rejoined = (await response.json())["conversation_rooms"]
+            if rejoined:
                 break
             await asyncio.sleep(0.05)
+        async with http.get("/sandbox/rooms") as response:
+            after = await response.json()
+    assert rejoined == 1
     assert before["conversation_rooms_joined"] == after["conversation_rooms_joined"] == 1
     assert len(after["connect_attempts"]) > len(before["connect_attempts"])
 
