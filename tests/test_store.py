@@ -61,3 +61,22 @@ def test_the_cache_stays_within_its_size():
                            session_id=f"s{n}"), cache.generation)
     assert [cache.get(n) is not None for n in range(10)] == [False] * 7 + [True] * 3
     assert cache.id_of("p", "a", "0") is None and cache.id_of("p", "a", "9") == 9
+
+
+async def test_a_refused_write_leaves_nothing_half_done_and_nothing_locked(store):
+    """A duplicate is refused after the transaction has already started a new conversation:
+    all of it is rolled back, and no pooled connection is left holding a transaction (on
+    SQLite that would hold the one write lock, and every later write would wait)."""
+    ann = await store.customer_for("telegram", "bot", "1", "100")
+    first = await store.accept_message(ann.id, {"text": "hi"}, "m1")
+    await store.set_conversation(first.conversation_id, state="closed")
+    assert await store.accept_message(ann.id, {"text": "hi"}, "m1") is None  # a duplicate
+    assert (await store.customer(ann.id)).active_conversation_id == first.conversation_id
+    assert [c.id for c in await store.open_conversations(ann.id)] == []
+
+    async def write(n: int) -> None:
+        await store.enqueue_to_customer(ann.id, first.conversation_id, {"text": f"a{n}"})
+        await store.next_to_customer(ann.id)
+
+    await asyncio.wait_for(asyncio.gather(*(write(n) for n in range(20))), 10)
+    assert len(await store.to_customer_rows(ann.id)) == 20
