@@ -65,7 +65,8 @@ def _rollback_only_if_open(engine: AsyncEngine) -> None:
     rollback = dialect.do_rollback
 
     def do_rollback(dbapi_connection) -> None:
-        if dbapi_connection.driver_connection.in_transaction:
+        driver = dbapi_connection.driver_connection  # None once invalidated: let it fail
+        if driver is None or driver.in_transaction:
             rollback(dbapi_connection)
 
     dialect.do_rollback = do_rollback
