@@ -518,7 +518,8 @@ class SandboxHelpdesk:
         app.router.add_get("/sandbox/state", state)
 
         async def rooms(_request: web.Request) -> web.Response:
-            """Small enough to poll at 10,000 conversations (bench.scale does)."""
+            """Counts every room's members: read once after a re-join, not polled (poll
+            /sandbox/rejoined for that)."""
             joined = self.sio.manager.rooms.get(NAMESPACE, {})
             return web.json_response({
                 "conversation_rooms_joined": sum(1 for room, members in joined.items()
