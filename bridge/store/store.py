@@ -99,12 +99,6 @@ class Store:
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
         self._session = async_sessionmaker(engine, expire_on_commit=False)
-        # The hot path's one-query reads. On PostgreSQL without a transaction around them:
-        # BEGIN and ROLLBACK were two of a read's three round trips. (SQLite opens none
-        # for a read anyway, and changing the setting would cost it two thread trips.)
-        self._read = async_sessionmaker(
-            engine.execution_options(isolation_level="AUTOCOMMIT"), expire_on_commit=False
-        ) if engine.dialect.name == "postgresql" else self._session
         # SQLite runs one writer at a time, and a writer that finds another one busy waits
         # in SQLite's busy handler, which sleeps in steps of up to 100 ms: one write took
         # over a second with 20 customers at once. Queueing writers here instead is fair
@@ -180,7 +174,7 @@ class Store:
         if cached is not None:
             return cached
         generation = self._customers.generation
-        async with self._read() as session:
+        async with self._session() as session:
             row = await session.get(Customer, customer_id)
         if row is not None:
             self._customers.put(row, generation)
@@ -201,11 +195,11 @@ class Store:
     # --- conversations -----------------------------------------------------------
 
     async def conversation(self, conversation_id: int) -> Conversation | None:
-        async with self._read() as session:
+        async with self._session() as session:
             return await session.get(Conversation, conversation_id)
 
     async def conversation_by_ticket(self, ticket_chat_id: str) -> Conversation | None:
-        async with self._read() as session:
+        async with self._session() as session:
             return (await session.execute(_BY_TICKET, {"ticket": ticket_chat_id})
                     ).scalar_one_or_none()
 
@@ -219,7 +213,7 @@ class Store:
 
     async def awaiting_comment(self, customer_id: int) -> Conversation | None:
         """The conversation whose rating waits for its optional comment, if any."""
-        async with self._read() as session:
+        async with self._session() as session:
             return (await session.execute(_AWAITING_COMMENT, {"customer": customer_id})
                     ).scalar_one_or_none()
 
@@ -316,7 +310,7 @@ class Store:
 
     async def next_to_helpdesk(self, customer_id: int) -> NextRequest | None:
         """The customer's oldest queued request, with its conversation as it is now."""
-        async with self._read() as session:
+        async with self._session() as session:
             return await _next_to_helpdesk(session, customer_id)
 
     async def finish_to_helpdesk(self, row: ToHelpdesk, status: str,
@@ -349,7 +343,7 @@ class Store:
             return None
 
     async def next_to_customer(self, customer_id: int) -> ToCustomer | None:
-        async with self._read() as session:
+        async with self._session() as session:
             return (await session.execute(_NEXT_TO_CUSTOMER, {"customer": customer_id})
                     ).scalar_one_or_none()
 
