@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import secrets
-import time
 from contextlib import asynccontextmanager
 from datetime import datetime
 from typing import Any, AsyncIterator, Optional
 
 from sqlalchemy import String, bindparam, cast, delete, event, func, select, update
-from sqlalchemy.exc import DisconnectionError, IntegrityError
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -22,7 +21,6 @@ from bridge.store.customer_cache import CustomerCache
 from bridge.store.models import Conversation, Customer, ToCustomer, ToHelpdesk, utcnow
 
 OPEN_STATES = ("opening", "open")
-PING_AFTER_IDLE = 5.0  # seconds; see _ping_when_idle
 NextRequest = tuple[ToHelpdesk, Optional[Conversation]]  # a queued request and its conversation
 
 
@@ -50,9 +48,7 @@ def make_engine(url: str) -> AsyncEngine:
             cursor.close()
 
         return engine
-    engine = create_async_engine(url)
-    _ping_when_idle(engine)
-    return engine
+    return create_async_engine(url, pool_pre_ping=True)
 
 
 def _rollback_only_if_open(engine: AsyncEngine) -> None:
@@ -70,29 +66,6 @@ def _rollback_only_if_open(engine: AsyncEngine) -> None:
             rollback(dbapi_connection)
 
     dialect.do_rollback = do_rollback
-
-
-def _ping_when_idle(engine: AsyncEngine) -> None:
-    """Test a pooled connection before use only if it has been idle a while: a database
-    restarted meanwhile (or a firewall that dropped the idle connection) then costs a new
-    connection, not a failed operation. SQLAlchemy's pool_pre_ping tests every checkout:
-    a round trip per session, ~40% of a PostgreSQL read on the hot path. A connection in
-    use in the last seconds is not tested; if the database restarted in that moment, the
-    one operation that meets it fails (its caller retries it, or says it failed)."""
-    dialect = engine.sync_engine.dialect
-
-    @event.listens_for(engine.sync_engine, "checkin")
-    def _returned(_dbapi_connection, record) -> None:
-        record.info["returned_at"] = time.monotonic()
-
-    @event.listens_for(engine.sync_engine, "checkout")
-    def _taken(dbapi_connection, record, _proxy) -> None:
-        returned = record.info.get("returned_at")
-        if returned is not None and time.monotonic() - returned > PING_AFTER_IDLE:
-            try:
-                dialect.do_ping(dbapi_connection)
-            except Exception as error:  # the pool replaces it and checks out another
-                raise DisconnectionError() from error
 
 
 class Store:
