@@ -46,6 +46,7 @@ PATIENCE = 4
 
 EventSink = Callable[[HelpdeskEvent], Awaitable[None]]
 Bind = Callable[[str], Awaitable[None]]
+Delivered = Callable[[], Awaitable[None]]
 
 
 class HelpdeskUnavailable(Exception):
@@ -61,6 +62,9 @@ class _Waiter:
     event: str
     ticket_chat_id: str | None
     future: asyncio.Future
+    # Set once the caller has seen the answer (and recorded what it needed to): the
+    # connection's later events wait for it (see _wait_for_callers).
+    handed_over: asyncio.Event = field(default_factory=asyncio.Event)
 
 
 @dataclass
@@ -68,6 +72,7 @@ class _Opening:
     """The one conversation a connection may be opening: waits for its ticket_chat_id."""
     bind: Bind
     ticket: asyncio.Future
+    binding: asyncio.Future | None = None  # the one bind in progress: every path awaits it
 
 
 @dataclass
@@ -79,6 +84,7 @@ class _Connection:
     customers: set[str] = field(default_factory=set)       # session ids
     conversations: set[str] = field(default_factory=set)   # ticket_chat_ids
     waiters: deque[_Waiter] = field(default_factory=deque)
+    answered: deque[_Waiter] = field(default_factory=deque)  # not yet handed over
     open_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     inbox: asyncio.Queue = field(default_factory=asyncio.Queue)
     opening: _Opening | None = None
@@ -314,9 +320,15 @@ class HelpdeskLink:
             raise HelpdeskUnavailable("not connected to the helpdesk") from None
 
     async def request(self, session_id: str, event: str, payload: dict,
-                      answer_event: str | None = None, patient: bool = False) -> Envelope:
+                      answer_event: str | None = None, patient: bool = False,
+                      delivered: Delivered | None = None) -> Envelope:
         """Send a request and wait for its response, by ack or by event. Raises
         HelpdeskError for a non-200 answer, HelpdeskUnavailable on no answer.
+
+        delivered: awaited on a 200 answer, before this connection's later events are
+        handled (they may be what the request caused: SATE's reply to a message). The
+        caller records there that the helpdesk has it, so no crash can leave a reply
+        stored and the message it answers still queued, to be sent again.
 
         patient: for customer messages. Re-sending one the helpdesk did get doubles it (or
         opens a second conversation), so while the connection stays up we wait longer
@@ -332,7 +344,7 @@ class HelpdeskLink:
         def on_ack(*args: Any) -> None:
             if not waiter.future.done() and args:
                 try:
-                    waiter.future.set_result(parse_envelope(args[0]))
+                    _answer(connection, waiter, parse_envelope(args[0]))
                 except MalformedPayload as error:
                     log.warning("helpdesk: malformed ack to %s skipped: %s", event, error)
 
@@ -342,6 +354,9 @@ class HelpdeskLink:
             ack_id = _ack_id(connection.client, self._namespace, on_ack)
             timeout = self._timeout * (PATIENCE if patient else 1)
             envelope = await asyncio.wait_for(asyncio.shield(waiter.future), timeout)
+            envelope.raise_for_status()
+            if delivered is not None:
+                await delivered()
         except asyncio.TimeoutError:
             log.warning("helpdesk: no answer to %s within %.1fs", event, timeout)
             if patient:
@@ -350,13 +365,14 @@ class HelpdeskLink:
         except socketio.exceptions.SocketIOError as error:
             raise HelpdeskUnavailable(f"could not send {event}: {error}") from None
         finally:
+            waiter.handed_over.set()
             if waiter in connection.waiters:
                 connection.waiters.remove(waiter)
             if ack_id is not None:
                 asyncio.get_running_loop().call_later(
                     self._timeout, _forget_callback, connection.client, self._namespace,
                     ack_id, on_ack)
-        return envelope.raise_for_status()
+        return envelope
 
     async def _recycle(self, connection: _Connection) -> None:
         log.warning("helpdesk link %d: reconnecting after an unanswered message",
@@ -368,19 +384,22 @@ class HelpdeskLink:
         connection.gone.set()  # the supervisor connects again
 
     async def send_message(self, session_id: str, ticket_chat_id: str, text: str,
-                           attachment_metadata: Any = None) -> None:
+                           attachment_metadata: Any = None,
+                           delivered: Delivered | None = None) -> None:
         """A follow-up message. Returns once the helpdesk has acknowledged it (support_echo
-        or ack): only then is it handed over (protocol-notes.md, Lost while disconnected)."""
+        or ack): only then is it handed over (protocol-notes.md, Lost while disconnected).
+        `delivered` is awaited then, before the reply to it can be passed on."""
         await self.request(session_id, "support", _support_payload(
             session_id, ticket_chat_id, text, attachment_metadata), answer_event="support_echo",
-            patient=True)
+            patient=True, delivered=delivered)
 
     async def open_conversation(self, session_id: str, bind: Bind, *, text: str | None = None,
                                 attachment_metadata: Any = None, call: bool = False) -> str:
         """Open a conversation with a first message (or a call) and return its ticket_chat_id.
 
         `bind(ticket_chat_id)` is awaited as soon as the id is known and before any event of
-        that conversation is passed on, so the caller can record whose it is first."""
+        that conversation is passed on, so the caller can record whose it is first (and
+        that the helpdesk has the first message: SATE's reply may be the next event)."""
         connection = self._connection_for(session_id)
         async with connection.open_lock:
             opening = _Opening(bind, asyncio.get_running_loop().create_future())
@@ -407,10 +426,23 @@ class HelpdeskLink:
                 connection.opening = None
 
     async def _bind(self, connection: _Connection, ticket_chat_id: str) -> None:
+        """Called by open_conversation (the echo had the id) and by the event consumer (the
+        first reply has it), possibly both at once: both wait for the one bind."""
         opening = connection.opening
         if opening is None or opening.ticket.done():
             return
-        await opening.bind(ticket_chat_id)
+        if opening.binding is None:
+            opening.binding = asyncio.ensure_future(
+                self._record_binding(connection, opening, ticket_chat_id))
+        await asyncio.shield(opening.binding)
+
+    async def _record_binding(self, connection: _Connection, opening: _Opening,
+                              ticket_chat_id: str) -> None:
+        try:
+            await opening.bind(ticket_chat_id)
+        except BaseException:
+            opening.binding = None  # the next event carrying the id tries again
+            raise
         connection.conversations.add(ticket_chat_id)
         opening.ticket.set_result(ticket_chat_id)
         await self._emit_quietly(connection, "enter_support", {"ticket_chat_id": ticket_chat_id})
@@ -422,6 +454,7 @@ class HelpdeskLink:
             item = await connection.inbox.get()
             if item is None:
                 break
+            await self._wait_for_callers(connection)
             try:
                 await self._on_server_event(connection, *item)
             except Exception:  # a bug here must not stop this connection's events for good
@@ -463,6 +496,20 @@ class HelpdeskLink:
                 log.warning("helpdesk: handling %s failed; retrying", event, exc_info=True)
                 await asyncio.sleep(0.2 * 2 ** attempt)
 
+    async def _wait_for_callers(self, connection: _Connection) -> None:
+        """Answered requests first: their callers record what the answer means (a message
+        handed over) before the events behind it are handled. Bounded, so a stuck caller
+        delays this connection's events but cannot stop them."""
+        while connection.answered:
+            waiter = connection.answered[0]
+            try:
+                await asyncio.wait_for(waiter.handed_over.wait(), self._timeout)
+            except asyncio.TimeoutError:
+                log.warning("helpdesk: the answer to %s was not handed over within %.1fs; "
+                            "passing on the events behind it", waiter.event, self._timeout)
+            if connection.answered and connection.answered[0] is waiter:
+                connection.answered.popleft()
+
     def _resolve_waiter(self, connection: _Connection, event: str, envelope: Envelope) -> None:
         """Match a response event to the oldest request waiting for it."""
         ticket = envelope.ticket_chat_id
@@ -472,7 +519,7 @@ class HelpdeskLink:
             answers = waiter.event == event or (
                 waiter.event == "support_echo" and event == "support" and not envelope.ok)
             if answers and (ticket is None or waiter.ticket_chat_id in (None, ticket)):
-                waiter.future.set_result(envelope)
+                _answer(connection, waiter, envelope)
                 return
 
     def _fail_waiters(self, connection: _Connection, error: Exception) -> None:
@@ -483,6 +530,14 @@ class HelpdeskLink:
         if connection.opening is not None and not connection.opening.ticket.done():
             connection.opening.ticket.set_exception(error)
             connection.opening.ticket.exception()
+
+
+def _answer(connection: _Connection, waiter: _Waiter, envelope: Envelope) -> None:
+    waiter.future.set_result(envelope)
+    answered = connection.answered
+    while answered and answered[0].handed_over.is_set():
+        answered.popleft()  # answered by ack with no event since: nothing waits on these
+    answered.append(waiter)
 
 
 def _ack_id(client: socketio.AsyncClient, namespace: str, callback) -> int | None:

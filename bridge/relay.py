@@ -16,6 +16,7 @@ from urllib.parse import urlencode
 
 from bridge.adapter import Adapter, DeliveryError
 from bridge.crashpoints import crash_point
+from bridge.delivery import Delivery
 from bridge.drain import Drainer
 from bridge.events import Button, ButtonPress, ChatUser, Command, Inbound, InboundMessage, Outgoing
 from bridge.helpdesk import HelpdeskLink, HelpdeskUnavailable
@@ -292,8 +293,9 @@ class Relay:
             if row.kind == "message" and attempt == 0:
                 # before sending: a first message is done only when SATE's reply is in
                 self._show_awaiting(customer, conversation)
+            delivery = Delivery(self.store, row)
             try:
-                await self._send(customer, row, conversation)
+                await self._send(customer, row, conversation, delivery)
             except HelpdeskUnavailable as error:
                 self.metrics.retries.labels("helpdesk", "unavailable").inc()
                 attempt += 1
@@ -311,7 +313,8 @@ class Relay:
                 # read after _refused, which may have changed the conversation
                 pending = await self.store.next_to_helpdesk(customer_id)
             else:
-                pending = await self.store.finish_to_helpdesk(row, "done")
+                await delivery.done()
+                pending = delivery.next
                 self.metrics.relayed.labels(customer.platform, "to_helpdesk").inc()
                 self.metrics.latency.labels("to_helpdesk").observe(seconds_since(row.created_at))
             attempt = 0
@@ -330,7 +333,7 @@ class Relay:
                 return
 
     async def _send(self, customer: Customer, row: ToHelpdesk,
-                    conversation: Conversation | None) -> None:
+                    conversation: Conversation | None, delivery: Delivery) -> None:
         session = customer.session_id
         if row.kind == "message":
             if conversation.state in ("closed", "failed"):
@@ -339,16 +342,16 @@ class Relay:
             body = row.body
             if conversation.ticket_chat_id is None:
                 await self.link.open_conversation(
-                    session, self._binder(customer, conversation), text=body["text"],
+                    session, self._binder(customer, conversation, delivery), text=body["text"],
                     attachment_metadata=body.get("attachment"))
             else:
                 await self.link.send_message(session, conversation.ticket_chat_id, body["text"],
-                                             body.get("attachment"))
+                                             body.get("attachment"), delivered=delivery.done)
         elif row.kind == "call":
             if conversation is None or conversation.ticket_chat_id is None:
                 conversation = conversation or await self.store.start_conversation(customer.id)
-                await self.link.open_conversation(session, self._binder(customer, conversation),
-                                                  call=True)
+                await self.link.open_conversation(
+                    session, self._binder(customer, conversation, delivery), call=True)
             else:
                 envelope = await self.link.request(session, "call_support", {
                     "session_id": session, "ticket_chat_id": conversation.ticket_chat_id})
@@ -364,10 +367,10 @@ class Relay:
             await self.link.request(session, "close_call_support",
                                     {"ticket_chat_id": conversation.ticket_chat_id})
 
-    def _binder(self, customer: Customer, conversation: Conversation):
+    def _binder(self, customer: Customer, conversation: Conversation, delivery: Delivery):
         async def bind(ticket_chat_id: str) -> None:
-            await self.store.set_conversation(conversation.id, ticket_chat_id=ticket_chat_id,
-                                              state="open")
+            # the helpdesk has the first message too: both recorded before its reply is seen
+            await delivery.done(opened=(conversation.id, ticket_chat_id))
             self._remember_ticket(conversation.id, ticket_chat_id)
             log.info("conversation opened", extra={"session_id": customer.session_id,
                                                    "ticket_chat_id": ticket_chat_id})

@@ -10,6 +10,7 @@ import sys
 import pytest
 
 from bridge.sandbox import DEFAULT_API_KEY
+from bridge.store import make_engine, upgrade
 from tests.daemon import Daemon, write_config
 
 
@@ -30,6 +31,60 @@ async def test_killed_between_storing_and_delivering_a_reply(config, sandbox):
     assert await daemon.stop() == 0
     assert len([line for line in daemon.lines if 'You said: "hello"' in line]) == 1
     assert [m["message"] for m in sandbox.received] == ["hello"]
+
+
+_SLOW_DONE = """
+CREATE FUNCTION slow_done() RETURNS trigger AS $$
+BEGIN
+    IF NEW.status = 'done' AND OLD.status <> 'done' THEN PERFORM pg_sleep(1); END IF;
+    RETURN NEW;
+END $$ LANGUAGE plpgsql;
+CREATE TRIGGER slow_done BEFORE UPDATE ON to_helpdesk FOR EACH ROW EXECUTE FUNCTION slow_done();
+"""
+
+
+async def _make_marking_done_slow(database_url: str) -> None:
+    """A database that takes a second to mark a message done: the reply to it, already on
+    its way, must still not be stored first."""
+    import asyncpg
+    from sqlalchemy.engine import make_url
+
+    url = make_url(database_url)
+    connection = await asyncpg.connect(user=url.username, host=url.host, port=url.port or 5432,
+                                       database=url.database)
+    try:
+        await connection.execute(_SLOW_DONE)
+    finally:
+        await connection.close()
+
+
+# PostgreSQL only: slowing one kind of write down needs a server-side sleep (pg_sleep).
+@pytest.mark.parametrize("database_url", ["postgres"], indirect=True)
+@pytest.mark.parametrize("follow_up", [False, True], ids=["first-message", "follow-up"])
+async def test_a_reply_is_stored_only_after_its_message_is_marked_done(
+        config, sandbox, database_url, follow_up):
+    engine = make_engine(database_url)
+    await upgrade(engine)
+    await engine.dispose()
+    await _make_marking_done_slow(database_url)
+    sent = ["hello"]
+    if follow_up:
+        daemon = await Daemon(config).start()
+        await daemon.say("hello")
+        await daemon.expect('You said: "hello"')
+        assert await daemon.stop() == 0
+        sent.append("order 4567")
+
+    daemon = await Daemon(config, crash_point="to-customer-stored").start()
+    await daemon.say(sent[-1])
+    assert await daemon.wait() == -signal.SIGKILL  # killed the moment SATE's reply was stored
+
+    daemon = await Daemon(config).start()
+    await daemon.expect(f'You said: "{sent[-1]}"')
+    await asyncio.sleep(1.5)  # a message sent again would be answered again by now
+    assert await daemon.stop() == 0
+    assert len([line for line in daemon.lines if f'You said: "{sent[-1]}"' in line]) == 1
+    assert [m["message"] for m in sandbox.received] == sent
 
 
 async def test_killed_between_storing_and_sending_a_customer_message(config, sandbox):

@@ -84,13 +84,8 @@ async def test_a_helpdesk_that_does_not_answer_never_hangs_and_loses_nothing(mak
     assert [r.status for r in rows] == ["queued"] and rows[0].attempts >= 1
     sandbox.behaviour.silent = False
     await console.expect("ned", 'You said: "anyone?"', timeout=20)
-    # SATE's answer can be shown before the drain has marked the message done (the two
-    # run side by side): wait for that too, briefly.
-    for _ in range(50):
-        rows = await bridge.store.to_helpdesk_rows(customer.id)
-        if rows[0].status != "queued":
-            break
-        await asyncio.sleep(0.05)
+    # SATE's answer is stored only after the message it answers is marked done
+    rows = await bridge.store.to_helpdesk_rows(customer.id)
     assert [r.status for r in rows] == ["done"]
     # The protocol's window: the swallowed copy exists on the helpdesk too. Each attempt
     # waited 4 x request_timeout, so there are few copies, not one per retry tick.
@@ -196,3 +191,63 @@ async def test_echo_carrying_the_id_opens_without_waiting_for_sate(sandbox):
     assert [c.session_id for c in sandbox.conversations.values()] == ["s0", "s1", "s2"]
     await link.stop()
 
+
+
+async def _until(predicate, timeout: float = 10) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not predicate():
+        assert asyncio.get_running_loop().time() < deadline, "timed out"
+        await asyncio.sleep(0.02)
+
+
+@pytest.mark.parametrize("mode", ["event", "ack"])
+async def test_the_reply_to_a_message_waits_until_the_message_is_recorded(sandbox, mode):
+    """SATE answers at once, on the same connection: its reply must not be handled while
+    the caller is still recording that the helpdesk has the message (a slow database),
+    else a crash in between would leave a reply stored and its message queued."""
+    seen: list[str] = []
+
+    async def collect(event):
+        seen.append(type(event).__name__)
+
+    async def slow_record(what: str):
+        await asyncio.sleep(0.5)
+        seen.append(what)
+
+    link = HelpdeskLink(sandbox.url, "sandbox-key", collect, connections=1, request_timeout=2)
+    await link.start()
+    await link.wait_connected(5)
+    sandbox.behaviour.respond_via = mode
+    ticket = await link.open_conversation("sess-r", lambda _id: slow_record("bound"),
+                                          text="hello")
+    await _until(lambda: "HelpdeskMessage" in seen)
+    assert seen == ["bound", "HelpdeskMessage"]
+
+    seen.clear()
+    await link.send_message("sess-r", ticket, "order 4567",
+                            delivered=lambda: slow_record("recorded"))
+    await _until(lambda: "HelpdeskMessage" in seen)
+    assert seen == ["recorded", "HelpdeskMessage"]
+    await link.stop()
+
+
+async def test_a_caller_that_never_records_delays_the_events_behind_it_but_not_forever(sandbox):
+    seen: list[str] = []
+
+    async def collect(event):
+        seen.append(type(event).__name__)
+
+    link = HelpdeskLink(sandbox.url, "sandbox-key", collect, connections=1, request_timeout=1)
+    await link.start()
+    await link.wait_connected(5)
+    ticket = await link.open_conversation("sess-s", _ignore, text="hello")
+    await _until(lambda: "HelpdeskMessage" in seen)
+
+    seen.clear()
+    stuck = asyncio.ensure_future(link.send_message(
+        "sess-s", ticket, "order 4567", delivered=asyncio.Event().wait))
+    await asyncio.sleep(0.5)
+    assert seen == []  # held back behind the unrecorded answer
+    await _until(lambda: "HelpdeskMessage" in seen, timeout=3)  # then passed on
+    stuck.cancel()
+    await link.stop()

@@ -286,11 +286,20 @@ class Store:
         async with self._session() as session:
             return await _next_to_helpdesk(session, customer_id)
 
-    async def finish_to_helpdesk(self, row: ToHelpdesk, status: str,
-                                 error: str | None = None) -> NextRequest | None:
+    async def finish_to_helpdesk(self, row: ToHelpdesk, status: str, error: str | None = None,
+                                 opened: tuple[int, str] | None = None) -> NextRequest | None:
         """Mark a request done or failed, and return the customer's next one: the two in
-        one round trip, as a drain does them one after the other."""
+        one round trip, as a drain does them one after the other.
+
+        opened: (conversation id, ticket_chat_id) of the conversation the request opened,
+        recorded in the same transaction: a crash leaves the conversation without its id
+        and the message queued, or both done, never the id known and the message queued."""
         async with self._write() as session:
+            if opened is not None:
+                conversation_id, ticket_chat_id = opened
+                await session.execute(update(Conversation)
+                                      .where(Conversation.id == conversation_id)
+                                      .values(ticket_chat_id=ticket_chat_id, state="open"))
             await session.execute(_FINISH_TO_HELPDESK, {"row": row.id, "status": status,
                                                          "error": error, "at": utcnow()})
             return await _next_to_helpdesk(session, row.customer_id)
