@@ -2,6 +2,8 @@
 last written, cached or not."""
 import asyncio
 
+import pytest
+
 from bridge.store.customer_cache import CustomerCache
 from bridge.store.models import Customer
 
@@ -80,3 +82,32 @@ async def test_a_refused_write_leaves_nothing_half_done_and_nothing_locked(store
 
     await asyncio.wait_for(asyncio.gather(*(write(n) for n in range(20))), 10)
     assert len(await store.to_customer_rows(ann.id)) == 20
+
+
+@pytest.mark.parametrize("database_url", ["postgres"], indirect=True)  # SQLite: a file
+async def test_postgres_connections_cut_while_idle_are_replaced_unseen(store, database_url,
+                                                                      monkeypatch):
+    """A database restart (or a firewall dropping idle connections) while the pool is
+    idle: the next store call gets a new connection instead of an error. A connection in
+    use moments ago is not tested first, so the one call that meets a cut fails (callers
+    retry) and the next succeeds."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import DBAPIError
+
+    from bridge.store import store as store_module
+    from tests.conftest import _admin
+
+    cut = ("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+           f"WHERE datname = '{make_url(database_url).database}' AND pid <> pg_backend_pid()")
+    ann = await store.customer_for("telegram", "bot", "1", "100")
+
+    monkeypatch.setattr(store_module, "PING_AFTER_IDLE", 0.05)
+    await _admin(cut)
+    await asyncio.sleep(0.2)
+    assert await store.next_to_customer(ann.id) is None  # no error: replaced unseen
+
+    monkeypatch.setattr(store_module, "PING_AFTER_IDLE", 60)
+    await _admin(cut)
+    with pytest.raises(DBAPIError):
+        await store.next_to_customer(ann.id)
+    assert await store.next_to_customer(ann.id) is None  # the pool has recovered
