@@ -13,6 +13,11 @@ at once on one connection cannot be told apart (protocol-notes.md). So:
 
 Responses may come as an ack or as a server event of the same name; both are accepted,
 matched first-in first-out per connection (and by ticket_chat_id where the data has one).
+
+Server events are passed on in one lane per conversation: in order within it, side by
+side across conversations. An event waits until the answers that came before it in its
+conversation are recorded by their callers (a message marked handed over), so SATE's
+reply is never stored while the message it answers could still be sent again.
 """
 from __future__ import annotations
 
@@ -28,6 +33,7 @@ from urllib.parse import quote
 
 import socketio
 
+from bridge.drain import Drainer
 from bridge.protocol import (
     BROADCASTS,
     Envelope,
@@ -63,7 +69,7 @@ class _Waiter:
     ticket_chat_id: str | None
     future: asyncio.Future
     # Set once the caller has seen the answer (and recorded what it needed to): the
-    # connection's later events wait for it (see _wait_for_callers).
+    # conversation's later events wait for it (see _unrecorded_answers).
     handed_over: asyncio.Event = field(default_factory=asyncio.Event)
 
 
@@ -73,6 +79,13 @@ class _Opening:
     bind: Bind
     ticket: asyncio.Future
     binding: asyncio.Future | None = None  # the one bind in progress: every path awaits it
+
+
+@dataclass
+class _LaneItem:
+    event: str
+    typed: HelpdeskEvent
+    holds: list[_Waiter]  # answers to be recorded before this event is passed on
 
 
 @dataclass
@@ -109,6 +122,10 @@ class HelpdeskLink:
         self._timeout = request_timeout
         self._connections = [self._make_connection(i) for i in range(connections)]
         self._tasks: list[asyncio.Task] = []
+        # One lane per conversation: its events are handled in order, while different
+        # conversations' events (on one connection too) are handled side by side.
+        self._lanes: dict[str, deque[_LaneItem]] = {}
+        self._lane_workers = Drainer(self._work_lane, "helpdesk-conversation")
         self._stopping = False
         self.failure: KeyRefused | None = None
         self.reconnects = 0
@@ -161,6 +178,7 @@ class HelpdeskLink:
 
     async def start(self) -> None:
         self._stopping = False
+        self._lane_workers = Drainer(self._work_lane, "helpdesk-conversation")
         self._tasks = [asyncio.create_task(self._supervise(c), name=f"helpdesk-link-{c.index}")
                        for c in self._connections]
         self._tasks += [asyncio.create_task(self._consume(c), name=f"helpdesk-events-{c.index}")
@@ -177,6 +195,7 @@ class HelpdeskLink:
         # future); the flags above end the loops then, and the timeout bounds the rest.
         if self._tasks:
             await asyncio.wait(self._tasks, timeout=5)
+        await self._lane_workers.stop(grace=2)
         for connection in self._connections:
             self._fail_waiters(connection, HelpdeskUnavailable("the bridge is stopping"))
             if connection.client.connected:
@@ -454,7 +473,6 @@ class HelpdeskLink:
             item = await connection.inbox.get()
             if item is None:
                 break
-            await self._wait_for_callers(connection)
             try:
                 await self._on_server_event(connection, *item)
             except Exception:  # a bug here must not stop this connection's events for good
@@ -468,10 +486,11 @@ class HelpdeskLink:
             self.malformed += 1
             log.warning("helpdesk: malformed %s payload skipped: %s", event, error)
             return
-        self._resolve_waiter(connection, event, envelope)
+        ticket = envelope.ticket_chat_id
+        holds = _unrecorded_answers(connection, ticket)  # not its own: an answer may be
+        self._resolve_waiter(connection, event, envelope)  # a broadcast too (call_support)
         if event not in BROADCASTS or not envelope.ok:
             return
-        ticket = envelope.ticket_chat_id
         if ticket is not None and ticket not in connection.conversations:
             if connection.opening is not None and event in ("support", "call_support"):
                 await self._bind(connection, ticket)
@@ -481,8 +500,29 @@ class HelpdeskLink:
             self.malformed += 1
             log.warning("helpdesk: malformed %s payload skipped: %s", event, error)
             return
+        self._lanes.setdefault(ticket or "", deque()).append(_LaneItem(event, typed, holds))
+        self._lane_workers.kick(ticket or "")
+
+    async def _work_lane(self, ticket: str) -> None:
+        lane = self._lanes.get(ticket)
+        while lane:
+            item = lane.popleft()
+            for waiter in item.holds:
+                await self._handed_over(waiter)
+            await self._pass_on(item.event, item.typed)
+        self._lanes.pop(ticket, None)
+
+    async def _handed_over(self, waiter: _Waiter) -> None:
+        """Bounded: a stuck caller delays its conversation's events but cannot stop them."""
+        try:
+            await asyncio.wait_for(waiter.handed_over.wait(), self._timeout)
+        except asyncio.TimeoutError:
+            log.warning("helpdesk: the answer to %s was not handed over within %.1fs; "
+                        "passing on the events behind it", waiter.event, self._timeout)
+
+    async def _pass_on(self, event: str, typed: HelpdeskEvent) -> None:
         # The helpdesk will not send it again: a failure to store it (the database away for
-        # a moment) is retried before giving up. Events behind it on this connection wait,
+        # a moment) is retried before giving up. The conversation's events behind it wait,
         # which keeps them in order.
         for attempt in range(EVENT_ATTEMPTS):
             try:
@@ -491,24 +531,10 @@ class HelpdeskLink:
             except Exception:
                 if attempt == EVENT_ATTEMPTS - 1:
                     log.exception("helpdesk: %s for %s could not be handled; dropped", event,
-                                  ticket)
+                                  typed.ticket_chat_id)
                     return
                 log.warning("helpdesk: handling %s failed; retrying", event, exc_info=True)
                 await asyncio.sleep(0.2 * 2 ** attempt)
-
-    async def _wait_for_callers(self, connection: _Connection) -> None:
-        """Answered requests first: their callers record what the answer means (a message
-        handed over) before the events behind it are handled. Bounded, so a stuck caller
-        delays this connection's events but cannot stop them."""
-        while connection.answered:
-            waiter = connection.answered[0]
-            try:
-                await asyncio.wait_for(waiter.handed_over.wait(), self._timeout)
-            except asyncio.TimeoutError:
-                log.warning("helpdesk: the answer to %s was not handed over within %.1fs; "
-                            "passing on the events behind it", waiter.event, self._timeout)
-            if connection.answered and connection.answered[0] is waiter:
-                connection.answered.popleft()
 
     def _resolve_waiter(self, connection: _Connection, event: str, envelope: Envelope) -> None:
         """Match a response event to the oldest request waiting for it."""
@@ -534,10 +560,18 @@ class HelpdeskLink:
 
 def _answer(connection: _Connection, waiter: _Waiter, envelope: Envelope) -> None:
     waiter.future.set_result(envelope)
+    connection.answered.append(waiter)
+
+
+def _unrecorded_answers(connection: _Connection, ticket_chat_id: str | None) -> list[_Waiter]:
+    """The answers this conversation's event must wait behind: answered (by ack or event,
+    before this event arrived), their callers not done recording them. An answer to an
+    opening (no ticket_chat_id yet) holds every conversation's events, for a moment."""
     answered = connection.answered
     while answered and answered[0].handed_over.is_set():
-        answered.popleft()  # answered by ack with no event since: nothing waits on these
-    answered.append(waiter)
+        answered.popleft()
+    return [w for w in answered if not w.handed_over.is_set()
+            and w.ticket_chat_id in (None, ticket_chat_id)]
 
 
 def _ack_id(client: socketio.AsyncClient, namespace: str, callback) -> int | None:

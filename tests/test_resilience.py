@@ -251,3 +251,29 @@ async def test_a_caller_that_never_records_delays_the_events_behind_it_but_not_f
     await _until(lambda: "HelpdeskMessage" in seen, timeout=3)  # then passed on
     stuck.cancel()
     await link.stop()
+
+
+async def test_one_conversation_held_back_does_not_hold_up_another(sandbox):
+    """Two customers on one connection: while the first one's answer is still being
+    recorded (held back, up to request_timeout), the second one's reply comes through."""
+    seen = []
+
+    async def collect(event):
+        seen.append(event.ticket_chat_id)
+
+    link = HelpdeskLink(sandbox.url, "sandbox-key", collect, connections=1, request_timeout=3)
+    await link.start()
+    await link.wait_connected(5)
+    first = await link.open_conversation("sess-1", _ignore, text="hi")
+    second = await link.open_conversation("sess-2", _ignore, text="hi")
+    await _until(lambda: first in seen and second in seen)
+
+    seen.clear()
+    stuck = asyncio.ensure_future(link.send_message(
+        "sess-1", first, "order 4567", delivered=asyncio.Event().wait))
+    await asyncio.sleep(0.2)
+    await link.send_message("sess-2", second, "order 8910")
+    await _until(lambda: second in seen, timeout=1.5)
+    assert first not in seen  # still held back
+    stuck.cancel()
+    await link.stop()
