@@ -344,7 +344,7 @@ class HelpdeskLink:
         """Send a request and wait for its response, by ack or by event. Raises
         HelpdeskError for a non-200 answer, HelpdeskUnavailable on no answer.
 
-        delivered: awaited on a 200 answer, before this connection's later events are
+        delivered: awaited on a 200 answer, before the conversation's later events are
         handled (they may be what the request caused: SATE's reply to a message). The
         caller records there that the helpdesk has it, so no crash can leave a reply
         stored and the message it answers still queued, to be sent again.
@@ -500,8 +500,9 @@ class HelpdeskLink:
             self.malformed += 1
             log.warning("helpdesk: malformed %s payload skipped: %s", event, error)
             return
-        self._lanes.setdefault(ticket or "", deque()).append(_LaneItem(event, typed, holds))
-        self._lane_workers.kick(ticket or "")
+        lane = ticket or ""  # events that name no conversation share one lane
+        self._lanes.setdefault(lane, deque()).append(_LaneItem(event, typed, holds))
+        self._lane_workers.kick(lane)
 
     async def _work_lane(self, ticket: str) -> None:
         lane = self._lanes.get(ticket)
