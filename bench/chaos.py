@@ -6,19 +6,22 @@ through a real `helpdesk-bridge run` process (Telegram adapter, long polling), w
 - the sandbox helpdesk is restarted 3 times (every connection dropped, state kept);
 - the Bot API server answers sendMessage with 429 (retry_after 1) and 502 now and then.
 Customers write `--messages` messages (each a unique marker); SATE answers every one it
-receives and an agent answers every 4th too, so the load is 2.25 x messages both ways. Then, both ways, it counts each marker:
-lost (never arrived) and shown twice (arrived more than once), and prints them. It stops by
-itself after --minutes at the latest, and says if it had to.
+receives and an agent answers every 4th too, so the load is 2.25 x messages both ways.
+Then, both ways, it counts each marker: lost (never arrived) and twice (arrived more than
+once), and prints them. It stops by itself after --minutes at the latest, and says if it
+had to.
 
 What it cannot make zero, and counts apart: the helpdesk API has no idempotency key, so a
-message sent just before a SIGKILL, whose acknowledgement the bridge never stored, is sent
-again after the restart; the same holds for a Telegram message sent just before the kill
-("shown twice"). And Socket.IO does not replay what the helpdesk sends while the bridge
-is down, nor does the API offer a history to fetch it from: an answer sent while no bridge
-was in the room ("sent while the bridge was down", seen by the sandbox at the moment it
-sent it) can never arrive; nor can one the bridge had received but not yet stored when it
-was killed: server events have no acknowledgement in this API ("in flight at a kill":
-emitted within the second before a SIGKILL). "lost" is everything else, and must be 0.
+message the helpdesk took just before a SIGKILL, whose acknowledgement the bridge never
+stored, is sent again after the restart; the same holds for a Telegram message ("twice,
+sent at a kill": a copy before the last reached the far end within the second before a
+SIGKILL). And Socket.IO does not replay what the helpdesk sends while the bridge is down,
+nor does the API offer a history to fetch it from: an answer sent while no bridge was in
+the room ("sent while the bridge was down", seen by the sandbox at the moment it sent it)
+can never arrive; nor can one the bridge had received but not yet stored when it was
+killed: server events have no acknowledgement in this API ("in flight at a kill":
+emitted within the second before a SIGKILL). "lost" and "twice" are everything else, and
+must be 0.
 """
 from __future__ import annotations
 
@@ -54,6 +57,12 @@ class WatchedSandbox(SandboxHelpdesk):
         super().__init__()
         self.emitted: dict[tuple[str, str], float] = {}  # (sate|agent, marker) -> when
         self.heard: set[tuple[str, str]] = set()
+        self.received_at: dict[str, list[float]] = {}  # marker -> when each copy came
+
+    def _message(self, conversation, text: str, sender: str, *args, **kwargs) -> dict:
+        if sender == "customer" and MARKER.fullmatch(text):
+            self.received_at.setdefault(text, []).append(time.monotonic())
+        return super()._message(conversation, text, sender, *args, **kwargs)
 
     @property
     def unheard(self) -> set[tuple[str, str]]:
@@ -203,15 +212,20 @@ def _received(sandbox: SandboxHelpdesk) -> Counter:
 
 def _shown(telegram: FakeTelegram) -> Counter:
     """(sate|agent, marker) -> times shown to the customer."""
-    shown: Counter = Counter()
-    for chat in telegram.sent.values():
-        for message in chat.values():
+    return Counter({key: len(times) for key, times in _shown_at(telegram).items()})
+
+
+def _shown_at(telegram: FakeTelegram) -> dict[tuple[str, str], list[float]]:
+    """(sate|agent, marker) -> when each copy reached the Bot API server."""
+    shown: dict[tuple[str, str], list[float]] = {}
+    for chat_id, chat in telegram.sent.items():
+        for message_id, message in chat.items():
             text = message.get("text", "")
             found = MARKER.search(text)
-            if found and "You said" in text:
-                shown[("sate", found.group())] += 1
-            elif found and AGENT_SAYS in text:
-                shown[("agent", found.group())] += 1
+            who = "sate" if "You said" in text else "agent" if AGENT_SAYS in text else None
+            if found and who:
+                shown.setdefault((who, found.group()), []).append(
+                    telegram.sent_at[(chat_id, message_id)])
     return shown
 
 
@@ -233,6 +247,7 @@ def _count(sandbox: WatchedSandbox, telegram: FakeTelegram, sent: int, customers
            killed_at: list[float]) -> dict:
     received, shown, answers, unheard = (_received(sandbox), _shown(telegram),
                                          _answers(sandbox), sandbox.unheard)
+    shown_at = _shown_at(telegram)
 
     def just_before_a_kill(key: tuple[str, str]) -> bool:
         """Emitted within the second before a SIGKILL: in the bridge's inbox or being
@@ -241,21 +256,32 @@ def _count(sandbox: WatchedSandbox, telegram: FakeTelegram, sent: int, customers
         emitted = sandbox.emitted.get(key)
         return emitted is not None and any(0 <= kill - emitted <= 1.0 for kill in killed_at)
 
+    def again_after_a_kill(times: list[float]) -> bool:
+        """A copy before the last reached the far end within the second before a SIGKILL:
+        taken, and the bridge killed before it stored that, so it sent it again."""
+        return any(0 <= kill - t <= 1.0 for t in sorted(times)[:-1] for kill in killed_at)
+
     markers = [f"c{n % customers}n{n}x" for n in range(sent)]
+    twice = [m for m in markers if received[m] > 1]
+    at_kill = [m for m in twice if again_after_a_kill(sandbox.received_at[m])]
     result = {"to_helpdesk_lost": sum(1 for m in markers if received[m] == 0),
-              "to_helpdesk_twice": sum(1 for m in markers if received[m] > 1)}
+              "to_helpdesk_twice": len(twice) - len(at_kill),
+              "to_helpdesk_twice_at_kill": len(at_kill)}
     for who in ("sate", "agent"):
         given = {key: n for key, n in answers.items() if key[0] == who}
         never_shown = [key for key in given if shown[key] == 0 and key not in unheard]
+        # When the helpdesk got a message twice it answers twice, in the same second with
+        # the same words, which the bridge shows once: only more answers shown than the
+        # helpdesk gave count as "twice".
+        twice = [key for key, n in given.items() if shown[key] > n]
+        at_kill = [key for key in twice if again_after_a_kill(shown_at[key])]
         result[who] = {
             "answers": len(given),
             "lost": sum(1 for key in never_shown if not just_before_a_kill(key)),
             "in_flight": sum(1 for key in never_shown if just_before_a_kill(key)),
             "unheard": sum(1 for key in given if shown[key] == 0 and key in unheard),
-            # When the helpdesk got a message twice it answers twice, in the same second
-            # with the same words, which the bridge shows once: only more answers shown
-            # than the helpdesk gave count as "twice".
-            "twice": sum(1 for key, n in given.items() if shown[key] > n),
+            "twice": len(twice) - len(at_kill),
+            "twice_at_kill": len(at_kill),
         }
     return result
 
@@ -277,14 +303,15 @@ def main() -> None:
           f"helpdesk restarts, {result['errors_injected']} Bot API errors injected; "
           f"{result['seconds']:.0f} s" + (" (stopped at the time limit)"
                                           if result["timed_out"] else ""))
-    print(f"{'':<14} {'count':>7} {'lost':>5} {'shown twice':>12} {'sent while bridge down':>23} "
-          f"{'in flight at a kill':>20}")
+    print(f"{'':<14} {'count':>7} {'lost':>5} {'twice':>6} {'twice, sent at a kill':>22} "
+          f"{'sent while bridge down':>23} {'in flight at a kill':>20}")
     print(f"{'to helpdesk':<14} {result['sent']:>7} {result['to_helpdesk_lost']:>5} "
-          f"{result['to_helpdesk_twice']:>12} {'-':>23} {'-':>20}")
+          f"{result['to_helpdesk_twice']:>6} {result['to_helpdesk_twice_at_kill']:>22} "
+          f"{'-':>23} {'-':>20}")
     for who, label in (("sate", "SATE answers"), ("agent", "agent answers")):
         row = result[who]
-        print(f"{label:<14} {row['answers']:>7} {row['lost']:>5} {row['twice']:>12} "
-              f"{row['unheard']:>23} {row['in_flight']:>20}")
+        print(f"{label:<14} {row['answers']:>7} {row['lost']:>5} {row['twice']:>6} "
+              f"{row['twice_at_kill']:>22} {row['unheard']:>23} {row['in_flight']:>20}")
 
 
 if __name__ == "__main__":
