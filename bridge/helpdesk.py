@@ -561,7 +561,13 @@ class HelpdeskLink:
 
 def _answer(connection: _Connection, waiter: _Waiter, envelope: Envelope) -> None:
     waiter.future.set_result(envelope)
+    _forget_recorded(connection.answered)  # else acks with no event after them pile up
     connection.answered.append(waiter)
+
+
+def _forget_recorded(answered: deque[_Waiter]) -> None:
+    while answered and answered[0].handed_over.is_set():
+        answered.popleft()
 
 
 def _unrecorded_answers(connection: _Connection, ticket_chat_id: str | None) -> list[_Waiter]:
@@ -569,8 +575,7 @@ def _unrecorded_answers(connection: _Connection, ticket_chat_id: str | None) -> 
     before this event arrived), their callers not done recording them. An answer to an
     opening (no ticket_chat_id yet) holds every conversation's events, for a moment."""
     answered = connection.answered
-    while answered and answered[0].handed_over.is_set():
-        answered.popleft()
+    _forget_recorded(answered)
     return [w for w in answered if not w.handed_over.is_set()
             and w.ticket_chat_id in (None, ticket_chat_id)]
 
