@@ -50,8 +50,8 @@ async def _make_marking_done_slow(database_url: str) -> None:
     from sqlalchemy.engine import make_url
 
     url = make_url(database_url)
-    connection = await asyncpg.connect(user=url.username, host=url.host, port=url.port or 5432,
-                                       database=url.database)
+    connection = await asyncpg.connect(user=url.username, password=url.password, host=url.host,
+                                       port=url.port or 5432, database=url.database)
     try:
         await connection.execute(_SLOW_DONE)
     finally:
