@@ -358,6 +358,18 @@ class HelpdeskLink:
         await self._ready(connection)
         waiter = _Waiter(answer_event or event, payload.get("ticket_chat_id"),
                          asyncio.get_running_loop().create_future())
+        try:
+            envelope = await self._exchange(connection, waiter, event, payload, patient)
+            envelope.raise_for_status()
+            if delivered is not None:
+                await delivered()  # its errors are the caller's, not the helpdesk's
+            return envelope
+        finally:
+            waiter.handed_over.set()
+
+    async def _exchange(self, connection: _Connection, waiter: _Waiter, event: str,
+                        payload: dict, patient: bool) -> Envelope:
+        """Emit, and wait for the answer by ack or event (see request)."""
         connection.waiters.append(waiter)
 
         def on_ack(*args: Any) -> None:
@@ -372,10 +384,7 @@ class HelpdeskLink:
             await connection.client.emit(event, payload, namespace=self._namespace, callback=on_ack)
             ack_id = _ack_id(connection.client, self._namespace, on_ack)
             timeout = self._timeout * (PATIENCE if patient else 1)
-            envelope = await asyncio.wait_for(asyncio.shield(waiter.future), timeout)
-            envelope.raise_for_status()
-            if delivered is not None:
-                await delivered()
+            return await asyncio.wait_for(asyncio.shield(waiter.future), timeout)
         except asyncio.TimeoutError:
             log.warning("helpdesk: no answer to %s within %.1fs", event, timeout)
             if patient:
@@ -384,14 +393,12 @@ class HelpdeskLink:
         except socketio.exceptions.SocketIOError as error:
             raise HelpdeskUnavailable(f"could not send {event}: {error}") from None
         finally:
-            waiter.handed_over.set()
             if waiter in connection.waiters:
                 connection.waiters.remove(waiter)
             if ack_id is not None:
                 asyncio.get_running_loop().call_later(
                     self._timeout, _forget_callback, connection.client, self._namespace,
                     ack_id, on_ack)
-        return envelope
 
     async def _recycle(self, connection: _Connection) -> None:
         log.warning("helpdesk link %d: reconnecting after an unanswered message",

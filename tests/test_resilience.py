@@ -278,3 +278,23 @@ async def test_one_conversation_held_back_does_not_hold_up_another(sandbox):
     assert first not in seen  # still held back
     stuck.cancel()
     await link.stop()
+
+
+async def test_a_failure_to_record_an_answer_is_not_taken_for_a_silent_helpdesk(sandbox):
+    """The database timing out while the caller records an answer is the caller's error:
+    not "no answer from the helpdesk", and no reconnect (which would drop every customer's
+    events in flight on that connection)."""
+    link = HelpdeskLink(sandbox.url, "sandbox-key", _ignore, connections=1, request_timeout=2)
+    await link.start()
+    await link.wait_connected(5)
+    ticket = await link.open_conversation("sess-t", _ignore, text="hello")
+    connects = sandbox.connects
+
+    async def database_times_out():
+        raise asyncio.TimeoutError
+
+    with pytest.raises(asyncio.TimeoutError):
+        await link.send_message("sess-t", ticket, "order 4567", delivered=database_times_out)
+    await asyncio.sleep(0.3)
+    assert sandbox.connects == connects and link.connected
+    await link.stop()
