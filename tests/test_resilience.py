@@ -298,3 +298,35 @@ async def test_a_failure_to_record_an_answer_is_not_taken_for_a_silent_helpdesk(
     await asyncio.sleep(0.3)
     assert sandbox.connects == connects and link.connected
     await link.stop()
+
+
+_FAIL_FIRST_DONE = [
+    "CREATE SEQUENCE done_writes",
+    """CREATE FUNCTION fail_first_done() RETURNS trigger AS $$
+    BEGIN
+        IF NEW.status = 'done' AND OLD.status <> 'done' AND nextval('done_writes') = 1 THEN
+            RAISE EXCEPTION 'the database went away for a moment';
+        END IF;
+        RETURN NEW;
+    END $$ LANGUAGE plpgsql""",
+    """CREATE TRIGGER fail_first_done BEFORE UPDATE ON to_helpdesk
+        FOR EACH ROW EXECUTE FUNCTION fail_first_done()""",
+]
+
+
+# PostgreSQL only: failing one write on cue needs a trigger and a sequence (outside the
+# transaction it fails).
+@pytest.mark.parametrize("database_url", ["postgres"], indirect=True)
+async def test_a_database_blip_while_recording_a_handover_does_not_double_the_message(
+        make_bridge, sandbox, database_url, caplog):
+    bridge, console = await make_bridge()
+    async with bridge.store.engine.begin() as connection:
+        for statement in _FAIL_FIRST_DONE:
+            await connection.exec_driver_sql(statement)
+    await console.say("ann", "hello")
+    await console.expect("ann", 'You said: "hello"')
+    await asyncio.sleep(0.5)  # a second copy would be sent and answered by now
+    assert [m["message"] for m in sandbox.received] == ["hello"]
+    assert "could not record that the helpdesk has a message; retrying" in caplog.text
+    customer = await bridge.store.customer_for("console", "console", "ann", "ann")
+    assert [r.status for r in await bridge.store.to_helpdesk_rows(customer.id)] == ["done"]
