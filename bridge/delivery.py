@@ -1,17 +1,9 @@
 """One queued request on its way to the helpdesk, and the moment it is handed over."""
 from __future__ import annotations
 
-import asyncio
-import logging
-
+from bridge.recording import record
 from bridge.store import Store, ToHelpdesk
 from bridge.store.store import NextRequest
-
-log = logging.getLogger(__name__)
-
-# Tries to record a handover (about 6 s in all): the helpdesk has the request by then, so
-# giving up means sending it again later, and the helpdesk would hold it twice.
-RECORD_ATTEMPTS = 6
 
 
 class Delivery:
@@ -28,18 +20,9 @@ class Delivery:
         self.next: NextRequest | None = None
 
     async def done(self, opened: tuple[int, str] | None = None) -> None:
-        """opened: (conversation id, ticket_chat_id) when the request opened a conversation.
-        A database away for a moment (a restart, a failover) is waited out."""
-        for attempt in range(RECORD_ATTEMPTS):
-            if self.finished:
-                return
-            try:
-                self.next = await self._store.finish_to_helpdesk(self._row, "done",
-                                                                 opened=opened)
-                self.finished = True
-            except Exception:
-                if attempt == RECORD_ATTEMPTS - 1:
-                    raise
-                log.warning("could not record that the helpdesk has a %s; retrying",
-                            self._row.kind, exc_info=True)
-                await asyncio.sleep(0.2 * 2 ** attempt)
+        """opened: (conversation id, ticket_chat_id) when the request opened a conversation."""
+        if not self.finished:
+            self.next = await record(
+                lambda: self._store.finish_to_helpdesk(self._row, "done", opened=opened),
+                f"the helpdesk has a {self._row.kind}")
+            self.finished = True

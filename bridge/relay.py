@@ -32,6 +32,7 @@ from bridge.protocol import (
     HelpdeskMessage,
     parse_event,
 )
+from bridge.recording import record
 from bridge.store import Conversation, Customer, Store, ToHelpdesk
 from bridge.store.models import seconds_since, utcnow
 from bridge.texts import Texts
@@ -634,7 +635,9 @@ class Relay:
             if threaded and outgoing.thread is None and ref:
                 # the first word of a conversation that had no thread: it starts one
                 await self.store.set_conversation(row.conversation_id, thread_ref=ref)
-            delivered, row = row, await self.store.finish_to_customer(row, "delivered", ref)
+            delivered = row
+            row = await record(lambda: self.store.finish_to_customer(delivered, "delivered", ref),
+                               f"{customer.platform} showed a {outgoing.kind}")
             self.metrics.relayed.labels(customer.platform, "to_customer").inc()
             self.metrics.latency.labels("to_customer").observe(seconds_since(delivered.created_at))
             if outgoing.kind == "reply" and delivered.conversation_id is not None:

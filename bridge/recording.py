@@ -1,0 +1,28 @@
+"""Recording what a far end already did (the helpdesk took a message, the platform showed
+a reply). Unlike most writes, such a record cannot be left for a later retry of the whole
+step: that retry would do it again, and the far end would hold it twice."""
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Awaitable, Callable, TypeVar
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+# About 6 s in all: waits out a database restart or failover.
+ATTEMPTS = 6
+
+
+async def record(write: Callable[[], Awaitable[T]], what: str) -> T:
+    """Run write, retrying for a while when the database fails (then it raises)."""
+    for attempt in range(ATTEMPTS):
+        try:
+            return await write()
+        except Exception:
+            if attempt == ATTEMPTS - 1:
+                raise
+            log.warning("could not record that %s; retrying", what, exc_info=True)
+            await asyncio.sleep(0.2 * 2 ** attempt)
+    raise AssertionError("unreachable")
