@@ -33,7 +33,7 @@ from bridge.protocol import (
     parse_event,
 )
 from bridge.recording import record
-from bridge.store import Conversation, Customer, Store, ToHelpdesk
+from bridge.store import Conversation, Customer, Store, ToCustomer, ToHelpdesk
 from bridge.store.models import seconds_since, utcnow
 from bridge.texts import Texts
 
@@ -632,12 +632,15 @@ class Relay:
                 await asyncio.sleep(delay)
                 continue
             attempt = 0
-            if threaded and outgoing.thread is None and ref:
-                # the first word of a conversation that had no thread: it starts one
-                await self.store.set_conversation(row.conversation_id, thread_ref=ref)
             delivered = row
-            row = await record(lambda: self.store.finish_to_customer(delivered, "delivered", ref),
-                               f"{customer.platform} showed a {outgoing.kind}")
+            starts_thread = threaded and outgoing.thread is None and ref
+
+            async def finish() -> ToCustomer | None:
+                if starts_thread:  # the first word of a conversation with no thread yet
+                    await self.store.set_conversation(delivered.conversation_id, thread_ref=ref)
+                return await self.store.finish_to_customer(delivered, "delivered", ref)
+
+            row = await record(finish, f"{customer.platform} showed a {outgoing.kind}")
             self.metrics.relayed.labels(customer.platform, "to_customer").inc()
             self.metrics.latency.labels("to_customer").observe(seconds_since(delivered.created_at))
             if outgoing.kind == "reply" and delivered.conversation_id is not None:
