@@ -225,7 +225,7 @@ def _shown_at(telegram: FakeTelegram) -> dict[tuple[str, str], list[float]]:
             who = "sate" if "You said" in text else "agent" if AGENT_SAYS in text else None
             if found and who:
                 shown.setdefault((who, found.group()), []).append(
-                    telegram.sent_at[(chat_id, message_id)])
+                    telegram.stored_at[(chat_id, message_id)])
     return shown
 
 

@@ -39,7 +39,7 @@ class FakeTelegram:
         self.updates: list[dict] = []
         self.errors: dict[str, list[Injected]] = {}
         self.sent: dict[int, dict[int, dict]] = {}   # chat id -> message id -> message
-        self.sent_at: dict[tuple[int, int], float] = {}  # (chat id, message id) -> monotonic
+        self.stored_at: dict[tuple[int, int], float] = {}  # (chat id, message id) -> monotonic
         self._update_ids = itertools.count(1000)
         self._message_ids = itertools.count(1)
         self._new_update = asyncio.Event()
@@ -224,7 +224,7 @@ class FakeTelegram:
 
     def _store(self, chat_id: int, message: dict) -> dict:
         self.sent.setdefault(chat_id, {})[message["message_id"]] = message
-        self.sent_at[(chat_id, message["message_id"])] = time.monotonic()
+        self.stored_at[(chat_id, message["message_id"])] = time.monotonic()
         return message
 
     def _message(self, params: dict, **content: Any) -> dict:
