@@ -33,29 +33,27 @@ async def test_killed_between_storing_and_delivering_a_reply(config, sandbox):
     assert [m["message"] for m in sandbox.received] == ["hello"]
 
 
-_SLOW_DONE = """
-CREATE FUNCTION slow_done() RETURNS trigger AS $$
-BEGIN
-    IF NEW.status = 'done' AND OLD.status <> 'done' THEN PERFORM pg_sleep(1); END IF;
-    RETURN NEW;
-END $$ LANGUAGE plpgsql;
-CREATE TRIGGER slow_done BEFORE UPDATE ON to_helpdesk FOR EACH ROW EXECUTE FUNCTION slow_done();
-"""
+_SLOW_DONE = [
+    """CREATE FUNCTION slow_done() RETURNS trigger AS $$
+    BEGIN
+        IF NEW.status = 'done' AND OLD.status <> 'done' THEN PERFORM pg_sleep(1); END IF;
+        RETURN NEW;
+    END $$ LANGUAGE plpgsql""",
+    "CREATE TRIGGER slow_done BEFORE UPDATE ON to_helpdesk FOR EACH ROW EXECUTE FUNCTION slow_done()",
+]
 
 
 async def _make_marking_done_slow(database_url: str) -> None:
     """A database that takes a second to mark a message done: the reply to it, already on
     its way, must still not be stored first."""
-    import asyncpg
-    from sqlalchemy.engine import make_url
-
-    url = make_url(database_url)
-    connection = await asyncpg.connect(user=url.username, password=url.password, host=url.host,
-                                       port=url.port or 5432, database=url.database)
+    engine = make_engine(database_url)
     try:
-        await connection.execute(_SLOW_DONE)
+        await upgrade(engine)
+        async with engine.begin() as connection:
+            for statement in _SLOW_DONE:
+                await connection.exec_driver_sql(statement)
     finally:
-        await connection.close()
+        await engine.dispose()
 
 
 # PostgreSQL only: slowing one kind of write down needs a server-side sleep (pg_sleep).
@@ -63,9 +61,6 @@ async def _make_marking_done_slow(database_url: str) -> None:
 @pytest.mark.parametrize("follow_up", [False, True], ids=["first-message", "follow-up"])
 async def test_a_reply_is_stored_only_after_its_message_is_marked_done(
         config, sandbox, database_url, follow_up):
-    engine = make_engine(database_url)
-    await upgrade(engine)
-    await engine.dispose()
     await _make_marking_done_slow(database_url)
     sent = ["hello"]
     if follow_up:
