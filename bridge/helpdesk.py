@@ -494,8 +494,10 @@ class HelpdeskLink:
             log.warning("helpdesk: malformed %s payload skipped: %s", event, error)
             return
         ticket = envelope.ticket_chat_id
-        holds = _unrecorded_answers(connection, ticket)  # not its own: an answer may be
-        self._resolve_waiter(connection, event, envelope)  # a broadcast too (call_support)
+        # Read before this event resolves a request: an answer may be a broadcast too
+        # (call_support), and must not wait behind itself.
+        holds = _unrecorded_answers(connection, ticket)
+        self._resolve_waiter(connection, event, envelope)
         if event not in BROADCASTS or not envelope.ok:
             return
         if ticket is not None and ticket not in connection.conversations:

@@ -17,12 +17,10 @@ ATTEMPTS = 6
 
 async def record(write: Callable[[], Awaitable[T]], what: str) -> T:
     """Run write, retrying for a while when the database fails (then it raises)."""
-    for attempt in range(ATTEMPTS):
+    for attempt in range(ATTEMPTS - 1):
         try:
             return await write()
         except Exception:
-            if attempt == ATTEMPTS - 1:
-                raise
             log.warning("could not record that %s; retrying", what, exc_info=True)
             await asyncio.sleep(0.2 * 2 ** attempt)
-    raise AssertionError("unreachable")
+    return await write()
