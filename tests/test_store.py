@@ -87,10 +87,11 @@ async def test_a_refused_write_leaves_nothing_half_done_and_nothing_locked(store
 @pytest.mark.parametrize("database_url", ["postgres"], indirect=True)  # SQLite: a file
 async def test_postgres_connections_cut_while_idle_are_replaced_unseen(store, database_url,
                                                                       monkeypatch):
-    """A database restart (or a firewall dropping idle connections) while the pool is
-    idle: the next store call gets a new connection instead of an error. A connection in
-    use moments ago is not tested first, so the one call that meets a cut fails (callers
-    retry) and the next succeeds."""
+    """A database restart (or a firewall dropping idle connections) while the pools are
+    idle: the next store call gets a new connection instead of an error. The engine's
+    pool: a connection in use moments ago is not tested first, so the one call that meets
+    a cut fails (callers retry) and the next succeeds. The hot path's own pool (asyncpg's)
+    sees the closed socket and opens a new connection."""
     from sqlalchemy.engine import make_url
     from sqlalchemy.exc import DBAPIError
 
@@ -100,14 +101,18 @@ async def test_postgres_connections_cut_while_idle_are_replaced_unseen(store, da
     cut = ("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
            f"WHERE datname = '{make_url(database_url).database}' AND pid <> pg_backend_pid()")
     ann = await store.customer_for("telegram", "bot", "1", "100")
+    first = await store.accept_message(ann.id, {"text": "hi"}, None)
 
     monkeypatch.setattr(store_module, "PING_AFTER_IDLE", 0.05)
     await _admin(cut)
     await asyncio.sleep(0.2)
+    assert (await store.conversation(first.conversation_id)).id == first.conversation_id
     assert await store.next_to_customer(ann.id) is None  # no error: replaced unseen
 
     monkeypatch.setattr(store_module, "PING_AFTER_IDLE", 60)
     await _admin(cut)
+    await asyncio.sleep(0.2)
+    assert await store.next_to_customer(ann.id) is None
     with pytest.raises(DBAPIError):
-        await store.next_to_customer(ann.id)
-    assert await store.next_to_customer(ann.id) is None  # the pool has recovered
+        await store.conversation(first.conversation_id)
+    assert (await store.conversation(first.conversation_id)).id == first.conversation_id

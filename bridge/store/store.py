@@ -3,13 +3,14 @@ change them through a Store method, so every write is one short transaction."""
 from __future__ import annotations
 
 import asyncio
+import json
 import secrets
 import time
 from contextlib import asynccontextmanager
 from datetime import datetime
-from typing import Any, AsyncIterator, Optional
+from typing import Any, AsyncIterator, Optional, Sequence
 
-from sqlalchemy import String, bindparam, cast, delete, event, func, select, update
+from sqlalchemy import String, cast, delete, event, func, select, update
 from sqlalchemy.exc import DisconnectionError, IntegrityError
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
@@ -19,6 +20,16 @@ from sqlalchemy.ext.asyncio import (
 )
 
 from bridge.store.customer_cache import CustomerCache
+from bridge.store.direct import (
+    CONVERSATION,
+    TO_CUSTOMER,
+    TO_HELPDESK,
+    Duplicate,
+    Transaction,
+    columns,
+    driver_for,
+    model,
+)
 from bridge.store.models import Conversation, Customer, ToCustomer, ToHelpdesk, utcnow
 
 OPEN_STATES = ("opening", "open")
@@ -111,6 +122,7 @@ class Store:
         # and costs microseconds; reads still run in parallel (WAL). PostgreSQL needs none.
         self._write_lock = asyncio.Lock() if engine.dialect.name == "sqlite" else None
         self._customers = CustomerCache()
+        self._direct = driver_for(engine.url, self._write_lock)
 
     @asynccontextmanager
     async def _write(self, changes_customer: int | None = None) -> AsyncIterator[AsyncSession]:
@@ -132,12 +144,14 @@ class Store:
         return cls(make_engine(url))
 
     async def close(self) -> None:
+        await self._direct.close()
         await self.engine.dispose()
 
     def connections_open(self) -> int:
         """Connections the pool holds right now (in use or idle)."""
         pool = self.engine.pool
-        return pool.checkedout() + (pool.checkedin() if hasattr(pool, "checkedin") else 0)
+        engine = pool.checkedout() + (pool.checkedin() if hasattr(pool, "checkedin") else 0)
+        return engine + self._direct.connections()
 
     async def ping(self) -> None:
         async with self._session() as session:
@@ -205,9 +219,8 @@ class Store:
             return await session.get(Conversation, conversation_id)
 
     async def conversation_by_ticket(self, ticket_chat_id: str) -> Conversation | None:
-        async with self._read() as session:
-            return (await session.execute(_BY_TICKET, {"ticket": ticket_chat_id})
-                    ).scalar_one_or_none()
+        found = await self._direct.read(_BY_TICKET, ticket_chat_id)
+        return self._conversation(found)
 
     async def open_conversations(self, customer_id: int) -> list[Conversation]:
         query = (select(Conversation)
@@ -219,17 +232,17 @@ class Store:
 
     async def awaiting_comment(self, customer_id: int) -> Conversation | None:
         """The conversation whose rating waits for its optional comment, if any."""
-        async with self._read() as session:
-            return (await session.execute(_AWAITING_COMMENT, {"customer": customer_id})
-                    ).scalar_one_or_none()
+        return self._conversation(await self._direct.read(_AWAITING_COMMENT, customer_id))
 
     async def move_to_new_conversation(self, row: ToHelpdesk) -> Conversation:
         """A queued message whose conversation closed meanwhile starts a new one."""
-        async with self._write(changes_customer=row.customer_id) as session:
-            conversation = await self._start_conversation(session, row.customer_id)
-            await session.execute(update(ToHelpdesk).where(ToHelpdesk.id == row.id)
-                                  .values(conversation_id=conversation.id))
-            return conversation
+        try:
+            async with self._direct.transaction() as transaction:
+                conversation = await self._start_conversation(transaction, row.customer_id)
+                await transaction.run(_MOVE_TO_HELPDESK, conversation.id, row.id)
+                return conversation
+        finally:
+            self._customers.changed(row.customer_id)
 
     async def set_conversation(self, conversation_id: int, **fields: Any) -> None:
         async with self._write() as session:
@@ -238,21 +251,23 @@ class Store:
 
     async def start_conversation(self, customer_id: int) -> Conversation:
         """A new conversation row (state "opening"), made the customer's active one."""
-        async with self._write(changes_customer=customer_id) as session:
-            return await self._start_conversation(session, customer_id)
+        try:
+            async with self._direct.transaction() as transaction:
+                return await self._start_conversation(transaction, customer_id)
+        finally:
+            self._customers.changed(customer_id)
 
-    async def _start_conversation(self, session, customer_id: int,
+    async def _start_conversation(self, transaction: Transaction, customer_id: int,
                                   thread_ref: str | None = None) -> Conversation:
-        highest = (await session.execute(select(func.max(Conversation.number))
-                                         .where(Conversation.customer_id == customer_id))).scalar()
-        conversation = Conversation(customer_id=customer_id, number=(highest or 0) + 1,
-                                    state="opening", handler="sate", thread_ref=thread_ref,
-                                    created_at=utcnow())
-        session.add(conversation)
-        await session.flush()
-        await session.execute(update(Customer).where(Customer.id == customer_id)
-                              .values(active_conversation_id=conversation.id))
-        return conversation
+        highest = (await transaction.row(_HIGHEST_NUMBER, customer_id))[0]
+        number, created_at = (highest or 0) + 1, utcnow()
+        new_id = (await transaction.row(_INSERT_CONVERSATION, customer_id, number, thread_ref,
+                                        self._direct.from_time(created_at)))[0]
+        await transaction.run(_SET_ACTIVE, new_id, customer_id)
+        return Conversation(id=new_id, customer_id=customer_id, ticket_chat_id=None,
+                            number=number, state="opening", handler="sate", agent_name=None,
+                            prompt=None, prompt_ref=None, rating=None, thread_ref=thread_ref,
+                            created_at=created_at, closed_at=None)
 
     # --- customer -> helpdesk ----------------------------------------------------
 
@@ -269,34 +284,26 @@ class Store:
         same round trip, because it is asked of every message and is almost always no."""
         starts_or_switches = False  # the customer's active conversation changes
         try:
-            async with self._write() as session:
+            async with self._direct.transaction() as transaction:
                 if may_be_comment:
-                    awaiting = (await session.execute(
-                        _AWAITING_COMMENT, {"customer": customer_id})).scalar_one_or_none()
+                    awaiting = await transaction.row(_AWAITING_COMMENT, customer_id)
                     if awaiting is not None:
-                        return awaiting
+                        return self._conversation(awaiting)
                 if thread is not None:
-                    target = (await session.execute(
-                        select(Conversation).where(Conversation.customer_id == customer_id,
-                                                   Conversation.thread_ref == thread)
-                        .order_by(Conversation.id.desc()).limit(1))).scalar_one_or_none()
+                    found = await transaction.row(_THREAD_CONVERSATION, customer_id, thread)
                 else:
-                    target = (await session.execute(
-                        _ACTIVE_CONVERSATION, {"customer": customer_id})).scalar_one_or_none()
+                    found = await transaction.row(_ACTIVE_CONVERSATION, customer_id)
+                target = self._conversation(found)
                 if target is None or target.state not in OPEN_STATES:
                     starts_or_switches = True
-                    target = await self._start_conversation(session, customer_id,
+                    target = await self._start_conversation(transaction, customer_id,
                                                             thread_ref=thread or ref)
                 elif thread is not None:  # writing in a thread makes it the active one
                     starts_or_switches = True
-                    await session.execute(update(Customer).where(Customer.id == customer_id)
-                                          .values(active_conversation_id=target.id))
-                row = ToHelpdesk(customer_id=customer_id, conversation_id=target.id,
-                                 kind="message", body=body, dedupe_key=dedupe_key,
-                                 status="queued", attempts=0, created_at=utcnow())
-                session.add(row)
-            return row
-        except IntegrityError:
+                    await transaction.run(_SET_ACTIVE, target.id, customer_id)
+                return await self._insert_to_helpdesk(transaction, customer_id, target.id,
+                                                      "message", body, dedupe_key)
+        except Duplicate:
             return None
         finally:
             if starts_or_switches:
@@ -305,19 +312,26 @@ class Store:
     async def enqueue_request(self, customer_id: int, conversation_id: int, kind: str,
                               body: dict, dedupe_key: str | None = None) -> ToHelpdesk | None:
         try:
-            async with self._write() as session:
-                row = ToHelpdesk(customer_id=customer_id, conversation_id=conversation_id,
-                                 kind=kind, body=body, dedupe_key=dedupe_key, status="queued",
-                                 attempts=0, created_at=utcnow())
-                session.add(row)
-            return row
-        except IntegrityError:
+            async with self._direct.transaction() as transaction:
+                return await self._insert_to_helpdesk(transaction, customer_id, conversation_id,
+                                                      kind, body, dedupe_key)
+        except Duplicate:
             return None
+
+    async def _insert_to_helpdesk(self, transaction: Transaction, customer_id: int,
+                                  conversation_id: int | None, kind: str, body: dict,
+                                  dedupe_key: str | None) -> ToHelpdesk:
+        created_at = utcnow()
+        new_id = (await transaction.row(_INSERT_TO_HELPDESK, customer_id, conversation_id, kind,
+                                        json.dumps(body), dedupe_key,
+                                        self._direct.from_time(created_at)))[0]
+        return ToHelpdesk(id=new_id, customer_id=customer_id, conversation_id=conversation_id,
+                          kind=kind, body=body, dedupe_key=dedupe_key, status="queued",
+                          attempts=0, error=None, created_at=created_at, done_at=None)
 
     async def next_to_helpdesk(self, customer_id: int) -> NextRequest | None:
         """The customer's oldest queued request, with its conversation as it is now."""
-        async with self._read() as session:
-            return await _next_to_helpdesk(session, customer_id)
+        return self._next_request(await self._direct.read(_NEXT_TO_HELPDESK, customer_id))
 
     async def finish_to_helpdesk(self, row: ToHelpdesk, status: str, error: str | None = None,
                                  opened: tuple[int, str] | None = None) -> NextRequest | None:
@@ -327,15 +341,13 @@ class Store:
         opened: (conversation id, ticket_chat_id) of the conversation the request opened,
         recorded in the same transaction: a crash leaves the conversation without its id
         and the message queued, or both done, never the id known and the message queued."""
-        async with self._write() as session:
+        async with self._direct.transaction() as transaction:
             if opened is not None:
                 conversation_id, ticket_chat_id = opened
-                await session.execute(update(Conversation)
-                                      .where(Conversation.id == conversation_id)
-                                      .values(ticket_chat_id=ticket_chat_id, state="open"))
-            await session.execute(_FINISH_TO_HELPDESK, {"row": row.id, "status": status,
-                                                         "error": error, "at": utcnow()})
-            return await _next_to_helpdesk(session, row.customer_id)
+                await transaction.run(_OPENED, ticket_chat_id, conversation_id)
+            await transaction.run(_FINISH_TO_HELPDESK, status, error,
+                                  self._direct.from_time(utcnow()), row.id)
+            return self._next_request(await transaction.row(_NEXT_TO_HELPDESK, row.customer_id))
 
     async def count_attempt(self, row_id: int) -> None:
         async with self._write() as session:
@@ -347,36 +359,51 @@ class Store:
     async def enqueue_to_customer(self, customer_id: int, conversation_id: int | None,
                                   body: dict, dedupe_key: str | None = None) -> ToCustomer | None:
         """Queue something to show; None if dedupe_key was seen before (shown once)."""
+        created_at = utcnow()
         try:
-            async with self._write() as session:
-                row = ToCustomer(customer_id=customer_id, conversation_id=conversation_id,
-                                 body=body, dedupe_key=dedupe_key, status="queued", attempts=0,
-                                 created_at=utcnow())
-                session.add(row)
-            return row
-        except IntegrityError:
+            async with self._direct.transaction() as transaction:
+                new_id = (await transaction.row(
+                    _INSERT_TO_CUSTOMER, customer_id, conversation_id, json.dumps(body),
+                    dedupe_key, self._direct.from_time(created_at)))[0]
+        except Duplicate:
             return None
+        return ToCustomer(id=new_id, customer_id=customer_id, conversation_id=conversation_id,
+                          body=body, dedupe_key=dedupe_key, status="queued", attempts=0,
+                          platform_ref=None, created_at=created_at, delivered_at=None)
 
     async def next_to_customer(self, customer_id: int) -> ToCustomer | None:
-        async with self._read() as session:
-            return (await session.execute(_NEXT_TO_CUSTOMER, {"customer": customer_id})
-                    ).scalar_one_or_none()
+        return self._to_customer(await self._direct.read(_NEXT_TO_CUSTOMER, customer_id))
 
     async def finish_to_customer(self, row: ToCustomer, status: str,
                                  platform_ref: str | None = None) -> ToCustomer | None:
         """Mark a row delivered or failed, and return the customer's next one (one round
         trip for both)."""
-        async with self._write() as session:
-            await session.execute(_FINISH_TO_CUSTOMER, {"row": row.id, "status": status,
-                                                         "ref": platform_ref, "at": utcnow()})
-            return (await session.execute(_NEXT_TO_CUSTOMER, {"customer": row.customer_id})
-                    ).scalar_one_or_none()
+        async with self._direct.transaction() as transaction:
+            await transaction.run(_FINISH_TO_CUSTOMER, status, platform_ref,
+                                  self._direct.from_time(utcnow()), row.id)
+            return self._to_customer(await transaction.row(_NEXT_TO_CUSTOMER, row.customer_id))
 
     async def delivered(self, row_id: int) -> tuple[str | None, dict | None]:
         """What became of a delivered row: the platform's ref to it, and what it said."""
         async with self._session() as session:
             row = await session.get(ToCustomer, row_id)
             return (row.platform_ref, row.body) if row else (None, None)
+
+    # --- rows of the direct statements, as models ----------------------------------
+
+    def _conversation(self, found: Sequence[Any] | None) -> Conversation | None:
+        return model(Conversation, CONVERSATION, found, self._direct) if found else None
+
+    def _to_customer(self, found: Sequence[Any] | None) -> ToCustomer | None:
+        return model(ToCustomer, TO_CUSTOMER, found, self._direct) if found else None
+
+    def _next_request(self, found: Sequence[Any] | None) -> NextRequest | None:
+        if found is None:
+            return None
+        split = len(TO_HELPDESK)
+        conversation = found[split:] if found[split] is not None else None
+        return (model(ToHelpdesk, TO_HELPDESK, found[:split], self._direct),
+                self._conversation(conversation))
 
     # --- retention ---------------------------------------------------------------
 
@@ -448,34 +475,36 @@ class Store:
 
 
 # --- the hot path's statements ----------------------------------------------------------
-# Built once, with their values bound at execution: building a select() costs about as much
-# as running it (~0.2 ms), and these run several times for every message relayed.
+# On the driver itself (bridge/store/direct.py), `?` for values; both databases read them.
 
-_AWAITING_COMMENT = (select(Conversation)
-                     .where(Conversation.customer_id == bindparam("customer"),
-                            Conversation.prompt == "comment")
-                     .order_by(Conversation.id.desc()).limit(1))
-_ACTIVE_CONVERSATION = (select(Conversation)
-                        .join(Customer, Customer.active_conversation_id == Conversation.id)
-                        .where(Customer.id == bindparam("customer")))
-_BY_TICKET = select(Conversation).where(Conversation.ticket_chat_id == bindparam("ticket"))
-_NEXT_TO_CUSTOMER = (select(ToCustomer)
-                     .where(ToCustomer.customer_id == bindparam("customer"),
-                            ToCustomer.status == "queued")
-                     .order_by(ToCustomer.id).limit(1))
-_NEXT_TO_HELPDESK = (select(ToHelpdesk, Conversation)
-                     .outerjoin(Conversation, Conversation.id == ToHelpdesk.conversation_id)
-                     .where(ToHelpdesk.customer_id == bindparam("customer"),
-                            ToHelpdesk.status == "queued")
-                     .order_by(ToHelpdesk.id).limit(1))
-_FINISH_TO_HELPDESK = (update(ToHelpdesk).where(ToHelpdesk.id == bindparam("row"))
-                       .values(status=bindparam("status"), error=bindparam("error"),
-                               done_at=bindparam("at")))
-_FINISH_TO_CUSTOMER = (update(ToCustomer).where(ToCustomer.id == bindparam("row"))
-                       .values(status=bindparam("status"), platform_ref=bindparam("ref"),
-                               delivered_at=bindparam("at"), attempts=ToCustomer.attempts + 1))
+_CONVERSATION = f"SELECT {columns(CONVERSATION)} FROM conversations"
+_BY_TICKET = f"{_CONVERSATION} WHERE ticket_chat_id = ?"
+_AWAITING_COMMENT = (f"{_CONVERSATION} WHERE customer_id = ? AND prompt = 'comment' "
+                     "ORDER BY id DESC LIMIT 1")
+_THREAD_CONVERSATION = (f"{_CONVERSATION} WHERE customer_id = ? AND thread_ref = ? "
+                        "ORDER BY id DESC LIMIT 1")
+_ACTIVE_CONVERSATION = (f"SELECT {columns(CONVERSATION, 'c')} FROM conversations c "
+                        "JOIN customers u ON u.active_conversation_id = c.id WHERE u.id = ?")
+_HIGHEST_NUMBER = "SELECT max(number) FROM conversations WHERE customer_id = ?"
+_INSERT_CONVERSATION = ("INSERT INTO conversations (customer_id, number, state, handler, "
+                        "thread_ref, created_at) VALUES (?, ?, 'opening', 'sate', ?, ?) "
+                        "RETURNING id")
+_SET_ACTIVE = "UPDATE customers SET active_conversation_id = ? WHERE id = ?"
+_OPENED = "UPDATE conversations SET ticket_chat_id = ?, state = 'open' WHERE id = ?"
 
+_INSERT_TO_HELPDESK = ("INSERT INTO to_helpdesk (customer_id, conversation_id, kind, body, "
+                       "dedupe_key, status, attempts, created_at) "
+                       "VALUES (?, ?, ?, ?, ?, 'queued', 0, ?) RETURNING id")
+_MOVE_TO_HELPDESK = "UPDATE to_helpdesk SET conversation_id = ? WHERE id = ?"
+_NEXT_TO_HELPDESK = (f"SELECT {columns(TO_HELPDESK, 't')}, {columns(CONVERSATION, 'c')} "
+                     "FROM to_helpdesk t LEFT JOIN conversations c ON c.id = t.conversation_id "
+                     "WHERE t.customer_id = ? AND t.status = 'queued' ORDER BY t.id LIMIT 1")
+_FINISH_TO_HELPDESK = "UPDATE to_helpdesk SET status = ?, error = ?, done_at = ? WHERE id = ?"
 
-async def _next_to_helpdesk(session: AsyncSession, customer_id: int) -> NextRequest | None:
-    found = (await session.execute(_NEXT_TO_HELPDESK, {"customer": customer_id})).first()
-    return (found[0], found[1]) if found is not None else None
+_INSERT_TO_CUSTOMER = ("INSERT INTO to_customer (customer_id, conversation_id, body, "
+                       "dedupe_key, status, attempts, created_at) "
+                       "VALUES (?, ?, ?, ?, 'queued', 0, ?) RETURNING id")
+_NEXT_TO_CUSTOMER = (f"SELECT {columns(TO_CUSTOMER)} FROM to_customer "
+                     "WHERE customer_id = ? AND status = 'queued' ORDER BY id LIMIT 1")
+_FINISH_TO_CUSTOMER = ("UPDATE to_customer SET status = ?, platform_ref = ?, delivered_at = ?, "
+                       "attempts = attempts + 1 WHERE id = ?")

@@ -1,0 +1,233 @@
+"""The hot path's SQL, run on the database driver itself (asyncpg, or aiosqlite).
+
+Every relayed message runs about ten statements in four transactions. Through
+SQLAlchemy's async ORM a one-row insert cost ~1.5 ms of CPU and a one-row read ~0.5 ms
+(session, unit of work, pool events, greenlet switches); on the driver itself ~0.3 and
+~0.1 ms. The bridge relays on one core, so that was most of its CPU per message
+(bench/RESULTS.md). SQLAlchemy still owns the engine, the schema (Alembic) and every
+other query; these few statements are written out once, for both databases, and return
+the same model objects as the rest of the Store.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import sqlite3
+from contextlib import asynccontextmanager
+from datetime import datetime
+from typing import Any, AsyncIterator, Sequence
+
+import aiosqlite
+import asyncpg
+from sqlalchemy.engine import URL
+
+from bridge.store.models import Conversation, ToCustomer, ToHelpdesk
+
+# Every column, in the models' order: the statements read whole rows.
+CONVERSATION = tuple(Conversation.__table__.columns.keys())
+TO_HELPDESK = tuple(ToHelpdesk.__table__.columns.keys())
+TO_CUSTOMER = tuple(ToCustomer.__table__.columns.keys())
+TIMES = {"created_at", "closed_at", "done_at", "delivered_at"}
+
+
+class Duplicate(Exception):
+    """A unique key (a dedupe key) was already taken: the row exists."""
+
+
+def columns(names: Sequence[str], table: str = "") -> str:
+    return ", ".join(f"{table}.{name}" if table else name for name in names)
+
+
+class Driver:
+    """One database, as the few statements below need it. Statements are written with `?`
+    placeholders; values and rows are in Python's terms (dicts for JSON, datetimes)."""
+
+    async def read(self, sql: str, *values: Any) -> tuple | None:
+        """One row of one statement, outside any transaction."""
+        raise NotImplementedError
+
+    def transaction(self) -> Any:
+        """An async context manager giving a Transaction: committed on exit, rolled back
+        on an exception."""
+        raise NotImplementedError
+
+    def to_time(self, value: Any) -> datetime | None:
+        return value
+
+    def from_time(self, value: datetime) -> Any:
+        return value
+
+    def connections(self) -> int:
+        return 0
+
+    async def close(self) -> None:
+        pass
+
+
+class Transaction:
+    async def row(self, sql: str, *values: Any) -> tuple | None:
+        raise NotImplementedError
+
+    async def run(self, sql: str, *values: Any) -> None:
+        raise NotImplementedError
+
+
+# --- PostgreSQL ----------------------------------------------------------------------------
+
+def _numbered(sql: str) -> str:
+    """`?` placeholders as asyncpg's `$1, $2, ...`."""
+    counter = iter(range(1, 1000))
+    return re.sub(r"\?", lambda _: f"${next(counter)}", sql)
+
+
+class PostgresTransaction(Transaction):
+    def __init__(self, connection: asyncpg.Connection) -> None:
+        self._connection = connection
+
+    async def row(self, sql: str, *values: Any) -> tuple | None:
+        return await self._connection.fetchrow(_numbered(sql), *values)
+
+    async def run(self, sql: str, *values: Any) -> None:
+        await self._connection.execute(_numbered(sql), *values)
+
+
+class PostgresDriver(Driver):
+    # An idle connection is closed after this long, so one left over from before a database
+    # restart is never handed out (as the engine's ping after 5 s idle does, without a trip).
+    IDLE_LIFETIME = 5.0
+
+    def __init__(self, url: URL) -> None:
+        self._dsn = url.set(drivername="postgresql").render_as_string(hide_password=False)
+        self._pool: asyncpg.Pool | None = None
+        self._opening: asyncio.Lock | None = None
+
+    async def _connections(self) -> asyncpg.Pool:
+        if self._pool is None:
+            self._opening = self._opening or asyncio.Lock()
+            async with self._opening:
+                if self._pool is None:
+                    self._pool = await asyncpg.create_pool(
+                        self._dsn, min_size=0, max_size=10,
+                        max_inactive_connection_lifetime=self.IDLE_LIFETIME)
+        return self._pool
+
+    async def read(self, sql: str, *values: Any) -> tuple | None:
+        return await (await self._connections()).fetchrow(_numbered(sql), *values)
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[Transaction]:
+        async with (await self._connections()).acquire() as connection:
+            try:
+                async with connection.transaction():
+                    yield PostgresTransaction(connection)
+            except asyncpg.UniqueViolationError as error:
+                raise Duplicate() from error
+
+    def connections(self) -> int:
+        return self._pool.get_size() if self._pool is not None else 0
+
+    async def close(self) -> None:
+        if self._pool is not None:
+            await self._pool.close()
+
+
+# --- SQLite --------------------------------------------------------------------------------
+
+# How SQLAlchemy stores a DateTime in SQLite (UTC, no zone), so both read each other's rows.
+SQLITE_TIME = "%Y-%m-%d %H:%M:%S.%f"
+
+
+class SqliteTransaction(Transaction):
+    def __init__(self, connection: aiosqlite.Connection) -> None:
+        self._connection = connection
+
+    async def row(self, sql: str, *values: Any) -> tuple | None:
+        rows = await self._connection.execute_fetchall(sql, values)
+        return rows[0] if rows else None
+
+    async def run(self, sql: str, *values: Any) -> None:
+        await self._connection.execute(sql, values)
+
+
+class SqliteDriver(Driver):
+    """Two connections, each with its thread: one reads, one writes (WAL lets the reader
+    go on while a write is open). Writes wait for `write_lock`, the one the rest of the
+    Store's writes hold: SQLite has one writer at a time, and queueing here is fair and
+    costs microseconds, where SQLite's busy handler sleeps in steps of up to 100 ms."""
+
+    def __init__(self, url: URL, write_lock: asyncio.Lock) -> None:
+        self._path = url.database
+        self._write_lock = write_lock
+        self._reader: aiosqlite.Connection | None = None
+        self._writer: aiosqlite.Connection | None = None
+        self._opening: asyncio.Lock | None = None
+
+    async def _open(self) -> None:
+        self._opening = self._opening or asyncio.Lock()
+        async with self._opening:
+            if self._writer is not None:
+                return
+            connections = []
+            for _ in range(2):
+                connection = await aiosqlite.connect(self._path, timeout=30, isolation_level=None)
+                # as the engine's connections (bridge/store/store.py)
+                await connection.execute("PRAGMA synchronous=NORMAL")
+                await connection.execute("PRAGMA foreign_keys=ON")
+                connections.append(connection)
+            self._reader, self._writer = connections
+
+    async def read(self, sql: str, *values: Any) -> tuple | None:
+        if self._reader is None:
+            await self._open()
+        rows = await self._reader.execute_fetchall(sql, values)
+        return rows[0] if rows else None
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[Transaction]:
+        if self._writer is None:
+            await self._open()
+        async with self._write_lock:
+            await self._writer.execute("BEGIN")
+            try:
+                yield SqliteTransaction(self._writer)
+            except BaseException as error:
+                await self._writer.rollback()
+                if isinstance(error, sqlite3.IntegrityError) and "UNIQUE" in str(error):
+                    raise Duplicate() from error
+                raise
+            await self._writer.commit()
+
+    def to_time(self, value: Any) -> datetime | None:
+        return datetime.fromisoformat(value) if value is not None else None
+
+    def from_time(self, value: datetime) -> Any:
+        return value.strftime(SQLITE_TIME)
+
+    def connections(self) -> int:
+        return 2 if self._writer is not None else 0
+
+    async def close(self) -> None:
+        for connection in (self._reader, self._writer):
+            if connection is not None:
+                await connection.close()
+        self._reader = self._writer = None
+
+
+def driver_for(url: URL, write_lock: asyncio.Lock | None) -> Driver:
+    if url.get_backend_name() == "sqlite":
+        return SqliteDriver(url, write_lock)
+    return PostgresDriver(url)
+
+
+# --- rows as models --------------------------------------------------------------------------
+
+def model(model_class: type, names: Sequence[str], values: Sequence[Any], driver: Driver):
+    fields = {}
+    for name, value in zip(names, values):
+        if name in TIMES:
+            value = driver.to_time(value)
+        elif name == "body" and value is not None:
+            value = json.loads(value)
+        fields[name] = value
+    return model_class(**fields)
