@@ -11,6 +11,7 @@ the same model objects as the rest of the Store.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import re
 import sqlite3
@@ -47,6 +48,11 @@ class Driver:
         """One row of one statement, outside any transaction."""
         raise NotImplementedError
 
+    async def write(self, sql: str, *values: Any) -> tuple | None:
+        """One statement committed on its own (one round trip, where BEGIN and COMMIT
+        would make three); its first row, if it returns any (RETURNING)."""
+        raise NotImplementedError
+
     def transaction(self) -> Any:
         """An async context manager giving a Transaction: committed on exit, rolled back
         on an exception."""
@@ -75,6 +81,7 @@ class Transaction:
 
 # --- PostgreSQL ----------------------------------------------------------------------------
 
+@functools.lru_cache(maxsize=None)  # the statements are a few constants
 def _numbered(sql: str) -> str:
     """`?` placeholders as asyncpg's `$1, $2, ...`."""
     counter = iter(range(1, 1000))
@@ -90,6 +97,12 @@ class PostgresTransaction(Transaction):
 
     async def run(self, sql: str, *values: Any) -> None:
         await self._connection.execute(_numbered(sql), *values)
+
+
+async def _session_as_it_was(_connection: asyncpg.Connection) -> None:
+    """A connection goes back to the pool as it is: these statements change no session
+    state (no SET, LISTEN, cursors or advisory locks), and asyncpg's default reset costs a
+    round trip per use. (An open transaction is still rolled back, by the pool itself.)"""
 
 
 class PostgresDriver(Driver):
@@ -108,12 +121,18 @@ class PostgresDriver(Driver):
             async with self._opening:
                 if self._pool is None:
                     self._pool = await asyncpg.create_pool(
-                        self._dsn, min_size=0, max_size=10,
+                        self._dsn, min_size=0, max_size=10, reset=_session_as_it_was,
                         max_inactive_connection_lifetime=self.IDLE_LIFETIME)
         return self._pool
 
     async def read(self, sql: str, *values: Any) -> tuple | None:
         return await (await self._connections()).fetchrow(_numbered(sql), *values)
+
+    async def write(self, sql: str, *values: Any) -> tuple | None:
+        try:
+            return await (await self._connections()).fetchrow(_numbered(sql), *values)
+        except asyncpg.UniqueViolationError as error:
+            raise Duplicate() from error
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[Transaction]:
@@ -183,6 +202,16 @@ class SqliteDriver(Driver):
         rows = await self._reader.execute_fetchall(sql, values)
         return rows[0] if rows else None
 
+    async def write(self, sql: str, *values: Any) -> tuple | None:
+        if self._writer is None:
+            await self._open()
+        async with self._write_lock:
+            try:
+                rows = await self._writer.execute_fetchall(sql, values)
+            except sqlite3.IntegrityError as error:
+                raise _duplicate_or(error)
+        return rows[0] if rows else None
+
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[Transaction]:
         if self._writer is None:
@@ -193,8 +222,8 @@ class SqliteDriver(Driver):
                 yield SqliteTransaction(self._writer)
             except BaseException as error:
                 await self._writer.rollback()
-                if isinstance(error, sqlite3.IntegrityError) and "UNIQUE" in str(error):
-                    raise Duplicate() from error
+                if isinstance(error, sqlite3.IntegrityError):
+                    raise _duplicate_or(error)
                 raise
             await self._writer.commit()
 
@@ -212,6 +241,15 @@ class SqliteDriver(Driver):
             if connection is not None:
                 await connection.close()
         self._reader = self._writer = None
+
+
+def _duplicate_or(error: sqlite3.IntegrityError) -> Exception:
+    """Duplicate for a unique key taken (another constraint's failure stays itself)."""
+    if "UNIQUE" in str(error):
+        duplicate = Duplicate()
+        duplicate.__cause__ = error
+        return duplicate
+    return error
 
 
 def driver_for(url: URL, write_lock: asyncio.Lock | None) -> Driver:

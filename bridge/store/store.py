@@ -8,7 +8,7 @@ import secrets
 import time
 from contextlib import asynccontextmanager
 from datetime import datetime
-from typing import Any, AsyncIterator, Optional, Sequence
+from typing import Any, AsyncIterator, Awaitable, Callable, Optional, Sequence
 
 from sqlalchemy import String, cast, delete, event, func, select, update
 from sqlalchemy.exc import DisconnectionError, IntegrityError
@@ -301,7 +301,7 @@ class Store:
                 elif thread is not None:  # writing in a thread makes it the active one
                     starts_or_switches = True
                     await transaction.run(_SET_ACTIVE, target.id, customer_id)
-                return await self._insert_to_helpdesk(transaction, customer_id, target.id,
+                return await self._insert_to_helpdesk(transaction.row, customer_id, target.id,
                                                       "message", body, dedupe_key)
         except Duplicate:
             return None
@@ -312,17 +312,17 @@ class Store:
     async def enqueue_request(self, customer_id: int, conversation_id: int, kind: str,
                               body: dict, dedupe_key: str | None = None) -> ToHelpdesk | None:
         try:
-            async with self._direct.transaction() as transaction:
-                return await self._insert_to_helpdesk(transaction, customer_id, conversation_id,
-                                                      kind, body, dedupe_key)
+            return await self._insert_to_helpdesk(self._direct.write, customer_id,
+                                                  conversation_id, kind, body, dedupe_key)
         except Duplicate:
             return None
 
-    async def _insert_to_helpdesk(self, transaction: Transaction, customer_id: int,
-                                  conversation_id: int | None, kind: str, body: dict,
-                                  dedupe_key: str | None) -> ToHelpdesk:
+    async def _insert_to_helpdesk(self, run: Callable[..., Awaitable[Sequence[Any] | None]],
+                                  customer_id: int, conversation_id: int | None, kind: str,
+                                  body: dict, dedupe_key: str | None) -> ToHelpdesk:
+        """run: a transaction's statement, or the driver's own (committed by itself)."""
         created_at = utcnow()
-        new_id = (await transaction.row(_INSERT_TO_HELPDESK, customer_id, conversation_id, kind,
+        new_id = (await run(_INSERT_TO_HELPDESK, customer_id, conversation_id, kind,
                                         json.dumps(body), dedupe_key,
                                         self._direct.from_time(created_at)))[0]
         return ToHelpdesk(id=new_id, customer_id=customer_id, conversation_id=conversation_id,
@@ -335,19 +335,21 @@ class Store:
 
     async def finish_to_helpdesk(self, row: ToHelpdesk, status: str, error: str | None = None,
                                  opened: tuple[int, str] | None = None) -> NextRequest | None:
-        """Mark a request done or failed, and return the customer's next one: the two in
-        one round trip, as a drain does them one after the other.
+        """Mark a request done or failed, and return the customer's next one (a drain
+        does them one after the other).
 
         opened: (conversation id, ticket_chat_id) of the conversation the request opened,
         recorded in the same transaction: a crash leaves the conversation without its id
         and the message queued, or both done, never the id known and the message queued."""
-        async with self._direct.transaction() as transaction:
-            if opened is not None:
+        finished = (status, error, self._direct.from_time(utcnow()), row.id)
+        if opened is None:
+            await self._direct.write(_FINISH_TO_HELPDESK, *finished)
+        else:
+            async with self._direct.transaction() as transaction:
                 conversation_id, ticket_chat_id = opened
                 await transaction.run(_OPENED, ticket_chat_id, conversation_id)
-            await transaction.run(_FINISH_TO_HELPDESK, status, error,
-                                  self._direct.from_time(utcnow()), row.id)
-            return self._next_request(await transaction.row(_NEXT_TO_HELPDESK, row.customer_id))
+                await transaction.run(_FINISH_TO_HELPDESK, *finished)
+        return await self.next_to_helpdesk(row.customer_id)
 
     async def count_attempt(self, row_id: int) -> None:
         async with self._write() as session:
@@ -361,10 +363,9 @@ class Store:
         """Queue something to show; None if dedupe_key was seen before (shown once)."""
         created_at = utcnow()
         try:
-            async with self._direct.transaction() as transaction:
-                new_id = (await transaction.row(
-                    _INSERT_TO_CUSTOMER, customer_id, conversation_id, json.dumps(body),
-                    dedupe_key, self._direct.from_time(created_at)))[0]
+            new_id = (await self._direct.write(
+                _INSERT_TO_CUSTOMER, customer_id, conversation_id, json.dumps(body),
+                dedupe_key, self._direct.from_time(created_at)))[0]
         except Duplicate:
             return None
         return ToCustomer(id=new_id, customer_id=customer_id, conversation_id=conversation_id,
@@ -376,12 +377,10 @@ class Store:
 
     async def finish_to_customer(self, row: ToCustomer, status: str,
                                  platform_ref: str | None = None) -> ToCustomer | None:
-        """Mark a row delivered or failed, and return the customer's next one (one round
-        trip for both)."""
-        async with self._direct.transaction() as transaction:
-            await transaction.run(_FINISH_TO_CUSTOMER, status, platform_ref,
-                                  self._direct.from_time(utcnow()), row.id)
-            return self._to_customer(await transaction.row(_NEXT_TO_CUSTOMER, row.customer_id))
+        """Mark a row delivered or failed, and return the customer's next one."""
+        await self._direct.write(_FINISH_TO_CUSTOMER, status, platform_ref,
+                                 self._direct.from_time(utcnow()), row.id)
+        return await self.next_to_customer(row.customer_id)
 
     async def delivered(self, row_id: int) -> tuple[str | None, dict | None]:
         """What became of a delivered row: the platform's ref to it, and what it said."""
