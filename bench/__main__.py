@@ -52,23 +52,29 @@ def run_relay(args) -> None:
           f"milliseconds")
     sio = asyncio.run(socketio_floor(300))["trip"]
     print(f"{'run':<22} {'offered/s':>9} {'done/s':>7} {'in p50':>8} {'in p99':>8} "
-          f"{'out p50':>8} {'out p99':>8} {'trip p50':>9} {'trip p99':>9}")
+          f"{'out p50':>8} {'out p99':>8} {'trip p50':>9} {'trip p99':>9} {'CPU ms/msg':>10}")
     print(f"{'socket.io round trip':<22} {'':>9} {'':>7} {'':>8} {'':>8} {'':>8} {'':>8} "
           f"{sio[0]:>9.1f} {sio[1]:>9.1f}")
     for rate in args.rates:
         echo = asyncio.run(echo_floor(args.customers, rate, args.messages, apart))
         print(f"{'PTB echo bot':<22} {rate:>9.0f} {echo['rate']:>7.1f} {'':>8} {'':>8} {'':>8} "
-              f"{'':>8} {echo['trip'][0]:>9.1f} {echo['trip'][1]:>9.1f}", flush=True)
+              f"{'':>8} {echo['trip'][0]:>9.1f} {echo['trip'][1]:>9.1f} "
+              f"{_cpu(echo['cpu_ms']):>10}", flush=True)
         if args.db:
             reset(args.db)
         with database(args.db) as url:
             row = asyncio.run(bridge_run(url, args.customers, rate, args.messages, apart))
         (in50, in99), (out50, out99) = row["inbound"], row["outbound"]
         print(f"{'bridge':<22} {rate:>9.0f} {row['rate']:>7.1f} {in50:>8.1f} {in99:>8.1f} "
-              f"{out50:>8.1f} {out99:>8.1f} {'':>9} {'':>9}")
+              f"{out50:>8.1f} {out99:>8.1f} {'':>9} {'':>9} {_cpu(row['cpu_ms']):>10}")
         added = in50 + out50 - echo["trip"][0] - sio[0]
         print(f"{'  bridge / floor':<22} {'':>9} {row['rate'] / echo['rate']:>6.2f}x "
               f"{'':>8} {'':>8} {'':>8} {'':>8} {'added p50':>9} {added:>9.1f}", flush=True)
+
+
+def _cpu(ms: float | None) -> str:
+    """The peer process's CPU time per message: what caps its rate on one core."""
+    return f"{ms:.2f}" if ms is not None else "-"
 
 
 def run_limits(args) -> None:

@@ -23,6 +23,7 @@ and the echo bot alike: they are measured by bench.telegram_limits.
 from __future__ import annotations
 
 import asyncio
+import os
 import statistics
 import sys
 import time
@@ -115,36 +116,51 @@ async def _peer(*args: str):
 
 @asynccontextmanager
 async def _bridge(telegram_url: str, helpdesk_url: str, db_url: str, apart: bool):
+    """Yields the process id of the bridge's own process (None in this one)."""
     if apart:
         async with _peer("bridge", "--telegram", telegram_url, "--helpdesk", helpdesk_url,
-                         "--db", db_url):
-            yield
+                         "--db", db_url) as process:
+            yield process.pid
         return
     async with unlimited_bridge(telegram_url, helpdesk_url, db_url):
-        yield
+        yield None
 
 
 @asynccontextmanager
 async def _echo_bot(telegram_url: str, apart: bool):
     if apart:
-        async with _peer("echo", "--telegram", telegram_url):
-            yield
+        async with _peer("echo", "--telegram", telegram_url) as process:
+            yield process.pid
         return
     async with echo_bot(telegram_url):
-        yield
+        yield None
 
 
-async def _measure(telegram: TimedTelegram, customers: int, rate: float, total: int) -> float:
+async def _measure(telegram: TimedTelegram, customers: int, rate: float, total: int,
+                   pid: int | None) -> tuple[float, float | None]:
     """Warm up (each customer's first message, not measured), then offer the load and wait
-    for every answer; the seconds it took."""
+    for every answer: the seconds it took, and the CPU time the peer process spent per
+    message meanwhile (ms; None when it runs in this process, or without /proc)."""
     for n in range(customers):
         telegram.offer(10_000 + n, f"w#{n:012d}")
     await _wait_all_warm(telegram, customers)
     telegram.offered.clear()
-    started = time.perf_counter()
+    started, cpu_before = time.perf_counter(), _cpu_seconds(pid)
     await _offer_load(telegram, customers, rate, total)
     await _wait_all(telegram.answered, total, timeout=120)
-    return time.perf_counter() - started
+    cpu_after = _cpu_seconds(pid)
+    cpu_ms = None if cpu_before is None or cpu_after is None else \
+        (cpu_after - cpu_before) * 1000 / max(1, len(telegram.answered))
+    return time.perf_counter() - started, cpu_ms
+
+
+def _cpu_seconds(pid: int | None) -> float | None:
+    """User + system CPU time of a process, all its threads (Linux's /proc)."""
+    try:
+        fields = open(f"/proc/{pid}/stat").read().rpartition(")")[2].split()
+    except (OSError, TypeError):
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 async def bridge_run(db_url: str, customers: int, rate: float, total: int,
@@ -153,8 +169,8 @@ async def bridge_run(db_url: str, customers: int, rate: float, total: int,
     await sandbox.start(port=0)
     await telegram.start()
     try:
-        async with _bridge(telegram.url, sandbox.url, db_url, apart):
-            elapsed = await _measure(telegram, customers, rate, total)
+        async with _bridge(telegram.url, sandbox.url, db_url, apart) as pid:
+            elapsed, cpu_ms = await _measure(telegram, customers, rate, total, pid)
     finally:
         await telegram.stop()
         await sandbox.stop()
@@ -163,7 +179,7 @@ async def bridge_run(db_url: str, customers: int, rate: float, total: int,
     outbound = [(telegram.answered[m] - sandbox.replied[m]) * 1000 for m in telegram.answered
                 if m in sandbox.replied]
     return {"delivered": len(telegram.answered), "rate": len(telegram.answered) / elapsed,
-            "inbound": percentiles(inbound), "outbound": percentiles(outbound)}
+            "inbound": percentiles(inbound), "outbound": percentiles(outbound), "cpu_ms": cpu_ms}
 
 
 async def _wait_all_warm(telegram: TimedTelegram, customers: int) -> None:
@@ -182,14 +198,14 @@ async def echo_floor(customers: int, rate: float, total: int, apart: bool = True
     telegram = TimedTelegram(TOKEN)
     await telegram.start()
     try:
-        async with _echo_bot(telegram.url, apart):
-            elapsed = await _measure(telegram, customers, rate, total)
+        async with _echo_bot(telegram.url, apart) as pid:
+            elapsed, cpu_ms = await _measure(telegram, customers, rate, total, pid)
     finally:
         await telegram.stop()
     trip = [(telegram.answered[m] - t) * 1000 for m, t in telegram.offered.items()
             if m in telegram.answered]
     return {"delivered": len(telegram.answered), "rate": len(telegram.answered) / elapsed,
-            "trip": percentiles(trip)}
+            "trip": percentiles(trip), "cpu_ms": cpu_ms}
 
 
 async def socketio_floor(total: int) -> dict:
