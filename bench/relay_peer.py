@@ -18,6 +18,7 @@ from typing import AsyncIterator
 from telegram.ext import Application, ExtBot, MessageHandler, filters
 
 from adapters.telegram import TelegramAdapter
+from bridge import loop
 from bridge.app import Bridge
 from bridge.config import load_settings
 from bridge.logs import setup_logging
@@ -86,7 +87,8 @@ def main() -> None:
     parser.add_argument("--db", default="")
     args = parser.parse_args()
     setup_logging("ERROR")
-    asyncio.run(run_bridge(args) if args.side == "bridge" else run_echo(args))
+    # the daemon's loop (uvloop where installed), for the echo bot too: the same ground
+    loop.run(run_bridge(args) if args.side == "bridge" else run_echo(args))
 
 
 if __name__ == "__main__":

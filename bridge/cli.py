@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from bridge import loop
 from bridge.app import Bridge, load_config
 from bridge.config import ConfigError, Settings, load_settings
 from bridge.helpdesk import HelpdeskLink, HelpdeskUnavailable, KeyRefused
@@ -44,14 +45,14 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         if args.command == "run":
-            return asyncio.run(_run(load_config(args.config)))
+            return loop.run(_run(load_config(args.config)))
         if args.command == "demo":
-            return asyncio.run(_demo(Path(args.db)))
+            return loop.run(_demo(Path(args.db)))
         if args.command == "sandbox":
-            return asyncio.run(_sandbox(args.host, args.port, args.key))
+            return loop.run(_sandbox(args.host, args.port, args.key))
         if args.command == "migrate":
-            return asyncio.run(_migrate(load_config(args.config)))
-        return asyncio.run(_check(args.config))
+            return loop.run(_migrate(load_config(args.config)))
+        return loop.run(_check(args.config))
     except ConfigError as error:
         print(f"config error: {error}", file=sys.stderr)
         return EXIT_CONFIG
