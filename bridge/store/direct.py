@@ -1,12 +1,12 @@
-"""The hot path's SQL, run on the database driver itself (asyncpg, or aiosqlite).
+"""The database driver itself (asyncpg, or aiosqlite), for the hot path's statements.
 
 Every relayed message runs about ten statements in four transactions. Through
 SQLAlchemy's async ORM a one-row insert cost ~1.5 ms of CPU and a one-row read ~0.5 ms
 (session, unit of work, pool events, greenlet switches); on the driver itself ~0.3 and
 ~0.1 ms. The bridge relays on one core, so that was most of its CPU per message
 (bench/RESULTS.md). SQLAlchemy still owns the engine, the schema (Alembic) and every
-other query; these few statements are written out once, for both databases, and return
-the same model objects as the rest of the Store.
+other query; the Store writes these few statements out once, for both databases (at the
+end of store.py), and turns their rows into the same model objects as its other queries.
 """
 from __future__ import annotations
 
@@ -21,6 +21,7 @@ from typing import Any, AsyncIterator, Sequence
 
 import aiosqlite
 import asyncpg
+from sqlalchemy import DateTime
 from sqlalchemy.engine import URL
 
 from bridge.store.models import Conversation, ToCustomer, ToHelpdesk
@@ -29,7 +30,8 @@ from bridge.store.models import Conversation, ToCustomer, ToHelpdesk
 CONVERSATION = tuple(Conversation.__table__.columns.keys())
 TO_HELPDESK = tuple(ToHelpdesk.__table__.columns.keys())
 TO_CUSTOMER = tuple(ToCustomer.__table__.columns.keys())
-TIMES = {"created_at", "closed_at", "done_at", "delivered_at"}
+TIMES = {column.name for model_class in (Conversation, ToHelpdesk, ToCustomer)
+         for column in model_class.__table__.columns if isinstance(column.type, DateTime)}
 
 
 class Duplicate(Exception):
@@ -41,8 +43,9 @@ def columns(names: Sequence[str], table: str = "") -> str:
 
 
 class Driver:
-    """One database, as the few statements below need it. Statements are written with `?`
-    placeholders; values and rows are in Python's terms (dicts for JSON, datetimes)."""
+    """One database, as the Store's direct statements need it. Statements are written with
+    `?` placeholders; values go in as the database stores them (JSON as text, times through
+    from_time), and `model` reads rows back."""
 
     async def read(self, sql: str, *values: Any) -> tuple | None:
         """One row of one statement, outside any transaction."""
