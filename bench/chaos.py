@@ -267,6 +267,12 @@ def _count(sandbox: WatchedSandbox, telegram: FakeTelegram, sent: int, customers
     result = {"to_helpdesk_lost": sum(1 for m in markers if received[m] == 0),
               "to_helpdesk_twice": len(twice) - len(at_kill),
               "to_helpdesk_twice_at_kill": len(at_kill)}
+    def next_kill(key: tuple[str, str]) -> float | None:
+        """Seconds from the helpdesk emitting it to the next SIGKILL (None: none after)."""
+        emitted = sandbox.emitted.get(key)
+        later = [kill - emitted for kill in killed_at if emitted is not None and kill >= emitted]
+        return min(later) if later else None
+
     for who in ("sate", "agent"):
         given = {key: n for key, n in answers.items() if key[0] == who}
         never_shown = [key for key in given if shown[key] == 0 and key not in unheard]
@@ -278,6 +284,8 @@ def _count(sandbox: WatchedSandbox, telegram: FakeTelegram, sent: int, customers
         result[who] = {
             "answers": len(given),
             "lost": sum(1 for key in never_shown if not just_before_a_kill(key)),
+            "lost_detail": [(key[1], next_kill(key)) for key in never_shown
+                            if not just_before_a_kill(key)],
             "in_flight": sum(1 for key in never_shown if just_before_a_kill(key)),
             "unheard": sum(1 for key in given if shown[key] == 0 and key in unheard),
             "twice": len(twice) - len(at_kill),
@@ -312,6 +320,11 @@ def main() -> None:
         row = result[who]
         print(f"{label:<14} {row['answers']:>7} {row['lost']:>5} {row['twice']:>6} "
               f"{row['twice_at_kill']:>22} {row['unheard']:>23} {row['in_flight']:>20}")
+    for who, label in (("sate", "SATE answer"), ("agent", "agent answer")):
+        for marker, to_kill in result[who]["lost_detail"]:  # for a post-mortem
+            print(f"lost: {label} to {marker}, emitted " + (
+                f"{to_kill:.1f} s before a SIGKILL" if to_kill is not None
+                else "after the last SIGKILL"))
 
 
 if __name__ == "__main__":
