@@ -30,6 +30,7 @@ import asyncio
 import os
 import random
 import re
+import shutil
 import signal
 import sys
 import tempfile
@@ -135,7 +136,7 @@ url = "{db or f"sqlite+aiosqlite:///{folder / 'chaos.db'}"}"
 [http]
 listen = "127.0.0.1:0"
 [logging]
-level = "ERROR"
+level = "WARNING"
 [telegram]
 token = "{TOKEN}"
 api_url = "{telegram_url}"
@@ -194,9 +195,21 @@ async def chaos(messages: int, customers: int, minutes: float, db: str, seed: in
             await bridge.stop()
             await telegram.stop()
             await sandbox.stop()
-    return {**_count(sandbox, telegram, sent, customers, bridge.killed_at), "sent": sent, "kills": bridge.kills,
+        counts = _count(sandbox, telegram, sent, customers, bridge.killed_at)
+        if _went_wrong(counts):  # keep what the bridge said (and its SQLite file)
+            kept = Path(tempfile.mkdtemp(prefix="chaos-"))
+            for name in ("bridge.log", "chaos.db", "chaos.db-wal"):
+                if (Path(folder) / name).exists():
+                    shutil.copy(Path(folder) / name, kept)
+            counts["kept"] = str(kept)
+    return {**counts, "sent": sent, "kills": bridge.kills,
             "helpdesk_restarts": restarts, "errors_injected": injected,
             "seconds": time.monotonic() - started, "timed_out": timed_out}
+
+
+def _went_wrong(counts: dict) -> bool:
+    return bool(counts["to_helpdesk_lost"] or counts["to_helpdesk_twice"]
+                or any(counts[who]["lost"] or counts[who]["twice"] for who in ("sate", "agent")))
 
 
 def _schedule(rng: random.Random, seconds: float) -> list[tuple[float, str]]:
@@ -325,6 +338,8 @@ def main() -> None:
             print(f"lost: {label} to {marker}, emitted " + (
                 f"{to_kill:.1f} s before a SIGKILL" if to_kill is not None
                 else "after the last SIGKILL"))
+    if "kept" in result:
+        print(f"the bridge's log (and SQLite database) kept in {result['kept']}")
 
 
 if __name__ == "__main__":

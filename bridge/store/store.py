@@ -10,7 +10,7 @@ from contextlib import asynccontextmanager
 from datetime import datetime
 from typing import Any, AsyncIterator, Awaitable, Callable, Optional, Sequence
 
-from sqlalchemy import String, cast, delete, event, func, select, update
+from sqlalchemy import String, bindparam, cast, delete, event, func, select, update
 from sqlalchemy.exc import DisconnectionError, IntegrityError
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
@@ -110,7 +110,8 @@ class Store:
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
         self._session = async_sessionmaker(engine, expire_on_commit=False)
-        # The hot path's one-query reads. On PostgreSQL without a transaction around them:
+        # One-query reads of a customer or a conversation, frequent (the hot path's own
+        # statements go to self._direct). On PostgreSQL without a transaction around them:
         # BEGIN and ROLLBACK were two of a read's three round trips. (SQLite opens none
         # for a read anyway, and changing the setting would cost it two thread trips.)
         self._read = async_sessionmaker(
@@ -120,6 +121,7 @@ class Store:
         # in SQLite's busy handler, which sleeps in steps of up to 100 ms: one write took
         # over a second with 20 customers at once. Queueing writers here instead is fair
         # and costs microseconds; reads still run in parallel (WAL). PostgreSQL needs none.
+        # The direct statements' writer queues on the same lock.
         self._write_lock = asyncio.Lock() if engine.dialect.name == "sqlite" else None
         self._customers = CustomerCache()
         self._direct = driver_for(engine.url, self._write_lock)
@@ -165,11 +167,10 @@ class Store:
         generation = self._customers.generation
         known = self._customers.id_of(platform, account, user_id)
         found = self._customers.get(known) if known is not None else None
-        query = select(Customer).where(Customer.platform == platform,
-                                       Customer.account == account, Customer.user_id == user_id)
+        who = {"platform": platform, "account": account, "user": user_id}
         if found is None:
             async with self._session() as session:
-                found = (await session.execute(query)).scalar_one_or_none()
+                found = (await session.execute(_CUSTOMER, who)).scalar_one_or_none()
             if found is not None:
                 self._customers.put(found, generation)
         if found is not None:
@@ -187,7 +188,7 @@ class Store:
             return customer
         except IntegrityError:  # created by a concurrent first message
             async with self._session() as session:
-                return (await session.execute(query)).scalar_one()
+                return (await session.execute(_CUSTOMER, who)).scalar_one()
 
     async def customer(self, customer_id: int) -> Customer | None:
         cached = self._customers.get(customer_id)
@@ -472,6 +473,11 @@ class Store:
         async with self._session() as session:
             return list((await session.execute(query)).scalars())
 
+
+# Built once (building a select() costs about as much as running it): every message asks.
+_CUSTOMER = select(Customer).where(Customer.platform == bindparam("platform"),
+                                   Customer.account == bindparam("account"),
+                                   Customer.user_id == bindparam("user"))
 
 # --- the hot path's statements ----------------------------------------------------------
 # On the driver itself (bridge/store/direct.py), `?` for values; both databases read them.
