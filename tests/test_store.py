@@ -116,3 +116,23 @@ async def test_postgres_connections_cut_while_idle_are_replaced_unseen(store, da
     with pytest.raises(DBAPIError):
         await store.conversation(first.conversation_id)
     assert (await store.conversation(first.conversation_id)).id == first.conversation_id
+
+
+@pytest.mark.parametrize("database_url", ["postgres"], indirect=True)
+async def test_postgres_url_parameters_reach_every_connection(database_url):
+    """The guide's `?ssl=...` (an asyncpg argument in the URL) holds for the hot path's own
+    pool too: read as the engine reads it, not as a server setting the server refuses."""
+    from sqlalchemy.engine import make_url
+
+    from bridge.store import Store, upgrade
+
+    url = make_url(database_url).update_query_dict({"ssl": "disable"})
+    store = Store.from_url(url.render_as_string(hide_password=False))
+    try:
+        await upgrade(store.engine)
+        ann = await store.customer_for("telegram", "bot", "1", "100")
+        queued = await store.accept_message(ann.id, {"text": "hi"}, "m1")
+        waiting, _conversation = await store.next_to_helpdesk(ann.id)
+        assert (waiting.id, waiting.body) == (queued.id, {"text": "hi"})
+    finally:
+        await store.close()

@@ -23,6 +23,7 @@ import aiosqlite
 import asyncpg
 from sqlalchemy import DateTime
 from sqlalchemy.engine import URL
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from bridge.store.models import Conversation, ToCustomer, ToHelpdesk
 
@@ -113,8 +114,12 @@ class PostgresDriver(Driver):
     # restart is never handed out (as the engine's ping after 5 s idle does, without a trip).
     IDLE_LIFETIME = 5.0
 
-    def __init__(self, url: URL) -> None:
-        self._dsn = url.set(drivername="postgresql").render_as_string(hide_password=False)
+    def __init__(self, engine: AsyncEngine) -> None:
+        # asyncpg's arguments as the engine makes them from the URL (`?ssl=require` and the
+        # like included), less the two that only SQLAlchemy's adapter takes
+        _, self._connect = engine.dialect.create_connect_args(engine.url)
+        for adapter_only in ("prepared_statement_cache_size", "prepared_statement_name_func"):
+            self._connect.pop(adapter_only, None)
         self._pool: asyncpg.Pool | None = None
         self._opening: asyncio.Lock | None = None
 
@@ -124,8 +129,8 @@ class PostgresDriver(Driver):
             async with self._opening:
                 if self._pool is None:
                     self._pool = await asyncpg.create_pool(
-                        self._dsn, min_size=0, max_size=10, reset=_session_as_it_was,
-                        max_inactive_connection_lifetime=self.IDLE_LIFETIME)
+                        min_size=0, max_size=10, reset=_session_as_it_was,
+                        max_inactive_connection_lifetime=self.IDLE_LIFETIME, **self._connect)
         return self._pool
 
     async def read(self, sql: str, *values: Any) -> tuple | None:
@@ -255,10 +260,11 @@ def _duplicate_or(error: sqlite3.IntegrityError) -> Exception:
     return error
 
 
-def driver_for(url: URL, write_lock: asyncio.Lock | None) -> Driver:
-    if url.get_backend_name() == "sqlite":
-        return SqliteDriver(url, write_lock)
-    return PostgresDriver(url)
+def driver_for(engine: AsyncEngine, write_lock: asyncio.Lock | None) -> Driver:
+    """The driver beside the engine, on the same database."""
+    if engine.dialect.name == "sqlite":
+        return SqliteDriver(engine.url, write_lock)
+    return PostgresDriver(engine)
 
 
 # --- rows as models --------------------------------------------------------------------------

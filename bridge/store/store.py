@@ -124,7 +124,7 @@ class Store:
         # The direct statements' writer queues on the same lock.
         self._write_lock = asyncio.Lock() if engine.dialect.name == "sqlite" else None
         self._customers = CustomerCache()
-        self._direct = driver_for(engine.url, self._write_lock)
+        self._direct = driver_for(engine, self._write_lock)
 
     @asynccontextmanager
     async def _write(self, changes_customer: int | None = None) -> AsyncIterator[AsyncSession]:
