@@ -62,6 +62,16 @@ class StorageSettings(StrictModel):
     # again within a day (Telegram keeps updates 24 h) must still be recognised.
     keep_days: float = 7.0
 
+    @field_validator("url")
+    @classmethod
+    def _a_file_or_a_server(cls, value: SecretStr) -> SecretStr:
+        url = value.get_secret_value()  # never echoed: it may hold a password
+        if url.startswith("sqlite") and url.split("?")[0].rstrip("/").endswith(
+                (":", ":memory:")):
+            raise ValueError("SQLite in memory cannot hold the queues (a restart would lose "
+                             "them): give a file, e.g. sqlite+aiosqlite:///bridge.db")
+        return value
+
     @field_validator("keep_days")
     @classmethod
     def _keep_at_least_a_day(cls, value: float) -> float:

@@ -50,6 +50,10 @@ def test_the_example_config_is_valid_and_documents_the_defaults():
     ({"helpdesk": {"api_key": "k"}, "telegram": {"token": "t", "mode": "carrier-pigeon"}}, {},
      "[telegram] mode: "),
     ({"helpdesk": {"api_key": "k"}, "telegram": {}}, {}, "[telegram] token: is required"),
+    ({"helpdesk": {"api_key": "k"}, "storage": {"url": "sqlite+aiosqlite://"}}, {},
+     "[storage] url: SQLite in memory cannot hold the queues"),
+    ({"helpdesk": {"api_key": "k"}, "storage": {"url": "sqlite+aiosqlite:///:memory:"}}, {},
+     "[storage] url: SQLite in memory cannot hold the queues"),
     ({"helpdesk": {"api_key": "k"}, "telegram": {"token": "t", "mode": "webhook"}}, {},
      '[telegram] mode = "webhook" needs [http] public_url'),
 ])

@@ -225,10 +225,12 @@ class SqliteDriver(Driver):
         if self._writer is None:
             await self._open()
         async with self._write_lock:
-            await self._writer.execute("BEGIN")
             try:
+                await self._writer.execute("BEGIN")
                 yield SqliteTransaction(self._writer)
             except BaseException as error:
+                # also when cancelled while BEGIN was on its way: the connection's thread
+                # runs its calls in order, so this rollback comes after that BEGIN
                 await self._writer.rollback()
                 if isinstance(error, sqlite3.IntegrityError):
                     raise _duplicate_or(error)
@@ -263,6 +265,10 @@ def _duplicate_or(error: sqlite3.IntegrityError) -> Exception:
 def driver_for(engine: AsyncEngine, write_lock: asyncio.Lock | None) -> Driver:
     """The driver beside the engine, on the same database."""
     if engine.dialect.name == "sqlite":
+        if engine.url.database in (None, "", ":memory:"):
+            # each connection would have a database of its own, and a restart none
+            raise ValueError("SQLite in memory cannot hold the queues: give a file, "
+                             "e.g. sqlite+aiosqlite:///bridge.db")
         return SqliteDriver(engine.url, write_lock)
     return PostgresDriver(engine)
 
