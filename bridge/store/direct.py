@@ -138,7 +138,7 @@ class PostgresDriver(Driver):
 
     async def write(self, sql: str, *values: Any) -> tuple | None:
         try:
-            return await (await self._connections()).fetchrow(_numbered(sql), *values)
+            return await self.read(sql, *values)  # outside a transaction: it commits alone
         except asyncpg.UniqueViolationError as error:
             raise Duplicate() from error
 
@@ -207,18 +207,16 @@ class SqliteDriver(Driver):
     async def read(self, sql: str, *values: Any) -> tuple | None:
         if self._reader is None:
             await self._open()
-        rows = await self._reader.execute_fetchall(sql, values)
-        return rows[0] if rows else None
+        return await SqliteTransaction(self._reader).row(sql, *values)
 
     async def write(self, sql: str, *values: Any) -> tuple | None:
         if self._writer is None:
             await self._open()
         async with self._write_lock:
             try:
-                rows = await self._writer.execute_fetchall(sql, values)
+                return await SqliteTransaction(self._writer).row(sql, *values)
             except sqlite3.IntegrityError as error:
                 raise _duplicate_or(error)
-        return rows[0] if rows else None
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[Transaction]:
