@@ -43,6 +43,25 @@ async def _drop_postgres_database(name: str) -> None:
     await _admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
+def fail_once(table: str, operation: str, condition: str = "TRUE") -> list[str]:
+    """PostgreSQL statements making the first INSERT or UPDATE of table that meets
+    condition fail, as a database that went away for a moment would (a sequence counts, as
+    it is not rolled back with the failed transaction)."""
+    name = f"fail_once_{table}_{operation.lower()}"
+    return [
+        f"CREATE SEQUENCE {name}_seq",
+        f"""CREATE FUNCTION {name}() RETURNS trigger AS $$
+        BEGIN
+            IF ({condition}) AND nextval('{name}_seq') = 1 THEN
+                RAISE EXCEPTION 'the database went away for a moment';
+            END IF;
+            RETURN NEW;
+        END $$ LANGUAGE plpgsql""",
+        f"CREATE TRIGGER {name} BEFORE {operation} ON {table} FOR EACH ROW "
+        f"EXECUTE FUNCTION {name}()",
+    ]
+
+
 @pytest.fixture(params=["sqlite", "postgres"])
 async def database_url(request, tmp_path):
     """A URL of an empty database, on each backend."""

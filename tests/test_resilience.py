@@ -7,6 +7,7 @@ import asyncio
 import pytest
 
 from bridge.helpdesk import HelpdeskLink, KeyRefused
+from tests.conftest import fail_once
 
 
 async def test_helpdesk_restart_mid_conversation(make_bridge, sandbox):
@@ -300,24 +301,6 @@ async def test_a_failure_to_record_an_answer_is_not_taken_for_a_silent_helpdesk(
     await link.stop()
 
 
-def _fail_first(table: str, status: str) -> list[str]:
-    """SQL making the first update of a row of table to status fail (a sequence counts,
-    as it is not rolled back with the failed transaction)."""
-    name = f"fail_first_{table}"
-    return [
-        f"CREATE SEQUENCE {name}_seq",
-        f"""CREATE FUNCTION {name}() RETURNS trigger AS $$
-        BEGIN
-            IF NEW.status = '{status}' AND OLD.status <> '{status}'
-                    AND nextval('{name}_seq') = 1 THEN
-                RAISE EXCEPTION 'the database went away for a moment';
-            END IF;
-            RETURN NEW;
-        END $$ LANGUAGE plpgsql""",
-        f"CREATE TRIGGER {name} BEFORE UPDATE ON {table} FOR EACH ROW EXECUTE FUNCTION {name}()",
-    ]
-
-
 # PostgreSQL only: failing one write on cue needs a trigger and a sequence.
 @pytest.mark.parametrize("database_url", ["postgres"], indirect=True)
 @pytest.mark.parametrize("table, status, log_line", [
@@ -330,7 +313,8 @@ async def test_a_database_blip_while_recording_what_the_far_end_did_doubles_noth
     fails for a moment: the record is retried, not the sending."""
     bridge, console = await make_bridge()
     async with bridge.store.engine.begin() as connection:
-        for statement in _fail_first(table, status):
+        for statement in fail_once(table, "UPDATE",
+                                   f"NEW.status = '{status}' AND OLD.status <> '{status}'"):
             await connection.exec_driver_sql(statement)
     await console.say("ann", "hello")
     await console.expect("ann", 'You said: "hello"')

@@ -12,6 +12,7 @@ from bridge.app import Bridge
 from bridge.config import load_settings
 from bridge.registry import adapter_schemas
 from bridge.sandbox import DEFAULT_API_KEY
+from tests.conftest import fail_once
 from tests.fake_telegram import FakeTelegram
 
 TOKEN = "123456789:AAHdqTcvCH1vGWJxfSeofSAs0K5PALDsaw"
@@ -121,6 +122,22 @@ async def test_429_and_5xx_are_retried_and_delivered_once(bridge, telegram):
     delivered = [m for m in telegram.sent_to(ANN) if "You said" in m["text"]]
     assert len(delivered) == 1
     assert len(telegram.calls_of("sendMessage")) == 4  # 429, 502, 502, then accepted
+
+
+# PostgreSQL only: failing one write on cue needs a trigger (tests/conftest.py).
+@pytest.mark.parametrize("database_url", ["postgres"], indirect=True)
+async def test_a_message_the_database_failed_to_store_is_stored_when_telegram_resends_it(
+        bridge, telegram, sandbox, caplog):
+    """Not stored means not confirmed: Telegram brings the update again (the next
+    getUpdates, or a webhook retry), and this time it must not be taken for a repeat."""
+    async with bridge.store.engine.begin() as connection:
+        for statement in fail_once("to_helpdesk", "INSERT"):
+            await connection.exec_driver_sql(statement)
+    telegram.say(ANN, "hello")
+    await telegram.wait_for_text(ANN, 'You said: "hello"', timeout=15)
+    await asyncio.sleep(0.5)
+    assert [m["message"] for m in sandbox.received] == ["hello"]
+    assert "not stored" in caplog.text
 
 
 async def test_a_blocked_bot_marks_the_customer_unreachable_once(bridge, telegram, sandbox, caplog):

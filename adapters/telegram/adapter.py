@@ -177,19 +177,21 @@ class TelegramAdapter(Adapter):
 
     # --- inbound -----------------------------------------------------------------
 
-    def _seen(self, update_id: int) -> bool:
-        """A repeated update_id (a webhook retried, a poll replayed) is ignored."""
-        if update_id in self._recent_updates:
-            return True
+    def _remember(self, update_id: int) -> None:
+        """A repeated update_id (a webhook retried, a poll replayed) is ignored, once it
+        was handled: one that failed must be taken when Telegram brings it again."""
         self._recent_updates[update_id] = None
         if len(self._recent_updates) > 10_000:
             self._recent_updates.popitem(last=False)
-        return False
 
     async def dispatch(self, update: Update) -> None:
         """Hand one update to the core; returns once it is stored (raises if it was not)."""
-        if self._seen(update.update_id):
+        if update.update_id in self._recent_updates:
             return
+        await self._handle(update)
+        self._remember(update.update_id)
+
+    async def _handle(self, update: Update) -> None:
         if update.callback_query is not None:
             await self._on_press(update)
             return
