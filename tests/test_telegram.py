@@ -140,6 +140,28 @@ async def test_a_message_the_database_failed_to_store_is_stored_when_telegram_re
     assert "not stored" in caplog.text
 
 
+@pytest.mark.parametrize("database_url", ["postgres"], indirect=True)
+@pytest.mark.parametrize("bridge", ["polling"], indirect=True)
+async def test_one_chat_failing_in_a_batch_holds_up_neither_the_others_nor_its_own_order(
+        bridge, telegram, sandbox):
+    """A getUpdates batch is handled chat by chat at once: when Ann's first message is not
+    stored, Bob's goes on, and Ann's second does not overtake her first."""
+    async with bridge.store.engine.begin() as connection:
+        for statement in fail_once("to_helpdesk", "INSERT", "NEW.body::text LIKE '%first%'"):
+            await connection.exec_driver_sql(statement)
+    telegram.say(ANN, "first")  # no await between them: one getUpdates batch
+    telegram.say(BOB, "from bob")
+    telegram.say(ANN, "second")
+    await telegram.wait_for_text(ANN, 'You said: "second"', timeout=15)
+    await telegram.wait_for_text(BOB, 'You said: "from bob"')
+    await asyncio.sleep(0.5)
+    by_session: dict[str, list[str]] = {}
+    for message in sandbox.received:
+        by_session.setdefault(message["session_id"], []).append(message["message"])
+    assert sorted(by_session.values()) == [["first", "second"], ["from bob"]]
+    assert len(telegram.calls_of("getUpdates")) >= 3  # the failed one was fetched again
+
+
 async def test_a_blocked_bot_marks_the_customer_unreachable_once(bridge, telegram, sandbox, caplog):
     telegram.fail("sendMessage", 403, "Forbidden: bot was blocked by the user")
     telegram.say(ANN, "hello")

@@ -24,6 +24,7 @@ from telegram.error import BadRequest, Forbidden, InvalidToken, RetryAfter, Tele
 from telegram.ext import AIORateLimiter, ExtBot
 
 from adapters.telegram import inbound
+from adapters.telegram.batch import dispatch_batch
 from adapters.telegram.markup import LIMIT, split, to_html
 from adapters.telegram.settings import TelegramSettings
 from bridge.adapter import Adapter, DeliveryError, Sink
@@ -165,15 +166,11 @@ class TelegramAdapter(Adapter):
                 log.warning("telegram: getUpdates failed (%s); retrying in %.1fs", error, delay)
                 await asyncio.sleep(delay)
                 continue
-            for update in updates:
-                try:
-                    await self.dispatch(update)
-                except Exception:
-                    # Not stored: do not confirm it; the next getUpdates brings it again.
-                    log.exception("telegram: update %s not stored; retrying", update.update_id)
-                    await asyncio.sleep(1)
-                    break
-                offset = update.update_id + 1  # confirmed with the next getUpdates
+            last_stored, failed = await dispatch_batch(updates, self.dispatch)
+            if last_stored is not None:
+                offset = last_stored + 1  # confirmed with the next getUpdates
+            if failed:
+                await asyncio.sleep(1)
 
     # --- inbound -----------------------------------------------------------------
 
