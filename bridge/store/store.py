@@ -283,6 +283,14 @@ class Store:
         may_be_comment: if a rating waits for its optional comment, nothing is queued and
         that conversation comes back instead (the text is its comment). Asked here, in the
         same round trip, because it is asked of every message and is almost always no."""
+        if thread is None:
+            try:
+                queued = await self._queue_in_active_conversation(
+                    customer_id, body, dedupe_key, may_be_comment)
+            except Duplicate:
+                return None
+            if queued is not None:
+                return queued
         starts_or_switches = False  # the customer's active conversation changes
         try:
             async with self._direct.transaction() as transaction:
@@ -309,6 +317,24 @@ class Store:
         finally:
             if starts_or_switches:
                 self._customers.changed(customer_id)
+
+    async def _queue_in_active_conversation(self, customer_id: int, body: dict,
+                                            dedupe_key: str | None,
+                                            may_be_comment: bool) -> ToHelpdesk | None:
+        """The usual case in one statement, committed by itself: the active conversation is
+        open and no rating waits for a comment. None when it is not so (the transaction in
+        accept_message sorts that out). On SQLite the transaction held the one writer
+        across five trips to its thread; under load that was the bridge's limit."""
+        created_at = utcnow()
+        queued = await self._direct.write(
+            _QUEUE_UNLESS_COMMENT if may_be_comment else _QUEUE_IN_ACTIVE,
+            json.dumps(body), dedupe_key, self._direct.from_time(created_at), customer_id)
+        if queued is None:
+            return None
+        new_id, conversation_id = queued
+        return ToHelpdesk(id=new_id, customer_id=customer_id, conversation_id=conversation_id,
+                          kind="message", body=body, dedupe_key=dedupe_key, status="queued",
+                          attempts=0, error=None, created_at=created_at, done_at=None)
 
     async def enqueue_request(self, customer_id: int, conversation_id: int, kind: str,
                               body: dict, dedupe_key: str | None = None) -> ToHelpdesk | None:
@@ -500,6 +526,15 @@ _OPENED = "UPDATE conversations SET ticket_chat_id = ?, state = 'open' WHERE id 
 _INSERT_TO_HELPDESK = ("INSERT INTO to_helpdesk (customer_id, conversation_id, kind, body, "
                        "dedupe_key, status, attempts, created_at) "
                        "VALUES (?, ?, ?, ?, ?, 'queued', 0, ?) RETURNING id")
+_QUEUE_IN_OPEN = ("INSERT INTO to_helpdesk (customer_id, conversation_id, kind, body, "
+                  "dedupe_key, status, attempts, created_at) "
+                  "SELECT u.id, c.id, 'message', ?, ?, 'queued', 0, ? FROM customers u "
+                  "JOIN conversations c ON c.id = u.active_conversation_id "
+                  f"WHERE u.id = ? AND c.state IN {tuple(OPEN_STATES)!r}")
+_NO_COMMENT_AWAITED = (" AND NOT EXISTS (SELECT 1 FROM conversations w "
+                       "WHERE w.customer_id = u.id AND w.prompt = 'comment')")
+_QUEUE_IN_ACTIVE = f"{_QUEUE_IN_OPEN} RETURNING id, conversation_id"
+_QUEUE_UNLESS_COMMENT = f"{_QUEUE_IN_OPEN}{_NO_COMMENT_AWAITED} RETURNING id, conversation_id"
 _MOVE_TO_HELPDESK = "UPDATE to_helpdesk SET conversation_id = ? WHERE id = ?"
 _NEXT_TO_HELPDESK = (f"SELECT {columns(TO_HELPDESK, 't')}, {columns(CONVERSATION, 'c')} "
                      "FROM to_helpdesk t LEFT JOIN conversations c ON c.id = t.conversation_id "
