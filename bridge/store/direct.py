@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import json
+import logging
 import re
 import sqlite3
 from contextlib import asynccontextmanager
@@ -26,6 +27,8 @@ from sqlalchemy.engine import URL
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from bridge.store.models import Conversation, ToCustomer, ToHelpdesk
+
+log = logging.getLogger(__name__)
 
 # Every column, in the models' order: the statements read whole rows.
 CONVERSATION = tuple(Conversation.__table__.columns.keys())
@@ -170,25 +173,42 @@ class SqliteTransaction(Transaction):
         self._connection = connection
 
     async def row(self, sql: str, *values: Any) -> tuple | None:
-        rows = await self._connection.execute_fetchall(sql, values)
-        return rows[0] if rows else None
+        return _first(await self._connection.execute_fetchall(sql, values))
 
     async def run(self, sql: str, *values: Any) -> None:
         await self._connection.execute(sql, values)
 
 
 class SqliteDriver(Driver):
-    """Two connections, each with its thread: one reads, one writes (WAL lets the reader
-    go on while a write is open). Writes wait for `write_lock`, the one the rest of the
-    Store's writes hold: SQLite has one writer at a time, and queueing here is fair and
-    costs microseconds, where SQLite's busy handler sleeps in steps of up to 100 ms."""
+    """SQLite's one-statement reads and writes run right here in the event loop; its
+    transactions, and whatever must wait for a lock, on connections with a thread each.
+
+    Why in the loop: a read of a few indexed rows costs ~11 µs of CPU and a write ~6 µs
+    (WAL, synchronous=NORMAL: a commit appends to the log, no fsync), the trip to a
+    connection's thread ~90 µs (measured, bench/RESULTS.md), and the bridge relays on one
+    core. It must never make the loop wait, so: these connections wait for no lock
+    (timeout 0; in WAL mode a read needs none, and writes queue on `write_lock` first) and
+    hand a statement SQLite calls busy to the threads, which may wait (another process
+    writing, say); and they never checkpoint (which writes the log into the database and
+    fsyncs): a thread does, after every CHECKPOINT_EVERY writes.
+
+    Writes wait for `write_lock`, the one the rest of the Store's writes hold: SQLite has
+    one writer at a time, and queueing here is fair and costs microseconds, where SQLite's
+    busy handler sleeps in steps of up to 100 ms."""
+
+    # writes: ~4 MB of log (a write adds a few 4 KB pages), as SQLite's own default
+    CHECKPOINT_EVERY = 250
 
     def __init__(self, url: URL, write_lock: asyncio.Lock) -> None:
         self._path = url.database
         self._write_lock = write_lock
+        self._inline_reader: sqlite3.Connection | None = None
+        self._inline_writer: sqlite3.Connection | None = None
         self._reader: aiosqlite.Connection | None = None
         self._writer: aiosqlite.Connection | None = None
         self._opening: asyncio.Lock | None = None
+        self._writes_since_checkpoint = 0
+        self._checkpoint: asyncio.Task | None = None
 
     async def _open(self) -> None:
         self._opening = self._opening or asyncio.Lock()
@@ -203,10 +223,20 @@ class SqliteDriver(Driver):
                 await connection.execute("PRAGMA foreign_keys=ON")
                 connections.append(connection)
             self._reader, self._writer = connections
+            self._inline_reader = sqlite3.connect(self._path, timeout=0, isolation_level=None)
+            self._inline_reader.execute("PRAGMA query_only=ON")
+            self._inline_writer = sqlite3.connect(self._path, timeout=0, isolation_level=None)
+            for pragma in ("synchronous=NORMAL", "foreign_keys=ON", "wal_autocheckpoint=0"):
+                self._inline_writer.execute(f"PRAGMA {pragma}")
 
     async def read(self, sql: str, *values: Any) -> tuple | None:
         if self._reader is None:
             await self._open()
+        try:
+            return _first(self._inline_reader.execute(sql, values).fetchall())
+        except sqlite3.OperationalError as error:
+            if not _busy(error):
+                raise
         return await SqliteTransaction(self._reader).row(sql, *values)
 
     async def write(self, sql: str, *values: Any) -> tuple | None:
@@ -214,9 +244,36 @@ class SqliteDriver(Driver):
             await self._open()
         async with self._write_lock:
             try:
-                return await SqliteTransaction(self._writer).row(sql, *values)
+                try:
+                    # all rows: a statement not run to its end would keep its
+                    # transaction (and SQLite's one write lock) open
+                    found = _first(self._inline_writer.execute(sql, values).fetchall())
+                except sqlite3.OperationalError as error:
+                    if not _busy(error):
+                        raise
+                    # nothing was written (autocommit: the statement is undone whole)
+                    return await SqliteTransaction(self._writer).row(sql, *values)
             except sqlite3.IntegrityError as error:
                 raise _duplicate_or(error)
+        self._written()
+        return found
+
+    def _written(self) -> None:
+        self._writes_since_checkpoint += 1
+        if self._writes_since_checkpoint >= self.CHECKPOINT_EVERY and self._checkpoint is None:
+            self._writes_since_checkpoint = 0
+            self._checkpoint = asyncio.create_task(self._run_checkpoint(),
+                                                   name="sqlite-checkpoint")
+
+    async def _run_checkpoint(self) -> None:
+        """PASSIVE: copies what it can without waiting for anyone (on the reader's thread,
+        which holds no transaction, so it never holds up a write)."""
+        try:
+            await self._reader.execute("PRAGMA wal_checkpoint(PASSIVE)")
+        except sqlite3.Error as error:
+            log.warning("SQLite checkpoint failed (%s); trying again later", error)
+        finally:
+            self._checkpoint = None
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[Transaction]:
@@ -242,13 +299,27 @@ class SqliteDriver(Driver):
         return value.strftime(SQLITE_TIME)
 
     def connections(self) -> int:
-        return 2 if self._writer is not None else 0
+        return 4 if self._writer is not None else 0
 
     async def close(self) -> None:
+        if self._checkpoint is not None:
+            await asyncio.gather(self._checkpoint, return_exceptions=True)
         for connection in (self._reader, self._writer):
             if connection is not None:
                 await connection.close()
-        self._reader = self._writer = None
+        for inline in (self._inline_reader, self._inline_writer):
+            if inline is not None:
+                inline.close()
+        self._reader = self._writer = self._inline_reader = self._inline_writer = None
+
+
+def _first(rows: Sequence[tuple]) -> tuple | None:
+    return rows[0] if rows else None
+
+
+def _busy(error: sqlite3.OperationalError) -> bool:
+    """SQLite's SQLITE_BUSY / SQLITE_LOCKED: another connection holds what is needed."""
+    return "locked" in str(error) or "busy" in str(error)
 
 
 def _duplicate_or(error: sqlite3.IntegrityError) -> Exception:
