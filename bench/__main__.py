@@ -64,12 +64,16 @@ def run_relay(args) -> None:
             reset(args.db)
         with database(args.db) as url:
             row = asyncio.run(bridge_run(url, args.customers, rate, args.messages, apart))
-        (in50, in99), (out50, out99) = row["inbound"], row["outbound"]
+        (in50, in99), (out50, out99), (trip50, trip99) = \
+            row["inbound"], row["outbound"], row["trip"]
         print(f"{'bridge':<22} {rate:>9.0f} {row['rate']:>7.1f} {in50:>8.1f} {in99:>8.1f} "
-              f"{out50:>8.1f} {out99:>8.1f} {'':>9} {'':>9} {_cpu(row['cpu_ms']):>10}")
-        added = in50 + out50 - echo["trip"][0] - sio[0]
-        print(f"{'  bridge / floor':<22} {'':>9} {row['rate'] / echo['rate']:>6.2f}x "
-              f"{'':>8} {'':>8} {'':>8} {'':>8} {'added p50':>9} {added:>9.1f}", flush=True)
+              f"{out50:>8.1f} {out99:>8.1f} {trip50:>9.1f} {trip99:>9.1f} "
+              f"{_cpu(row['cpu_ms']):>10}")
+        # added: the bridge's trip less the floors' (echo bot + socket.io), percentile by
+        # percentile (the runs are apart, so message by message is not possible)
+        added50, added99 = (trip50 - echo["trip"][0] - sio[0], trip99 - echo["trip"][1] - sio[1])
+        print(f"{'  bridge / floor; added':<22} {'':>9} {row['rate'] / echo['rate']:>6.2f}x "
+              f"{'':>8} {'':>8} {'':>8} {'':>8} {added50:>9.1f} {added99:>9.1f}", flush=True)
 
 
 def _cpu(ms: float | None) -> str:

@@ -178,8 +178,13 @@ async def bridge_run(db_url: str, customers: int, rate: float, total: int,
                if m in sandbox.arrived]
     outbound = [(telegram.answered[m] - sandbox.replied[m]) * 1000 for m in telegram.answered
                 if m in sandbox.replied]
+    # the whole trip less the time the sandbox took to answer (not the bridge's)
+    trip = [(telegram.answered[m] - t - (sandbox.replied[m] - sandbox.arrived[m])) * 1000
+            for m, t in telegram.offered.items()
+            if m in telegram.answered and m in sandbox.replied and m in sandbox.arrived]
     return {"delivered": len(telegram.answered), "rate": len(telegram.answered) / elapsed,
-            "inbound": percentiles(inbound), "outbound": percentiles(outbound), "cpu_ms": cpu_ms}
+            "inbound": percentiles(inbound), "outbound": percentiles(outbound),
+            "trip": percentiles(trip), "cpu_ms": cpu_ms}
 
 
 async def _wait_all_warm(telegram: TimedTelegram, customers: int) -> None:
