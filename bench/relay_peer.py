@@ -22,6 +22,7 @@ from bridge import loop
 from bridge.app import Bridge
 from bridge.config import load_settings
 from bridge.logs import setup_logging
+from bridge.memory import settle_imports
 from bridge.pacing import ChatPacer
 from bridge.registry import adapter_schemas
 from bridge.sandbox import DEFAULT_API_KEY
@@ -87,7 +88,9 @@ def main() -> None:
     parser.add_argument("--db", default="")
     args = parser.parse_args()
     setup_logging("ERROR")
-    # the daemon's loop (uvloop where installed), for the echo bot too: the same ground
+    # the daemon's loop (uvloop where installed) and garbage collector settings, for the
+    # echo bot too: the same ground
+    settle_imports()
     loop.run(run_bridge(args) if args.side == "bridge" else run_echo(args))
 
 

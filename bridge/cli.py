@@ -14,6 +14,7 @@ from bridge.app import Bridge, load_config
 from bridge.config import ConfigError, Settings, load_settings
 from bridge.helpdesk import HelpdeskLink, HelpdeskUnavailable, KeyRefused
 from bridge.logs import add_secrets, setup_logging
+from bridge.memory import settle_imports
 from bridge.registry import adapter_classes, build_adapters
 from bridge.sandbox import DEFAULT_API_KEY, SandboxHelpdesk
 from bridge.store import SchemaTooNew, Store, upgrade
@@ -96,7 +97,9 @@ async def _run(settings: Settings) -> int:
     stop = asyncio.Event()
     _stop_on_signals(stop)
     options = {"console": {"output": sys.stdout}}
-    return await _serve(Bridge(settings, build_adapters(settings, **options)), stop)
+    bridge = Bridge(settings, build_adapters(settings, **options))
+    settle_imports()
+    return await _serve(bridge, stop)
 
 
 DEMO_BANNER = """\
