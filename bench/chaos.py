@@ -303,8 +303,16 @@ def _count(sandbox: WatchedSandbox, telegram: FakeTelegram, sent: int, customers
             "unheard": sum(1 for key in given if shown[key] == 0 and key in unheard),
             "twice": len(twice) - len(at_kill),
             "twice_at_kill": len(at_kill),
+            "twice_detail": [(key[1], _to_next_kill(sorted(shown_at[key]), killed_at))
+                             for key in twice if key not in at_kill],
         }
     return result
+
+
+def _to_next_kill(times: list[float], killed_at: list[float]) -> list[tuple[float, float | None]]:
+    """Each time (seconds after the first), with the seconds from it to the next SIGKILL."""
+    start = times[0]
+    return [(t - start, min((k - t for k in killed_at if k >= t), default=None)) for t in times]
 
 
 def main() -> None:
@@ -338,6 +346,10 @@ def main() -> None:
             print(f"lost: {label} to {marker}, emitted " + (
                 f"{to_kill:.1f} s before a SIGKILL" if to_kill is not None
                 else "after the last SIGKILL"))
+        for marker, to_kill in result[who]["twice_detail"]:
+            print(f"twice: {label} to {marker}, shown at " + ", ".join(
+                f"{when:.1f} s (next SIGKILL: " + (f"{kill:.1f} s later)" if kill is not None
+                                                   else "none)") for when, kill in to_kill))
     if "kept" in result:
         print(f"the bridge's log (and SQLite database) kept in {result['kept']}")
 
