@@ -185,7 +185,7 @@ class SqliteDriver(Driver):
 
     Why in the loop: a read of a few indexed rows costs ~11 µs of CPU and a write ~6 µs
     (WAL, synchronous=NORMAL: a commit appends to the log, no fsync), the trip to a
-    connection's thread ~90 µs (measured, bench/RESULTS.md), and the bridge relays on one
+    connection's thread ~95 µs (measured, bench/RESULTS.md), and the bridge relays on one
     core. It must never make the loop wait, so: these connections wait for no lock
     (timeout 0; in WAL mode a read needs none, and writes queue on `write_lock` first) and
     hand a statement SQLite calls busy to the threads, which may wait (another process
@@ -318,8 +318,10 @@ def _first(rows: Sequence[tuple]) -> tuple | None:
 
 
 def _busy(error: sqlite3.OperationalError) -> bool:
-    """SQLite's SQLITE_BUSY / SQLITE_LOCKED: another connection holds what is needed."""
-    return "locked" in str(error) or "busy" in str(error)
+    """SQLITE_BUSY or SQLITE_LOCKED (or one of their extended codes): another connection
+    holds what the statement needs."""
+    return (getattr(error, "sqlite_errorcode", 0) & 0xFF) in (sqlite3.SQLITE_BUSY,
+                                                               sqlite3.SQLITE_LOCKED)
 
 
 def _duplicate_or(error: sqlite3.IntegrityError) -> Exception:

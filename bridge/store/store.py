@@ -323,8 +323,8 @@ class Store:
                                             may_be_comment: bool) -> ToHelpdesk | None:
         """The usual case in one statement, committed by itself: the active conversation is
         open and no rating waits for a comment. None when it is not so (the transaction in
-        accept_message sorts that out). On SQLite the transaction held the one writer
-        across five trips to its thread; under load that was the bridge's limit."""
+        accept_message sorts that out). One statement where the transaction takes five:
+        round trips on PostgreSQL, SQLite's one writer held for each of them."""
         created_at = utcnow()
         queued = await self._direct.write(
             _QUEUE_UNLESS_COMMENT if may_be_comment else _QUEUE_IN_ACTIVE,
