@@ -158,8 +158,8 @@ async def test_one_chat_failing_in_a_batch_holds_up_neither_the_others_nor_its_o
     by_session: dict[str, list[str]] = {}
     for message in sandbox.received:
         by_session.setdefault(message["session_id"], []).append(message["message"])
+    # "first" arriving at all shows it was fetched again after its failure
     assert sorted(by_session.values()) == [["first", "second"], ["from bob"]]
-    assert len(telegram.calls_of("getUpdates")) >= 3  # the failed one was fetched again
 
 
 async def test_a_blocked_bot_marks_the_customer_unreachable_once(bridge, telegram, sandbox, caplog):
