@@ -10,7 +10,8 @@ from bridge.events import ChatUser, Inbound, Outgoing
 from bridge.http import HttpServer
 
 # What the core gives an adapter: call it with every inbound event. It returns once the
-# event is stored durably, so the adapter may acknowledge the platform after it.
+# event is stored durably, so the adapter may acknowledge the platform after it (it raises
+# otherwise: Unstorable, or any other error).
 Sink = Callable[[Inbound], Awaitable[None]]
 
 
@@ -28,6 +29,13 @@ class DeliveryError(Exception):
         self.retry_after = retry_after
         self.permanent = permanent
         self.rejected = rejected
+
+
+class Unstorable(Exception):
+    """The sink could not store an event although the database answers: the event itself
+    is at fault, and will likely fail the same way each time it is brought again. A
+    platform that redelivers until stored may give up on it after a few tries, telling the
+    customer plainly; any other error means "try again later"."""
 
 
 class Adapter(ABC):

@@ -49,10 +49,18 @@ log = logging.getLogger(__name__)
 EVENT_ATTEMPTS = 6
 # How many request timeouts a customer message may wait for its echo while connected.
 PATIENCE = 4
+# The largest Socket.IO message taken from the helpdesk (aiohttp's default is 4 MiB). A
+# larger one drops the connection (the WebSocket cannot skip it): said plainly in the log.
+MAX_EVENT_BYTES = 16 * 1024 * 1024
 
 EventSink = Callable[[HelpdeskEvent], Awaitable[None]]
 Bind = Callable[[str], Awaitable[None]]
 Delivered = Callable[[], Awaitable[None]]
+KnownTicket = Callable[[str], Awaitable[bool]]
+
+
+async def _nothing_known(_ticket_chat_id: str) -> bool:
+    return False
 
 
 class HelpdeskUnavailable(Exception):
@@ -106,6 +114,22 @@ class _Connection:
     ever_connected: bool = False
 
 
+class _TransportLog(logging.LoggerAdapter):
+    """Engine.IO's logger. Its lines stay quiet below DEBUG (bridge.logs), but a message
+    too large to take, which drops the connection, is said at ERROR by the link itself."""
+
+    def __init__(self, index: int) -> None:
+        super().__init__(logging.getLogger("engineio.client"), {})
+        self._index = index
+
+    def log(self, level: int, msg: object, *args: object, **kwargs: object) -> None:
+        if level >= logging.WARNING and any("exceeds limit" in str(arg) for arg in args):
+            log.error("helpdesk link %d: the helpdesk sent a message larger than %d bytes, "
+                      "which cannot be taken; the connection was dropped and is made again "
+                      "(the message is lost)", self._index, MAX_EVENT_BYTES)
+        super().log(level, msg, *args, **kwargs)
+
+
 def _backoff(attempt: int, base: float = 0.25, cap: float = 30.0) -> float:
     """Full jitter: spreads thousands of reconnects instead of a synchronized storm."""
     return random.uniform(0, min(cap, base * 2 ** attempt))
@@ -114,10 +138,12 @@ def _backoff(attempt: int, base: float = 0.25, cap: float = 30.0) -> float:
 class HelpdeskLink:
     def __init__(self, url: str, api_key: str, on_event: EventSink, *,
                  namespace: str = "/helpdesk", connections: int = 4,
-                 request_timeout: float = 15.0) -> None:
+                 request_timeout: float = 15.0,
+                 known_ticket: KnownTicket | None = None) -> None:
         self._url = url
         self._api_key = api_key
         self._on_event = on_event
+        self._known_ticket = known_ticket or _nothing_known
         self._namespace = namespace
         self._timeout = request_timeout
         self._connections = [self._make_connection(i) for i in range(connections)]
@@ -146,7 +172,8 @@ class HelpdeskLink:
         # URLs that carry the key; the log redactor (bridge.logs) removes it.
         client = socketio.AsyncClient(reconnection=False,
                                       logger=logging.getLogger("socketio.client"),
-                                      engineio_logger=logging.getLogger("engineio.client"))
+                                      engineio_logger=_TransportLog(index),
+                                      websocket_extra_options={"max_msg_size": MAX_EVENT_BYTES})
         connection = _Connection(index, client)
         ns = self._namespace
 
@@ -500,9 +527,12 @@ class HelpdeskLink:
         self._resolve_waiter(connection, event, envelope)
         if event not in BROADCASTS or not envelope.ok:
             return
-        if ticket is not None and ticket not in connection.conversations:
-            if connection.opening is not None and event in ("support", "call_support"):
-                await self._bind(connection, ticket)
+        if ticket is not None and ticket not in connection.conversations \
+                and connection.opening is not None and event in ("support", "call_support") \
+                and not await self._known_ticket(ticket):
+            # Not one this connection watches: the opening's, unless the bridge knows it
+            # already (a late reply of a conversation that was closed and left).
+            await self._bind(connection, ticket)
         try:
             typed = parse_event(event, envelope)
         except MalformedPayload as error:

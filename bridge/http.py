@@ -35,13 +35,14 @@ class HttpServer:
 
     # --- signed, expiring links (customer files the helpdesk may fetch) ---------------
 
-    def serve_files(self, prefix: str, fetch: Callable[[str], Awaitable[web.StreamResponse]]
-                    ) -> None:
-        """Serve prefix + <file id> to holders of a file_link(); fetch(file_id) answers."""
+    def serve_files(self, prefix: str,
+                    fetch: Callable[[web.Request, str], Awaitable[web.StreamResponse]]) -> None:
+        """Serve prefix + <file id> to holders of a file_link(); fetch(request, file_id)
+        answers (bridge/files.py has the headers and the streaming)."""
         async def serve(request: web.Request) -> web.StreamResponse:
             if not self.verify(request):
                 return web.Response(status=403, text="link expired or not valid")
-            return await fetch(unquote(request.path[len(prefix):]))
+            return await fetch(request, unquote(request.path[len(prefix):]))
         self.route("GET", prefix, serve, prefix=True)
 
     def file_link(self, prefix: str, file_id: str) -> str | None:

@@ -10,6 +10,8 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
+from bridge.sanitize import strip_controls
+
 
 class MalformedPayload(ValueError):
     pass
@@ -150,7 +152,7 @@ def normalise_time(value: Any) -> str:
 def _text(data: dict, key: str, required: bool = True) -> str | None:
     value = data.get(key)
     if isinstance(value, str) and value:
-        return value
+        return strip_controls(value)
     if required:
         raise MalformedPayload(f"{key} is missing")
     return None
@@ -179,7 +181,7 @@ def parse_event(name: str, envelope: Envelope) -> HelpdeskEvent:
         attachment = data.get("attachment_metadata")
         if not text and not attachment and not _flag(data, "closed_support"):
             raise MalformedPayload(f"{name}: empty message")
-        return HelpdeskMessage(ticket, sender, text, normalise_time(data.get("date_created")),
+        return HelpdeskMessage(ticket, sender, strip_controls(text), normalise_time(data.get("date_created")),
                                attachment, _flag(data, "close_support"),
                                _flag(data, "closed_support"))
     if name == "support_handler_changed":
@@ -200,14 +202,23 @@ def parse_event(name: str, envelope: Envelope) -> HelpdeskEvent:
 
 def attachment_links(metadata: Any) -> list[dict]:
     """The files in a message's attachment_metadata, as far as they can be fetched:
-    [{"url", "name", "mime_type"}]. The API does not fix the shape: one object or a list,
-    with url, file_url or link."""
+    [{"url", "name", "mime_type"}], every value a string ("" where the helpdesk gave none or
+    not a string). The API does not fix the shape: one object or a list, with url,
+    file_url or link. Only http(s) URLs: any other scheme is not even shown as a link."""
     items = metadata if isinstance(metadata, list) else [metadata]
     found = []
     for item in items:
         if isinstance(item, dict):
-            url = item.get("url") or item.get("file_url") or item.get("link")
-            if isinstance(url, str) and url.startswith(("http://", "https://")):
-                found.append({"url": url, "name": item.get("name") or item.get("file_name"),
-                              "mime_type": item.get("mime_type") or item.get("type") or ""})
+            url = _first_string(item, "url", "file_url", "link")
+            if url.lower().startswith(("http://", "https://")) and url.isprintable():
+                found.append({"url": url, "name": _first_string(item, "name", "file_name"),
+                              "mime_type": _first_string(item, "mime_type", "type")})
     return found
+
+
+def _first_string(item: dict, *keys: str) -> str:
+    for key in keys:
+        value = item.get(key)
+        if isinstance(value, str) and value:
+            return strip_controls(value)
+    return ""

@@ -7,6 +7,8 @@ import asyncio
 import logging
 from typing import Awaitable, Callable, TypeVar
 
+from bridge.store.direct import Duplicate
+
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
@@ -16,10 +18,13 @@ ATTEMPTS = 6
 
 
 async def record(write: Callable[[], Awaitable[T]], what: str) -> T:
-    """Run write, retrying for a while when the database fails (then it raises)."""
+    """Run write, retrying for a while when the database fails (then it raises). A write
+    refused as a duplicate is not retried."""
     for attempt in range(ATTEMPTS - 1):
         try:
             return await write()
+        except Duplicate:
+            raise  # a unique key already taken stays taken: no retry can make it fit
         except Exception:
             log.warning("could not record that %s; retrying", what, exc_info=True)
             await asyncio.sleep(0.2 * 2 ** attempt)

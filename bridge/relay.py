@@ -8,19 +8,23 @@ restarted relay picks up exactly the rows still queued.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
+import re
 import weakref
 from collections import OrderedDict
+from dataclasses import replace
 from typing import Any, Callable
 from urllib.parse import urlencode
 
-from bridge.adapter import Adapter, DeliveryError
+from bridge.adapter import Adapter, DeliveryError, Unstorable
 from bridge.crashpoints import crash_point
 from bridge.delivery import Delivery
 from bridge.drain import Drainer
 from bridge.events import Button, ButtonPress, ChatUser, Command, Inbound, InboundMessage, Outgoing
 from bridge.helpdesk import HelpdeskLink, HelpdeskUnavailable
 from bridge.http import HttpServer
+from bridge.logs import redact
 from bridge.metrics import Metrics
 from bridge.protocol import (
     CallEnded,
@@ -33,6 +37,7 @@ from bridge.protocol import (
     parse_event,
 )
 from bridge.recording import record
+from bridge.sanitize import strip_controls
 from bridge.store import Conversation, Customer, Store, ToCustomer, ToHelpdesk
 from bridge.store.models import seconds_since, utcnow
 from bridge.texts import Texts
@@ -43,6 +48,15 @@ OPEN_LIMIT = 3
 CALL_LINK_TTL = 24 * 3600  # seconds a call page may end its call
 RETRY_CAP = 300.0  # seconds between attempts, at most, while the far end is down
 TICKET_CACHE = 10_000  # conversations whose ticket id is kept in memory
+MAX_ID = 2 ** 31 - 1  # the largest id an integer column holds (PostgreSQL's)
+# What a button press may carry: verb:conversation id[:choice] (the buttons made below)
+_ACTION = re.compile(r"(close|rate|comment|switch):([0-9]{1,10})(?::([a-z0-9]{1,8}))?")
+UNSHOWABLE_ATTEMPTS = 3  # tries for a row that fails for a reason other than the platform
+
+
+def call_key(ticket_call_id: str) -> str:
+    """A short, dot-free name for a call, for the call page's sealed `end` reference."""
+    return hashlib.sha256(ticket_call_id.encode()).hexdigest()[:16]
 
 
 def _chat_user(customer: Customer) -> ChatUser:
@@ -58,6 +72,20 @@ def _for(customer: Customer, conversation: Conversation | None = None) -> dict:
     return extra
 
 
+def _without_controls(event: Inbound) -> Inbound:
+    """What a customer typed, without control characters (bridge/sanitize.py)."""
+    if isinstance(event, InboundMessage):
+        attachment = event.attachment
+        if isinstance(attachment, dict) and isinstance(attachment.get("name"), str):
+            attachment = {**attachment, "name": strip_controls(attachment["name"])}
+        return replace(event, text=strip_controls(event.text), attachment=attachment)
+    if isinstance(event, ButtonPress) and event.text is not None:
+        return replace(event, text=strip_controls(event.text))
+    if isinstance(event, Command):
+        return replace(event, argument=strip_controls(event.argument))
+    return event
+
+
 class Relay:
     def __init__(self, store: Store, link_factory: Callable[..., HelpdeskLink],
                  adapters: list[Adapter], http: HttpServer, texts: Texts | None = None,
@@ -66,13 +94,14 @@ class Relay:
         self.store = store
         self.http = http
         self.metrics = metrics or Metrics()
-        self.link = link_factory(on_event=self.on_helpdesk_event)
+        self.link = link_factory(on_event=self.on_helpdesk_event, known_ticket=self._known_ticket)
         self.adapters = {adapter.name: adapter for adapter in adapters}
         self.texts = texts or Texts()
         self.public_url = public_url.rstrip("/")
         self.calls = calls and bool(self.public_url)  # a LiveKit server and the call page
-        # conversation id -> "live" | "closed" | "sate_left", for the call page to follow
-        self._call_states: OrderedDict[int, str] = OrderedDict()
+        # conversation id -> (its latest call's key, "live" | "closed" | "sate_left"), for
+        # the call page to follow (call_key)
+        self._calls: OrderedDict[int, tuple[str, str]] = OrderedDict()
         # Weak: a customer's lock lives while someone holds or waits on it, so a daemon that
         # sees millions of customers over months does not keep a lock for each.
         self._locks: weakref.WeakValueDictionary[int, asyncio.Lock] = weakref.WeakValueDictionary()
@@ -115,6 +144,10 @@ class Relay:
             self._tickets.popitem(last=False)
         return ticket_chat_id
 
+    async def _known_ticket(self, ticket_chat_id: str) -> bool:
+        """Whether a conversation of this bridge has this ticket_chat_id already."""
+        return await self.store.conversation_by_ticket(ticket_chat_id) is not None
+
     def _lock(self, customer_id: int) -> asyncio.Lock:
         # One lock per customer keeps prompts and state changes in order (as mautrix does).
         lock = self._locks.get(customer_id)
@@ -125,10 +158,29 @@ class Relay:
     # --- inbound from adapters ---------------------------------------------------
 
     async def handle(self, event: Inbound) -> None:
-        """The adapters' sink. Returns once the event is stored."""
+        """The adapters' sink. Returns once the event is stored. Raises Unstorable when it
+        failed while the database answers: then the event itself is at fault."""
+        try:
+            await self._handle(_without_controls(event))
+        except Exception as error:
+            if await self._database_answers():
+                raise Unstorable(f"{type(error).__name__} while the database answers") \
+                    from error
+            raise
+
+    async def _database_answers(self) -> bool:
+        try:
+            await asyncio.wait_for(self.store.ping(), 2)
+            return True
+        except Exception:
+            return False
+
+    async def _handle(self, event: Inbound) -> None:
         user = event.user
+        # A press answers where the customer already is: it never moves their chat.
         customer = await self.store.customer_for(user.platform, user.account, user.user_id,
-                                                 user.chat_id, user.language)
+                                                 user.chat_id, user.language,
+                                                 moves_chat=not isinstance(event, ButtonPress))
         await self.link.watch_customer(customer.session_id)
         if customer.unreachable:  # they wrote, so they can be reached again (bot unblocked)
             await self.store.set_customer(customer.id, unreachable=False)
@@ -221,10 +273,12 @@ class Relay:
     # --- button presses ----------------------------------------------------------
 
     async def _on_press(self, customer: Customer, press: ButtonPress) -> None:
-        verb, _, rest = press.action.partition(":")
-        conversation_id, _, value = rest.partition(":")
+        # Checked before anything reaches SQL: the data comes back from the platform as the
+        # client sent it, and an id out of the column's range is a database error.
+        action = _ACTION.fullmatch(press.action)
+        verb, conversation_id, value = action.groups("") if action else ("", "", "")
         conversation = None
-        if conversation_id.isdigit():
+        if conversation_id and int(conversation_id) <= MAX_ID:
             conversation = await self.store.conversation(int(conversation_id))
         # The owner check: a press on someone else's conversation (forged callback data),
         # or on a prompt that was already answered, does nothing but say so.
@@ -419,7 +473,7 @@ class Relay:
             elif isinstance(event, CallStarted):
                 await self._call_invite(customer, conversation, event)
             elif isinstance(event, CallEnded):
-                self._set_call_state(conversation.id, event.reason)
+                self._set_call_state(conversation.id, event.reason, event.ticket_call_id)
                 await self._notice(customer, "call_ended", conversation, event.dedupe_key)
 
     async def _on_reply(self, customer: Customer, conversation: Conversation,
@@ -480,10 +534,10 @@ class Relay:
         if not self.calls:
             await self._notice(customer, "call_not_configured", conversation, call.dedupe_key)
             return
-        self._set_call_state(conversation.id, "live")
+        self._set_call_state(conversation.id, "live", call.ticket_call_id)
         # The token rides in the URL fragment, which browsers never send to a server; `end`
-        # lets the page end this conversation's call, and nothing else.
-        end = self.http.seal(str(conversation.id), CALL_LINK_TTL)
+        # lets the page end this call of this conversation, and nothing else.
+        end = self.http.seal(f"{conversation.id}-{call_key(call.ticket_call_id)}", CALL_LINK_TTL)
         url = f"{self.public_url}/call#" + urlencode({"room": call.room, "token": call.token,
                                                       "end": end})
         language = customer.language
@@ -491,24 +545,36 @@ class Relay:
             kind="call_invite", text=self.texts.get("call_invite", language), url=url,
             url_label=self.texts.get("call_join", language)), call.dedupe_key)
 
-    def _set_call_state(self, conversation_id: int, state: str) -> None:
-        self._call_states[conversation_id] = state
-        self._call_states.move_to_end(conversation_id)
-        if len(self._call_states) > TICKET_CACHE:
-            self._call_states.popitem(last=False)
+    def _set_call_state(self, conversation_id: int, state: str,
+                        ticket_call_id: str | None) -> None:
+        """A call started ("live") or ended. An end naming another call than the latest
+        one changes nothing."""
+        key = call_key(ticket_call_id) if ticket_call_id else None
+        latest = self._calls.get(conversation_id)
+        if state != "live" and latest is not None and key not in (None, latest[0]):
+            return
+        self._calls[conversation_id] = (key or (latest[0] if latest else ""), state)
+        self._calls.move_to_end(conversation_id)
+        if len(self._calls) > TICKET_CACHE:
+            self._calls.popitem(last=False)
 
-    def call_state(self, conversation_id: int) -> str | None:
-        """"live", "closed" or "sate_left"; None if this run has not seen the call."""
-        return self._call_states.get(conversation_id)
+    def call_state(self, conversation_id: int, key: str) -> str | None:
+        """"live", "closed" or "sate_left" for the call page of call `key` (a call_key());
+        "closed" when a newer call has started since; None if this run has not seen it."""
+        latest = self._calls.get(conversation_id)
+        if latest is None:
+            return None
+        return latest[1] if latest[0] == key else "closed"
 
-    async def end_call(self, conversation_id: int) -> bool:
-        """The customer pressed "End call" on the call page: close_call_support, once."""
+    async def end_call(self, conversation_id: int, key: str) -> bool:
+        """The customer pressed "End call" on the page of call `key`: close_call_support,
+        once, and only while that call is the conversation's latest."""
         conversation = await self.store.conversation(conversation_id)
         if conversation is None or conversation.ticket_chat_id is None:
             return False
-        if self._call_states.get(conversation_id) in ("closed", "sate_left"):
+        if self.call_state(conversation_id, key) in ("closed", "sate_left"):
             return True
-        self._set_call_state(conversation_id, "closed")
+        self._set_call_state(conversation_id, "closed", None)
         customer = await self.store.customer(conversation.customer_id)
         async with self._lock(customer.id):
             await self._request(customer, conversation, "close_call", {})
@@ -598,7 +664,11 @@ class Relay:
             if customer.unreachable:
                 row = await self.store.finish_to_customer(row, "failed")
                 continue
-            outgoing = Outgoing.from_json(row.body)
+            try:
+                outgoing = Outgoing.from_json(row.body)
+            except (TypeError, ValueError, AttributeError) as error:  # no shape we know
+                row = await self._unshowable(customer, row, None, error)
+                continue
             if outgoing.edit_of is not None:
                 outgoing.edit_ref, original = await self.store.delivered(outgoing.edit_of)
                 outgoing.edit_original = original.get("text") if original else None
@@ -631,6 +701,16 @@ class Relay:
                             extra=_for(customer))
                 await asyncio.sleep(delay)
                 continue
+            except Exception as error:  # not the platform's answer: this row cannot be shown
+                attempt += 1
+                if attempt < UNSHOWABLE_ATTEMPTS:
+                    log.warning("a %s could not be shown on %s; retrying", outgoing.kind,
+                                customer.platform, exc_info=True, extra=_for(customer))
+                    await asyncio.sleep(0.5 * attempt)
+                    continue
+                attempt = 0
+                row = await self._unshowable(customer, row, outgoing, error)
+                continue
             attempt = 0
             delivered = row
             starts_thread = threaded and outgoing.thread is None and ref
@@ -638,6 +718,8 @@ class Relay:
             async def finish() -> ToCustomer | None:
                 if starts_thread:  # the first word of a conversation with no thread yet
                     await self.store.set_conversation(delivered.conversation_id, thread_ref=ref)
+                if outgoing.kind == "call_invite":  # its link holds the call's token
+                    await self.store.replace_body(delivered.id, {**delivered.body, "url": None})
                 return await self.store.finish_to_customer(delivered, "delivered", ref)
 
             row = await record(finish, f"{customer.platform} showed a {outgoing.kind}")
@@ -645,6 +727,20 @@ class Relay:
             self.metrics.latency.labels("to_customer").observe(seconds_since(delivered.created_at))
             if outgoing.kind == "reply" and delivered.conversation_id is not None:
                 await self._mark_read(customer, delivered.conversation_id)
+
+    async def _unshowable(self, customer: Customer, row: ToCustomer, outgoing: Outgoing | None,
+                          error: Exception) -> ToCustomer | None:
+        """A row that fails for a reason other than the platform (a payload nothing can
+        render, a bug) must not stop the customer's queue: it is set aside as rejected, with
+        the reason, and the customer is told plainly that a message could not be shown."""
+        self.metrics.errors.labels("message_unshowable").inc()
+        reason = redact(f"{type(error).__name__}: {error}")[:500]  # it is stored
+        log.error("a %s could not be shown on %s and was set aside (%s)",
+                  outgoing.kind if outgoing else "message", customer.platform, reason,
+                  exc_info=error, extra=_for(customer))
+        if outgoing is None or outgoing.notice != "message_not_shown":  # not about itself
+            await self._notice(customer, "message_not_shown", dedupe_key=f"unshown:{row.id}")
+        return await self.store.finish_to_customer(row, "rejected", error=reason)
 
     async def _mark_read(self, customer: Customer, conversation_id: int) -> None:
         ticket = self._tickets.get(conversation_id)

@@ -36,6 +36,8 @@ DEFAULT_TEXTS: dict[str, str] = {
     "send_failed": "Sorry, your message could not be delivered to support: {reason}",
     "attachments_unsupported": "Attachments can't be sent here.",
     "edited_prefix": "(edited) ",
+    "message_not_shown": "A message from support could not be shown here. Please ask for it "
+                         "to be sent again.",
 }
 
 

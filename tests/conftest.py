@@ -43,16 +43,19 @@ async def _drop_postgres_database(name: str) -> None:
     await _admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
-def fail_once(table: str, operation: str, condition: str = "TRUE") -> list[str]:
+def fail_once(table: str, operation: str, condition: str = "TRUE",
+              always: bool = False) -> list[str]:
     """PostgreSQL statements making the first INSERT or UPDATE of table that meets
     condition fail, as a database that went away for a moment would (a sequence counts, as
-    it is not rolled back with the failed transaction)."""
+    it is not rolled back with the failed transaction); with always, every such one, as a
+    constraint would."""
     name = f"fail_once_{table}_{operation.lower()}"
+    first = "TRUE" if always else f"nextval('{name}_seq') = 1"
     return [
         f"CREATE SEQUENCE {name}_seq",
         f"""CREATE FUNCTION {name}() RETURNS trigger AS $$
         BEGIN
-            IF ({condition}) AND nextval('{name}_seq') = 1 THEN
+            IF ({condition}) AND {first} THEN
                 RAISE EXCEPTION 'the database went away for a moment';
             END IF;
             RETURN NEW;

@@ -17,6 +17,7 @@ import hashlib
 import hmac
 import itertools
 import json
+import mimetypes
 import time
 import uuid
 from dataclasses import dataclass
@@ -63,6 +64,7 @@ class FakeSlack:
         self.uploads: dict[str, dict] = {}            # file id -> {"name", "content", ...}
         self.customer_files: dict[str, tuple[str, bytes]] = {}  # id -> (name, content)
         self.responses: list[dict] = []               # what was POSTed to a response_url
+        self.cdn_requests: list[str] = []             # names asked of /cdn/, in order
         self.acks: dict[str, dict] = {}               # socket mode: envelope id -> ack
         self.app_url = ""                             # HTTP mode: the app's request URL
         self.mode = "http"                            # how say/press/command reach the app
@@ -77,7 +79,7 @@ class FakeSlack:
     # --- the test's side -------------------------------------------------------------
 
     async def start(self) -> str:
-        app = web.Application()
+        app = web.Application(client_max_size=1024 ** 3)  # Slack takes uploads up to 1 GB
         app.router.add_route("*", "/api/{method}", self._api)  # some methods are GETs
         app.router.add_put("/upload/{file_id}", self._upload)
         app.router.add_post("/upload/{file_id}", self._upload)
@@ -358,7 +360,8 @@ class FakeSlack:
 
     def _files_info(self, params: dict) -> dict:
         name, content = self.customer_files[params["file"]]
-        return {"file": {"id": params["file"], "name": name, "mimetype": "image/png",
+        mimetype = mimetypes.guess_type(name)[0] or "application/octet-stream"
+        return {"file": {"id": params["file"], "name": name, "mimetype": mimetype,
                          "size": len(content),
                          "url_private": f"{self.url}/private/{params['file']}",
                          "url_private_download": f"{self.url}/private/{params['file']}"}}
@@ -371,19 +374,32 @@ class FakeSlack:
     async def _private_file(self, request: web.Request) -> web.Response:
         if request.headers.get("Authorization") != f"Bearer {self.bot_token}":
             return web.Response(status=302, headers={"Location": "https://acme.slack.com/"})
-        _name, content = self.customer_files[request.match_info["file_id"]]
-        return web.Response(body=content, content_type="image/png")
+        name, content = self.customer_files[request.match_info["file_id"]]
+        return web.Response(body=content, content_type=mimetypes.guess_type(name)[0]
+                            or "application/octet-stream")
 
     async def _cdn(self, request: web.Request) -> web.Response:
-        """Somewhere else on the internet: where the helpdesk keeps an agent's files."""
+        """Somewhere else on the internet: where the helpdesk keeps an agent's files.
+        `big-N.bin` is N bytes (pattern(N)); `redirect` sends the client to ?to=."""
         name = request.match_info["name"]
+        self.cdn_requests.append(name)
         if name.startswith("missing"):
             return web.Response(status=404)
+        if name == "redirect":
+            return web.Response(status=302, headers={"Location": request.query["to"]})
+        if name.startswith("big-"):
+            return web.Response(body=pattern(int(name[4:].split(".")[0])))
         return web.Response(body=f"contents of {name}".encode())
 
     async def _respond(self, request: web.Request) -> web.Response:
         self.responses.append(await request.json())
         return web.Response(text="ok")
+
+
+def pattern(size: int) -> bytes:
+    """size bytes that are not all alike, so a cut or shuffled copy does not compare equal."""
+    block = bytes(range(251))  # a prime length: no power-of-two buffer lines up with it
+    return (block * (size // len(block) + 1))[:size]
 
 
 def buttons_of(message: dict) -> list[dict]:

@@ -17,6 +17,7 @@ from typing import Any
 from aiohttp import web
 
 BOT_ID = 777000111
+JPEG = b"\xff\xd8 jpeg \xff\xd9"
 
 
 @dataclass
@@ -46,6 +47,8 @@ class FakeTelegram:
         self._runner: web.AppRunner | None = None
         self.url = ""
         self.webhook: dict | None = None
+        # file id -> (file_path getFile answers, the content, the file_size it states)
+        self.files: dict[str, tuple[str, bytes, int | None]] = {}
 
     # --- the test's side -------------------------------------------------------------
 
@@ -265,14 +268,18 @@ class FakeTelegram:
         return message
 
     async def _api_getFile(self, params: dict) -> dict:
-        return {"file_id": params["file_id"], "file_unique_id": "uniq", "file_size": 11,
-                "file_path": f"photos/{params['file_id']}.jpg"}
+        path, content, size = self.files.get(
+            params["file_id"], (f"photos/{params['file_id']}.jpg", JPEG, len(JPEG)))
+        found = {"file_id": params["file_id"], "file_unique_id": "uniq", "file_path": path}
+        return {**found, "file_size": size} if size is not None else found
 
     async def _download(self, request: web.Request) -> web.Response:
         if request.match_info["token"] != self.token:
             return web.Response(status=404)
-        self.calls.append(Call("download", {"path": request.match_info["path"]}))
-        return web.Response(body=b"\xff\xd8 jpeg \xff\xd9", content_type="image/jpeg")
+        path = request.match_info["path"]
+        self.calls.append(Call("download", {"path": path}))
+        content = next((c for p, c, _size in self.files.values() if p == path), JPEG)
+        return web.Response(body=content, content_type="image/jpeg")
 
     async def _api_answerCallbackQuery(self, _params: dict) -> bool:
         return True

@@ -179,9 +179,12 @@ async def test_a_forged_end_link_is_refused(call, sandbox):
 
     bridge, _console, url = call
     end = parse_qs(urlsplit(url).fragment)["end"][0]
-    conversation_id, expires, signature = end.split(".")
+    call, expires, signature = end.split(".")
+    conversation_id, call_key = call.split("-")
     async with aiohttp.ClientSession() as http:
-        for forged in (f"{int(conversation_id) + 1}.{expires}.{signature}", "1.1.x", ""):
+        for forged in (f"{int(conversation_id) + 1}-{call_key}.{expires}.{signature}",
+                       f"{conversation_id}-0{call_key[1:]}.{expires}.{signature}",
+                       "1.1.x", ""):
             async with http.post(f"{bridge.http.url}/call/end", json={"end": forged}) as answer:
                 assert answer.status == 403
         async with http.post(f"{bridge.http.url}/call/state", json={"end": end}) as answer:

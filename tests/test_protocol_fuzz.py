@@ -2,10 +2,20 @@
 MalformedPayload (which the link logs and skips); it never raises anything else."""
 from __future__ import annotations
 
+import re
+
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bridge.protocol import BROADCASTS, MalformedPayload, parse_envelope, parse_event
+from bridge.protocol import (
+    BROADCASTS,
+    MalformedPayload,
+    attachment_links,
+    parse_envelope,
+    parse_event,
+)
+
+CONTROLS = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
@@ -44,3 +54,40 @@ def test_any_payload_parses_or_is_malformed(event, payload):
         return
     assert typed.ticket_chat_id and isinstance(typed.ticket_chat_id, str)
     assert isinstance(typed.dedupe_key, str)
+
+
+# Texts with what a hostile sender puts in them: control characters (NUL above all, which
+# the renderers use for their placeholders), digits, and Markdown's own characters.
+hostile_texts = st.lists(st.sampled_from(
+    list("\x00\x01\x07\x08\x0b\x1b\x1f\x7f\t\n\r0123456789`*_~[]()<>&|!@ ab") + ["https://"]),
+    max_size=40).map("".join)
+
+
+@settings(max_examples=400, deadline=None)
+@given(event=st.sampled_from(("support", "customer_support", "support_handler_changed")),
+       text=hostile_texts, name=hostile_texts | json_values)
+def test_texts_from_the_helpdesk_arrive_without_control_characters(event, text, name):
+    data = {"ticket_chat_id": "t1", "message": text, "sender": "agent",
+            "agent": {"username": name}, "handler": "agent"}
+    try:
+        typed = parse_event(event, parse_envelope({"status_code": 200, "data": data}))
+    except MalformedPayload:
+        return
+    for value in vars(typed).values():
+        if isinstance(value, str):
+            assert not CONTROLS.search(value), value
+
+
+wrongly_typed = st.fixed_dictionaries({}, optional={
+    key: json_values | st.text(max_size=12) | st.sampled_from(["https://f.example.com/a.png"])
+    for key in ("url", "file_url", "link", "name", "file_name", "mime_type", "type")})
+
+
+@settings(max_examples=400, deadline=None)
+@given(metadata=wrongly_typed | st.lists(wrongly_typed, max_size=3) | json_values)
+def test_attachment_fields_of_any_type_give_strings_or_nothing(metadata):
+    for item in attachment_links(metadata):
+        assert set(item) == {"url", "name", "mime_type"}
+        assert all(isinstance(value, str) for value in item.values())
+        assert item["url"].lower().startswith(("http://", "https://"))
+        assert not CONTROLS.search(item["name"] + item["mime_type"])

@@ -16,7 +16,7 @@ from bridge.app import Bridge
 from bridge.config import load_settings
 from bridge.registry import adapter_schemas
 from bridge.sandbox import DEFAULT_API_KEY
-from tests.fake_slack import BOT_USER, FakeSlack, buttons_of, sign
+from tests.fake_slack import BOT_USER, FakeSlack, buttons_of, pattern, sign
 
 BOT_TOKEN = "xoxb-1234567890-0987654321-AbCdEfGhIjKlMnOpQrStUvWx"
 APP_TOKEN = "xapp-1-A0BRIDGE-1234567890-0a1b2c3d4e5f60718293a4b5c6d7e8f9"
@@ -38,9 +38,15 @@ def _free_port() -> int:
         return probe.getsockname()[1]
 
 
-def _settings(slack, sandbox, database_url, mode="http"):
+# The local Slack (its /cdn/ stands for the helpdesk's file host) is on loopback, which
+# the bridge never fetches from unless told to (bridge/files.py).
+LOCAL_FILES = ["127.0.0.1/32"]
+
+
+def _settings(slack, sandbox, database_url, mode="http", file_networks=LOCAL_FILES):
     port = _free_port()
-    section = {"bot_token": BOT_TOKEN, "api_url": slack.api_url, "mode": mode}
+    section = {"bot_token": BOT_TOKEN, "api_url": slack.api_url, "mode": mode,
+               "file_networks": file_networks}
     section.update({"signing_secret": SIGNING_SECRET} if mode == "http"
                    else {"app_token": APP_TOKEN})
     return load_settings({
@@ -52,8 +58,8 @@ def _settings(slack, sandbox, database_url, mode="http"):
     }, env={}, adapter_schemas=adapter_schemas())
 
 
-async def _start(slack, sandbox, database_url, mode="http") -> Bridge:
-    settings = _settings(slack, sandbox, database_url, mode)
+async def _start(slack, sandbox, database_url, mode="http", **options) -> Bridge:
+    settings = _settings(slack, sandbox, database_url, mode, **options)
     bridge = Bridge(settings, [SlackAdapter(settings.adapters["slack"])])
     await bridge.start()
     await bridge.relay.link.wait_connected(10)
@@ -459,3 +465,114 @@ api_url = "{slack.api_url}"
     assert bad.returncode == 1
     assert "FAIL slack refused the bot token (invalid_auth)" in bad.stdout
     assert "xoxb-wrong-token" not in bad.stdout + bad.stderr and APP_TOKEN not in bad.stdout
+
+
+# --- files: whole, capped, from public addresses only, served as downloads ---------------
+
+async def _ticket_after_hello(slack, sandbox) -> tuple[str, str]:
+    root = (await slack.say(ANN, "hello"))["event"]["ts"]
+    await slack.wait_for_text(ANN, "You said")
+    return root, sandbox.received[0]["ticket_chat_id"]
+
+
+def _completed_upload(slack, name: str) -> dict | None:
+    return next((u for u in slack.uploads.values() if u.get("completed") and u["name"] == name),
+                None)
+
+
+async def test_agent_files_larger_than_a_buffer_arrive_whole_and_the_cap_holds(
+        bridge, slack, sandbox):
+    """aiohttp's read(n) returns what is buffered: 1 and 5 MB files arrived as 98,304 bytes,
+    and a 60 MB one was uploaded cut short instead of being refused."""
+    _root, ticket = await _ticket_after_hello(slack, sandbox)
+    for size in (1_000_000, 5_000_000):
+        await sandbox.agent_reply(ticket, "", attachment_metadata={
+            "url": f"{slack.url}/cdn/big-{size}.bin", "name": f"big-{size}.bin"})
+        upload = await slack.wait_for(lambda: _completed_upload(slack, f"big-{size}.bin"),
+                                      timeout=20)
+        assert len(upload["content"]) == size and upload["content"] == pattern(size)
+    await sandbox.agent_reply(ticket, "", attachment_metadata={
+        "url": f"{slack.url}/cdn/big-60000000.bin", "name": "huge.bin"})
+    await slack.wait_for_text(ANN, f"<{slack.url}/cdn/big-60000000.bin|huge.bin>", timeout=20)
+    assert _completed_upload(slack, "huge.bin") is None
+
+
+async def test_a_customer_file_larger_than_a_buffer_reaches_the_helpdesk_whole(
+        bridge, slack, sandbox):
+    import aiohttp
+
+    slack.customer_files["F0BIG"] = ("logs.zip", pattern(5_000_000))
+    await slack.say(ANN, "my logs", subtype="file_share", files=[{
+        "id": "F0BIG", "name": "logs.zip", "mimetype": "application/zip"}])
+    await slack.wait_for(lambda: sandbox.received)
+    async with aiohttp.ClientSession() as http:
+        async with http.get(sandbox.received[0]["attachment_metadata"]["url"]) as response:
+            assert response.status == 200
+            assert await response.read() == pattern(5_000_000)  # was 65,394 bytes
+
+
+async def test_agent_files_are_never_fetched_from_the_bridges_own_network(
+        slack, sandbox, database_url):
+    """An "attachment" pointing at an internal service (here the bridge's own /metrics,
+    and a redirect to it from a public-looking host) must not be fetched and posted into
+    the customer's thread: it is sent as a link, which the customer's browser may follow."""
+    from aiohttp import web
+
+    hits: list[str] = []
+
+    async def internal(request: web.Request) -> web.Response:
+        hits.append(request.path)
+        return web.Response(text="internal secrets")
+
+    app = web.Application()
+    app.router.add_get("/{tail:.*}", internal)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.2", 0)  # another loopback address: "internal"
+    await site.start()
+    internal_url = f"http://127.0.0.2:{site._server.sockets[0].getsockname()[1]}"
+    bridge = await _start(slack, sandbox, database_url, file_networks=["127.0.0.1/32"])
+    try:
+        _root, ticket = await _ticket_after_hello(slack, sandbox)
+        await sandbox.agent_reply(ticket, "", attachment_metadata=[
+            {"url": f"{internal_url}/admin", "name": "admin.txt"},
+            {"url": f"{slack.url}/cdn/redirect?to={internal_url}/via-redirect",
+             "name": "redirected.txt"},
+            {"url": "file:///etc/passwd", "name": "passwd"}])
+        await slack.wait_for_text(ANN, "|admin.txt>")
+        await slack.wait_for_text(ANN, "|redirected.txt>")
+        assert hits == []  # not even the request reached it
+        assert not any(u.get("completed") for u in slack.uploads.values())
+        assert "file://" not in json.dumps(slack.messages)  # not even as a link
+        assert "redirect" in slack.cdn_requests  # the public hop was asked, the next refused
+    finally:
+        await asyncio.wait_for(bridge.stop(), 20)
+        await runner.cleanup()
+    # With nothing allowed, the bridge's own address is refused like any other.
+    bridge = await _start(slack, sandbox, database_url, file_networks=[])
+    try:
+        await sandbox.agent_reply(ticket, "", attachment_metadata={
+            "url": f"http://localhost:{bridge.http.port}/metrics", "name": "metrics.txt"})
+        await slack.wait_for_text(ANN, "|metrics.txt>")
+        assert not any(u.get("completed") for u in slack.uploads.values())
+    finally:
+        await asyncio.wait_for(bridge.stop(), 20)
+
+
+@pytest.mark.parametrize("name, inline", [("page.html", False), ("logo.svg", False),
+                                          ("photo.png", True)])
+async def test_customer_files_are_served_as_downloads_that_no_browser_runs(
+        bridge, slack, sandbox, name, inline):
+    import aiohttp
+
+    slack.customer_files["F0FILE"] = (name, b"<script>alert(document.cookie)</script>")
+    await slack.say(ANN, "see attached", subtype="file_share", files=[{
+        "id": "F0FILE", "name": name}])
+    await slack.wait_for(lambda: sandbox.received)
+    async with aiohttp.ClientSession() as http:
+        async with http.get(sandbox.received[0]["attachment_metadata"]["url"]) as response:
+            assert response.status == 200
+            disposition = response.headers["Content-Disposition"]
+            assert disposition.startswith("inline" if inline else "attachment")
+            assert response.headers["X-Content-Type-Options"] == "nosniff"
+            assert "sandbox" in response.headers["Content-Security-Policy"]

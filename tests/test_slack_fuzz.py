@@ -3,6 +3,7 @@ the adapter's real Bolt app: no request makes it fail (a failure would make Slac
 same request forever), and whatever reaches the core is well-formed."""
 from __future__ import annotations
 
+import itertools
 import json
 import time
 from urllib.parse import urlencode
@@ -59,6 +60,7 @@ def _text_or_payload(size: int):
                                               st.text(max_size=size // 2))
 
 
+_invocations = itertools.count()
 commands = st.fixed_dictionaries({
     "command": st.just("/support"), "user_id": st.sampled_from(["U0ANN", "U0BOB"]),
     "text": _text_or_payload(40), "trigger_id": _text_or_payload(10),
@@ -132,6 +134,8 @@ async def test_arbitrary_interactions(adapter, payload):
 async def test_arbitrary_slash_commands(adapter, form):
     slack_adapter, received = adapter
     received.clear()
+    # Slack makes a trigger_id per invocation; one seen before is a replay, acted on once.
+    form = {**form, "trigger_id": f"{form['trigger_id']}{next(_invocations)}"}
     status = await _dispatch(slack_adapter, urlencode(form).encode(),
                              "application/x-www-form-urlencoded")
     assert status == 200

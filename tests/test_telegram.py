@@ -44,17 +44,23 @@ def _free_port() -> int:
         return probe.getsockname()[1]
 
 
-@pytest.fixture(params=["polling", "webhook"])
-async def bridge(request, telegram, sandbox, database_url):
-    """The bridge with its Telegram adapter, receiving by long polling or by webhook."""
+async def start_bridge(telegram, sandbox, database_url, mode: str = "polling") -> Bridge:
+    """A started bridge with its Telegram adapter, and a public URL on its own port."""
     port = _free_port()
-    settings = _settings(telegram, sandbox, database_url, mode=request.param,
+    settings = _settings(telegram, sandbox, database_url, mode=mode,
                          public_url=f"http://127.0.0.1:{port}")
     settings = settings.model_copy(update={"http": settings.http.model_copy(
         update={"listen": f"127.0.0.1:{port}"})})
     bridge = Bridge(settings, [TelegramAdapter(settings.adapters["telegram"])])
     await bridge.start()
     await bridge.relay.link.wait_connected(10)
+    return bridge
+
+
+@pytest.fixture(params=["polling", "webhook"])
+async def bridge(request, telegram, sandbox, database_url):
+    """The bridge with its Telegram adapter, receiving by long polling or by webhook."""
+    bridge = await start_bridge(telegram, sandbox, database_url, request.param)
     yield bridge
     await asyncio.wait_for(bridge.stop(), 20)
 

@@ -25,7 +25,7 @@ from aiohttp import web
 from slack_bolt.adapter.aiohttp import to_aiohttp_response, to_bolt_request
 from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
 from slack_bolt.app.async_app import AsyncApp
-from slack_sdk.errors import SlackApiError
+from slack_sdk.errors import SlackApiError, SlackClientError
 from slack_sdk.http_retry.builtin_async_handlers import (
     AsyncConnectionErrorRetryHandler,
     AsyncRateLimitErrorRetryHandler,
@@ -38,6 +38,7 @@ from adapters.slack.form_body import read_form_body_again
 from adapters.slack.settings import SlackSettings
 from bridge.adapter import Adapter, DeliveryError, Sink
 from bridge.events import ChatUser, Outgoing, comment_action
+from bridge.files import FileRefused, fetch_public, networks, refused, serve_download
 from bridge.http import HttpServer
 from bridge.pacing import ChatPacer
 from bridge.protocol import attachment_links
@@ -87,6 +88,7 @@ class SlackAdapter(Adapter):
         self._seen_events: OrderedDict[str, None] = OrderedDict()
         self._dm_channels: OrderedDict[str, str] = OrderedDict()
         self._pacer = ChatPacer(burst=CHANNEL_BURST)
+        self._file_networks = networks(settings.file_networks)
         self.bot_user_id = ""
         self.team = ""
 
@@ -172,11 +174,19 @@ class SlackAdapter(Adapter):
         self._remember_event(body.get("event_id"))  # only once stored: a failure is retried
 
     async def _on_command(self, ack, body: dict) -> None:
+        # A command replayed within Slack's 5 minutes is signed all the same: its
+        # trigger_id, unique per invocation, tells it from a new one.
+        trigger = body.get("trigger_id") if isinstance(body.get("trigger_id"), str) else ""
+        if f"trigger:{trigger}" in self._seen_events:
+            await ack()
+            return
         user = body.get("user_id", "")
         channel = await self._dm_channel(user)
         for event in inbound.command_events(_team(body), user, channel, body.get("text") or "",
-                                            body.get("trigger_id") or ""):
+                                            trigger):
             await self._sink(event)
+        if trigger:
+            self._remember_event(f"trigger:{trigger}")
         await ack()  # after storing: an error leaves the command un-acked, and Slack says so
 
     async def _on_action(self, ack, body: dict, action: dict) -> None:
@@ -231,30 +241,27 @@ class SlackAdapter(Adapter):
             return None
         return self._http.file_link(FILES_PATH, file_id)
 
-    async def _fetch_file(self, file_id: str) -> web.StreamResponse:
-        """A customer's file, for the helpdesk: fetched from Slack with the bot token, which
+    async def _fetch_file(self, request: web.Request, file_id: str) -> web.StreamResponse:
+        """A customer's file, for the helpdesk: streamed from Slack with the bot token, which
         stays here; the link itself is signed and expires."""
         try:
             info = (await self.client.files_info(file=file_id))["file"]
             url = info.get("url_private_download") or info.get("url_private") or ""
-            if not self._is_slack_url(url):
-                raise ValueError("the file is not on Slack")
+            if not isinstance(url, str) or not self._is_slack_url(url):
+                raise FileRefused("the file is not on Slack")
+            if isinstance(info.get("size"), int) and info["size"] > ATTACHMENT_LIMIT:
+                raise FileRefused("the file is too large")
+            name = info.get("name") if isinstance(info.get("name"), str) else "file"
+            mimetype = info.get("mimetype") if isinstance(info.get("mimetype"), str) else ""
             token = self.settings.bot_token.get_secret_value()
-            async with aiohttp.ClientSession() as session:
-                async with session.get(url, headers={"Authorization": f"Bearer {token}"}) \
-                        as response:
-                    response.raise_for_status()
-                    content = await response.content.read(ATTACHMENT_LIMIT + 1)
-            if len(content) > ATTACHMENT_LIMIT:
-                raise ValueError("the file is too large")
-        except (SlackApiError, aiohttp.ClientError, asyncio.TimeoutError, ValueError,
-                KeyError) as error:
+            return await serve_download(
+                request, url, limit=ATTACHMENT_LIMIT, name=name, content_type=mimetype
+                or mimetypes.guess_type(name)[0] or "application/octet-stream",
+                headers={"Authorization": f"Bearer {token}"})
+        except (SlackApiError, aiohttp.ClientError, asyncio.TimeoutError, FileRefused,
+                KeyError, TypeError) as error:
             log.warning("slack: could not fetch a customer file: %s", _error_code(error))
-            return web.Response(status=502, text="the file could not be fetched")
-        name = info.get("name") or "file"
-        return web.Response(body=content, content_type=info.get("mimetype")
-                            or mimetypes.guess_type(name)[0] or "application/octet-stream",
-                            headers={"Content-Disposition": f'inline; filename="{name}"'})
+            return refused()
 
     def _is_slack_url(self, url: str) -> bool:
         """The bot token goes only to Slack (or to the API host this bridge was given)."""
@@ -304,32 +311,33 @@ class SlackAdapter(Adapter):
     async def _send_attachments(self, channel: str, message: Outgoing) -> None:
         """Agent attachments: uploaded into the thread (files.getUploadURLExternal +
         files.completeUploadExternal, which slack-sdk's files_upload_v2 does), or a link
-        when that fails."""
+        when that fails. Fetched from public addresses only (bridge/files.py)."""
         for item in attachment_links(message.attachment):
-            name = item.get("name") or item["url"].rsplit("/", 1)[-1] or "file"
+            name = item["name"] or item["url"].rsplit("/", 1)[-1] or "file"
             try:
-                async with aiohttp.ClientSession() as session:
-                    async with session.get(item["url"]) as response:
-                        response.raise_for_status()
-                        content = await response.content.read(ATTACHMENT_LIMIT + 1)
-                if len(content) > ATTACHMENT_LIMIT:
-                    raise ValueError("too large to upload")
+                content = await fetch_public(item["url"], ATTACHMENT_LIMIT, self._file_networks)
                 await self.client.files_upload_v2(channel=channel, thread_ts=message.thread,
                                                   content=content, filename=name, title=name)
-            except (SlackApiError, aiohttp.ClientError, asyncio.TimeoutError,
-                    ValueError) as error:
+            except (SlackClientError, aiohttp.ClientError, asyncio.TimeoutError,
+                    FileRefused) as error:
                 log.info("slack: attachment sent as a link (%s)", _error_code(error))
                 await self._pacer.wait(channel)
                 await self.client.chat_postMessage(
-                    channel=channel, thread_ts=message.thread, text=f"{name}: {item['url']}",
+                    channel=channel, thread_ts=message.thread,
+                    text=blocks.escape(f"{name}: {item['url']}"),
                     blocks=[{"type": "section", "text": {"type": "mrkdwn", "text": "<{}|{}>".format(
-                        item["url"], blocks.escape(name))}}])
+                        _link_target(item["url"]), blocks.escape(name))}}])
 
 
 async def _not_started(_event) -> None:
     # Embedded, the company's app may take requests before the bridge has started: the
     # request fails (not acknowledged), and Slack retries it.
     raise RuntimeError("the bridge has not started yet")
+
+
+def _link_target(url: str) -> str:
+    """A URL inside mrkdwn's <url|label>: no character there may end it or open another."""
+    return blocks.escape(url.replace("<", "%3C").replace(">", "%3E").replace("|", "%7C"))
 
 
 def _with_slash(url: str) -> str:
@@ -346,6 +354,8 @@ def _error_code(error: BaseException) -> str:
     if isinstance(error, SlackApiError):
         data = error.response.data if isinstance(error.response.data, dict) else {}
         return str(data.get("error") or f"http {error.response.status_code}")
+    if isinstance(error, FileRefused):
+        return str(error)
     return type(error).__name__
 
 

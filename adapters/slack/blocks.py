@@ -38,7 +38,9 @@ def _label(message: Outgoing) -> str:
 
 
 def _fallback(text: str) -> str:
-    return text if len(text) <= FALLBACK_LIMIT else text[:FALLBACK_LIMIT - 1] + "…"
+    """The notification text. Slack reads it as mrkdwn too: escaped, so that no reply can
+    notify a whole channel (<!channel>) or someone by name (<@U…>)."""
+    return escape(text if len(text) <= FALLBACK_LIMIT else text[:FALLBACK_LIMIT - 1] + "…")
 
 
 def render(message: Outgoing) -> list[Message]:

@@ -40,11 +40,12 @@ def message_event(team: str, event: dict,
         return None
     text = plain_text(event.get("text") or "") if isinstance(event.get("text"), str) else ""
     attachment = None
-    files = [f for f in event.get("files") or [] if isinstance(f, dict) and f.get("id")]
+    files = event.get("files") if isinstance(event.get("files"), list) else []
+    files = [f for f in files if isinstance(f, dict) and isinstance(f.get("id"), str) and f["id"]]
     if files:
         first = files[0]
-        attachment = {"url": file_url(first["id"]), "name": first.get("name") or "file",
-                      "mime_type": first.get("mimetype") or "application/octet-stream"}
+        attachment = {"url": file_url(first["id"]), "name": _string(first, "name") or "file",
+                      "mime_type": _string(first, "mimetype") or "application/octet-stream"}
     if not text.strip() and attachment is None:
         return None
     thread = event.get("thread_ts")
@@ -85,6 +86,11 @@ def comment_event(team: str, user: str, dm_channel: str, view: dict,
     typed = _dig(view, "state", "values", block_id, action_id, "value")
     typed = typed.strip() if isinstance(typed, str) else ""
     return ButtonPress(ChatUser("slack", team, user, dm_channel), action, text=typed or None)
+
+
+def _string(data: dict, key: str) -> str:
+    value = data.get(key)
+    return value if isinstance(value, str) else ""
 
 
 def _dig(data: object, *keys: str) -> object:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 
 from bridge.chunks import split
+from bridge.sanitize import strip_controls
 
 SECTION_LIMIT = 3000   # a section block's text, after escaping
 SOURCE_CHUNK = 2500    # split the source below that, so escaping rarely pushes it over
@@ -26,19 +27,23 @@ def escape(text: str) -> str:
 
 
 def to_mrkdwn(text: str) -> str:
+    # Rendered pieces are kept aside behind NUL-delimited placeholders. The text itself can
+    # hold no NUL (stripped here too, not only where texts enter), and a piece is stored
+    # with the placeholders inside it already filled in, so one pass restores everything.
     kept: list[str] = []
 
+    def restore(rendered: str) -> str:
+        return _KEPT.sub(lambda m: kept[int(m.group(1))], rendered)
+
     def keep(rendered: str) -> str:
-        kept.append(rendered)
+        kept.append(restore(rendered))
         return f"\x00{len(kept) - 1}\x00"
 
-    out = _CODE.sub(lambda m: keep(f"`{m.group(1)}`"), escape(text))
+    out = _CODE.sub(lambda m: keep(f"`{m.group(1)}`"), escape(strip_controls(text)))
     out = _LINK.sub(lambda m: keep(f"<{m.group(2)}|{m.group(1)}>"), out)
     out = _ITALIC_STAR.sub(r"_\1_", out)   # before bold, whose output is a single *
     out = _BOLD.sub(lambda m: keep(f"*{m.group(1)}*"), out)
-    while _KEPT.search(out):
-        out = _KEPT.sub(lambda m: kept[int(m.group(1))], out)
-    return out
+    return restore(out)
 
 
 def sections(text: str) -> list[str]:

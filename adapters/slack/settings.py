@@ -1,6 +1,7 @@
+import ipaddress
 from typing import Literal
 
-from pydantic import SecretStr, model_validator
+from pydantic import SecretStr, field_validator, model_validator
 
 from bridge.config import HttpUrl, StrictModel
 
@@ -15,6 +16,21 @@ class SlackSettings(StrictModel):
     signing_secret: SecretStr | None = None  # for mode = "http"
     api_url: HttpUrl = "https://slack.com/api/"
     command: str = "/support"                # the slash command, as in the app manifest
+    # Agents' files are fetched (to upload them into the thread) from public addresses
+    # only. CIDRs listed here are allowed too: a self-hosted helpdesk's file server on an
+    # internal network, e.g. ["10.20.0.0/16"]. Nothing else that is loopback, private,
+    # link-local or a cloud metadata address is ever fetched (it is sent as a link).
+    file_networks: list[str] = []
+
+    @field_validator("file_networks")
+    @classmethod
+    def _cidrs(cls, value: list[str]) -> list[str]:
+        for cidr in value:
+            try:
+                ipaddress.ip_network(cidr, strict=False)
+            except ValueError:
+                raise ValueError(f"{cidr!r} is not a network (e.g. 10.20.0.0/16)") from None
+        return value
 
     @model_validator(mode="after")
     def _mode_has_its_secret(self) -> "SlackSettings":

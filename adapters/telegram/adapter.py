@@ -16,7 +16,9 @@ import secrets
 import warnings
 from collections import OrderedDict
 from datetime import timedelta
+from urllib.parse import quote
 
+import aiohttp
 from aiohttp import web
 from telegram import BotCommand, InlineKeyboardButton, InlineKeyboardMarkup, Update
 from telegram.constants import ChatAction, ChatType, MessageEntityType, ParseMode
@@ -27,8 +29,9 @@ from adapters.telegram import inbound
 from adapters.telegram.batch import dispatch_batch
 from adapters.telegram.markup import LIMIT, split, to_html
 from adapters.telegram.settings import TelegramSettings
-from bridge.adapter import Adapter, DeliveryError, Sink
+from bridge.adapter import Adapter, DeliveryError, Sink, Unstorable
 from bridge.events import COMMANDS, ChatUser, Outgoing
+from bridge.files import FileRefused, refused, serve_download
 from bridge.http import HttpServer
 from bridge.logs import add_secrets
 from bridge.pacing import ChatPacer
@@ -47,11 +50,14 @@ COMMAND_DESCRIPTIONS = {  # one for each of bridge.events.COMMANDS
     "call": "Start a voice call",
     "help": "How this works",
 }
+DOWNLOAD_LIMIT = 20 * 1024 * 1024  # what the Bot API lets bots download
 CHAT_BURST = 3  # messages; then one a second per chat
 BOT_RATE = 28   # messages a second for the whole bot (Telegram: about 30)
 TYPING_AFTER = 1.0  # an answer quicker than this needs no "typing…" (it would be a wasted call)
 TYPING_EVERY = 4.0
 TYPING_CAP = 60.0
+UPDATE_ATTEMPTS = 3  # an update the core calls Unstorable this often is skipped
+NOT_RECEIVED = "Sorry, your last message could not be received. Please send it again."
 GROUP_NOTE = "Please write to me in a private chat, so your conversation stays private."
 
 
@@ -75,6 +81,7 @@ class TelegramAdapter(Adapter):
         self._poller: asyncio.Task | None = None
         self._webhook_secret = ""
         self._recent_updates: OrderedDict[int, None] = OrderedDict()
+        self._failures: dict[int, int] = {}  # update_id -> Unstorable so far; gone once handled
         self._typing: dict[int, asyncio.Task] = {}
         self._pacer = ChatPacer(burst=CHAT_BURST)
         self._http: HttpServer | None = None
@@ -182,11 +189,35 @@ class TelegramAdapter(Adapter):
             self._recent_updates.popitem(last=False)
 
     async def dispatch(self, update: Update) -> None:
-        """Hand one update to the core; returns once it is stored (raises if it was not)."""
+        """Hand one update to the core; returns once it is stored (raises if it was not).
+
+        An update the core calls Unstorable UPDATE_ATTEMPTS times is logged and skipped:
+        Telegram would bring it back forever (the next getUpdates, every webhook retry),
+        holding up that chat. A customer whose message it was is told to send it again.
+        Any other failure (the database away) is retried for as long as it lasts."""
         if update.update_id in self._recent_updates:
             return
-        await self._handle(update)
+        try:
+            await self._handle(update)
+        except Unstorable:
+            failures = self._failures[update.update_id] = self._failures.get(
+                update.update_id, 0) + 1
+            if failures < UPDATE_ATTEMPTS:
+                raise
+            log.exception("telegram: update %s could not be stored in %d tries; skipped",
+                          update.update_id, failures)
+            await self._say_not_received(update)
+        self._failures.pop(update.update_id, None)
         self._remember(update.update_id)
+
+    async def _say_not_received(self, update: Update) -> None:
+        message = update.message or update.edited_message
+        if message is None or message.chat.type != ChatType.PRIVATE:
+            return
+        try:
+            await self.bot.send_message(message.chat.id, NOT_RECEIVED)
+        except TelegramError as error:
+            log.warning("telegram: could not say that a message was not received: %s", error)
 
     async def _handle(self, update: Update) -> None:
         if update.callback_query is not None:
@@ -197,6 +228,9 @@ class TelegramAdapter(Adapter):
             return
         if message.chat.type != ChatType.PRIVATE:
             await self._on_group_message(update)
+            return
+        if message.from_user is None or message.chat.id != message.from_user.id:
+            log.warning("telegram: a private-chat message not from that chat's user ignored")
             return
         command = _command(update)
         if command is not None:
@@ -211,25 +245,38 @@ class TelegramAdapter(Adapter):
             return None
         return self._http.file_link(FILES_PATH, file_id)
 
-    async def _fetch_file(self, file_id: str) -> web.StreamResponse:
-        """A customer's file, for the helpdesk: fetched from Telegram with the token, which
-        stays here; the link itself is signed and expires."""
+    async def _fetch_file(self, request: web.Request, file_id: str) -> web.StreamResponse:
+        """A customer's file, for the helpdesk: streamed from Telegram with the token, which
+        stays here (the link itself is signed and expires). Only over HTTP, from the Bot
+        API's file URL: python-telegram-bot would read a file_path that names a file on
+        this machine from the disk. At most DOWNLOAD_LIMIT, Telegram's own limit for bots."""
         try:
             telegram_file = await self.bot.get_file(file_id)
-            content = await telegram_file.download_as_bytearray()
-        except TelegramError as error:
-            log.warning("telegram: could not fetch a customer file: %s", error)
-            return web.Response(status=502, text="the file could not be fetched")
-        name = (telegram_file.file_path or "file").rsplit("/", 1)[-1]
-        return web.Response(body=bytes(content), content_type=mimetypes.guess_type(name)[0]
-                            or "application/octet-stream",
-                            headers={"Content-Disposition": f'inline; filename="{name}"'})
+            url = telegram_file.file_path or ""
+            if not url.startswith(f"{self.bot.base_file_url}/"):
+                raise FileRefused("the Bot API named no downloadable file")
+            if (telegram_file.file_size or 0) > DOWNLOAD_LIMIT:
+                raise FileRefused("the file is larger than bots may download")
+            name = url.rsplit("/", 1)[-1] or "file"
+            return await serve_download(
+                request, quote(url, safe=":/%"), limit=DOWNLOAD_LIMIT, name=name,
+                content_type=mimetypes.guess_type(name)[0] or "application/octet-stream")
+        except (TelegramError, FileRefused, aiohttp.ClientError, asyncio.TimeoutError) as error:
+            # Never the error's text for aiohttp's: it would hold the file URL (the token).
+            reason = error if isinstance(error, (TelegramError, FileRefused)) \
+                else type(error).__name__
+            log.warning("telegram: could not fetch a customer file: %s", reason)
+            return refused()
 
     async def _on_press(self, update: Update) -> None:
         query = update.callback_query
         try:
             event = inbound.press_event(self.account, update)
-            if event is not None and query.message.chat.type == ChatType.PRIVATE:
+            # In a private chat the chat's id is its user's: a press on a message in
+            # someone else's chat is forged.
+            chat = query.message.chat if query.message is not None else None
+            if event is not None and chat is not None and chat.type == ChatType.PRIVATE \
+                    and chat.id == query.from_user.id:
                 await self._sink(event)
         finally:
             # Every callback query is answered, or the button spins on the customer's screen.

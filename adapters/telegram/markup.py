@@ -10,6 +10,7 @@ import html
 import re
 
 from bridge.chunks import split as split_text
+from bridge.sanitize import strip_controls
 
 LIMIT = 4096          # Telegram's maximum message length, after entity parsing
 SOURCE_CHUNK = 3500   # split the source below this, so escaping rarely pushes it over
@@ -22,7 +23,8 @@ _LINK = re.compile(r"\[([^\]\n]+)\]\((https?://[^\s)]+)\)")
 
 
 def to_html(text: str) -> str:
-    escaped = html.escape(text, quote=False)
+    # NUL delimits the placeholders below: stripped, so a text cannot forge one.
+    escaped = html.escape(strip_controls(text), quote=False)
     codes: list[str] = []
 
     def keep_code(match: re.Match[str]) -> str:
@@ -30,11 +32,16 @@ def to_html(text: str) -> str:
         return f"\x00{len(codes) - 1}\x00"
 
     escaped = _CODE.sub(keep_code, escaped)  # nothing inside code is formatted
-    escaped = _LINK.sub(lambda m: f'<a href="{html.escape(m.group(2))}">{m.group(1)}</a>', escaped)
+    escaped = _LINK.sub(_link, escaped)
     escaped = _BOLD.sub(r"<b>\1</b>", escaped)
     escaped = _ITALIC_STAR.sub(r"<i>\1</i>", escaped)
     escaped = _ITALIC_UNDERSCORE.sub(r"<i>\1</i>", escaped)
     return re.sub("\x00(\\d+)\x00", lambda m: codes[int(m.group(1))], escaped)
+
+
+def _link(match: re.Match[str]) -> str:
+    # The URL is escaped already (with the rest of the text), but for its quotes.
+    return f'<a href="{match.group(2).replace(chr(34), "&quot;")}">{match.group(1)}</a>'
 
 
 def split(text: str, limit: int = SOURCE_CHUNK) -> list[str]:

@@ -85,8 +85,10 @@ class ToCustomer(Base):
     conversation_id: Mapped[int | None] = mapped_column(ForeignKey("conversations.id"))
     body: Mapped[dict] = mapped_column(JSON)
     dedupe_key: Mapped[str | None] = mapped_column(String(255), unique=True)
-    status: Mapped[str] = mapped_column(String(12), default="queued", index=True)  # queued|delivered|failed
+    # queued|delivered|failed (the platform refused it)|rejected (it could not be rendered)
+    status: Mapped[str] = mapped_column(String(12), default="queued", index=True)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     platform_ref: Mapped[str | None] = mapped_column(String(128))
+    error: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     delivered_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

@@ -162,8 +162,10 @@ class Store:
     # --- customers ---------------------------------------------------------------
 
     async def customer_for(self, platform: str, account: str, user_id: str, chat_id: str,
-                           language: str | None = None) -> Customer:
-        """The customer row for a chat user, created on first contact."""
+                           language: str | None = None, moves_chat: bool = True) -> Customer:
+        """The customer row for a chat user, created on first contact. moves_chat: chat_id
+        is where the customer now writes (not so for a button press, whose chat is the
+        message's and cannot be trusted to be theirs)."""
         generation = self._customers.generation
         known = self._customers.id_of(platform, account, user_id)
         found = self._customers.get(known) if known is not None else None
@@ -174,6 +176,8 @@ class Store:
             if found is not None:
                 self._customers.put(found, generation)
         if found is not None:
+            if not moves_chat:
+                chat_id = found.chat_id
             if found.chat_id != chat_id or (language and found.language != language):
                 await self.set_customer(found.id, chat_id=chat_id,
                                         language=language or found.language)
@@ -397,17 +401,24 @@ class Store:
             return None
         return ToCustomer(id=new_id, customer_id=customer_id, conversation_id=conversation_id,
                           body=body, dedupe_key=dedupe_key, status="queued", attempts=0,
-                          platform_ref=None, created_at=created_at, delivered_at=None)
+                          platform_ref=None, error=None, created_at=created_at,
+                          delivered_at=None)
 
     async def next_to_customer(self, customer_id: int) -> ToCustomer | None:
         return self._to_customer(await self._direct.read(_NEXT_TO_CUSTOMER, customer_id))
 
     async def finish_to_customer(self, row: ToCustomer, status: str,
-                                 platform_ref: str | None = None) -> ToCustomer | None:
-        """Mark a row delivered or failed, and return the customer's next one."""
-        await self._direct.write(_FINISH_TO_CUSTOMER, status, platform_ref,
+                                 platform_ref: str | None = None,
+                                 error: str | None = None) -> ToCustomer | None:
+        """Mark a row delivered, failed or rejected (error: why), and return the customer's
+        next one."""
+        await self._direct.write(_FINISH_TO_CUSTOMER, status, platform_ref, error,
                                  self._direct.from_time(utcnow()), row.id)
         return await self.next_to_customer(row.customer_id)
+
+    async def replace_body(self, row_id: int, body: dict) -> None:
+        """Keep less of a row than was sent (a call invite's token, once delivered)."""
+        await self._direct.write(_REPLACE_BODY, json.dumps(body), row_id)
 
     async def delivered(self, row_id: int) -> tuple[str | None, dict | None]:
         """What became of a delivered row: the platform's ref to it, and what it said."""
@@ -546,5 +557,6 @@ _INSERT_TO_CUSTOMER = ("INSERT INTO to_customer (customer_id, conversation_id, b
                        "VALUES (?, ?, ?, ?, 'queued', 0, ?) RETURNING id")
 _NEXT_TO_CUSTOMER = (f"SELECT {columns(TO_CUSTOMER)} FROM to_customer "
                      "WHERE customer_id = ? AND status = 'queued' ORDER BY id LIMIT 1")
-_FINISH_TO_CUSTOMER = ("UPDATE to_customer SET status = ?, platform_ref = ?, delivered_at = ?, "
-                       "attempts = attempts + 1 WHERE id = ?")
+_REPLACE_BODY = "UPDATE to_customer SET body = ? WHERE id = ?"
+_FINISH_TO_CUSTOMER = ("UPDATE to_customer SET status = ?, platform_ref = ?, error = ?, "
+                       "delivered_at = ?, attempts = attempts + 1 WHERE id = ?")
