@@ -16,7 +16,7 @@ import asyncio
 import ipaddress
 import logging
 import socket
-from typing import Any, AsyncIterator, Iterable
+from typing import AsyncIterator, Iterable
 from urllib.parse import urljoin, urlsplit
 
 import aiohttp
@@ -98,23 +98,27 @@ async def read_capped(response: aiohttp.ClientResponse, limit: int) -> bytes:
 async def fetch_public(url: str, limit: int, allowed: tuple[Network, ...] = ()) -> bytes:
     """GET a URL the helpdesk named, from a public address only (or one in `allowed`),
     following at most MAX_REDIRECTS redirects, each checked like the first."""
-    connector = aiohttp.TCPConnector(resolver=_PublicResolver(allowed), use_dns_cache=False)
-    async with aiohttp.ClientSession(connector=connector, timeout=FETCH_TIMEOUT) as session:
-        for _hop in range(MAX_REDIRECTS + 1):
-            _check_url(url, allowed)
-            try:
-                async with session.get(url, allow_redirects=False) as response:
-                    location = response.headers.get("Location")
-                    if response.status in (301, 302, 303, 307, 308) and location:
-                        url = urljoin(url, location)
-                        continue
-                    response.raise_for_status()
-                    return await read_capped(response, limit)
-            except aiohttp.ClientConnectorError as error:
-                if isinstance(error.__cause__, FileRefused):
-                    raise error.__cause__ from None
-                raise
-        raise FileRefused("too many redirects")
+    resolver = _PublicResolver(allowed)
+    connector = aiohttp.TCPConnector(resolver=resolver, use_dns_cache=False)
+    try:
+        async with aiohttp.ClientSession(connector=connector, timeout=FETCH_TIMEOUT) as session:
+            for _hop in range(MAX_REDIRECTS + 1):
+                _check_url(url, allowed)
+                try:
+                    async with session.get(url, allow_redirects=False) as response:
+                        location = response.headers.get("Location")
+                        if response.status in (301, 302, 303, 307, 308) and location:
+                            url = urljoin(url, location)
+                            continue
+                        response.raise_for_status()
+                        return await read_capped(response, limit)
+                except aiohttp.ClientConnectorError as error:
+                    if isinstance(error.__cause__, FileRefused):
+                        raise error.__cause__ from None
+                    raise
+            raise FileRefused("too many redirects")
+    finally:
+        await resolver.close()  # the connector closes only a resolver it made itself
 
 
 def _check_url(url: str, allowed: tuple[Network, ...]) -> None:
@@ -177,5 +181,7 @@ async def serve_download(request: web.Request, url: str, *, limit: int, name: st
                                      content_type, response.content_length)
 
 
-def refused(reason: Any = "the file could not be fetched", status: int = 502) -> web.Response:
-    return web.Response(status=status, text=str(reason), headers=FILE_HEADERS)
+def refused() -> web.Response:
+    """The answer for a file that could not be fetched from the platform (the reason is in
+    the log, not in the answer)."""
+    return web.Response(status=502, text="the file could not be fetched", headers=FILE_HEADERS)
