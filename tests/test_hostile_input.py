@@ -199,9 +199,9 @@ async def test_a_late_reply_of_a_closed_conversation_during_an_opening(make_brid
     await sandbox.emit_raw("support", {"status_code": 200, "message": "", "data": late},
                            room=f"customer:{sandbox.received[0]['session_id']}")
     started = time.monotonic()
-    await console.expect("lou", 'You said: "a new question"', timeout=4)
+    await console.expect("lou", 'You said: "a new question"', timeout=5)
     await console.expect("lou", "one more thing")
-    assert time.monotonic() - started < 3  # not behind a 6-second stall
+    assert time.monotonic() - started < 4.5  # not behind a 6-second stall
 
 
 # --- 2, 4, 5, 9: files ---------------------------------------------------------------------
@@ -428,6 +428,6 @@ async def test_the_daemon_answers_healthz_throughout_the_hostile_inputs(
         stop.set()
         await poller
         await asyncio.wait_for(bridge.stop(), 20)
-    assert len(answers) > 10 and max(answers) < 1.0, (len(answers), max(answers))
+    assert len(answers) > 10 and max(answers) < 2.0, (len(answers), max(answers))
     print(f"healthz: {len(answers)} answers, median {sorted(answers)[len(answers) // 2]:.4f} s,"
           f" max {max(answers):.4f} s")

@@ -533,7 +533,7 @@ async def test_agent_files_are_never_fetched_from_the_bridges_own_network(
     internal_url = f"http://127.0.0.2:{site._server.sockets[0].getsockname()[1]}"
     bridge = await _start(slack, sandbox, database_url, file_networks=["127.0.0.1/32"])
     try:
-        _root, ticket = await _ticket_after_hello(slack, sandbox)
+        root, ticket = await _ticket_after_hello(slack, sandbox)
         await sandbox.agent_reply(ticket, "", attachment_metadata=[
             {"url": f"{internal_url}/admin", "name": "admin.txt"},
             {"url": f"{slack.url}/cdn/redirect?to={internal_url}/via-redirect",
@@ -551,6 +551,8 @@ async def test_agent_files_are_never_fetched_from_the_bridges_own_network(
     # With nothing allowed, the bridge's own address is refused like any other.
     bridge = await _start(slack, sandbox, database_url, file_networks=[])
     try:
+        await slack.say(ANN, "still there?", thread_ts=root)  # answered: the rooms are joined
+        await slack.wait_for_text(ANN, 'You said: "still there?"')
         await sandbox.agent_reply(ticket, "", attachment_metadata={
             "url": f"http://localhost:{bridge.http.port}/metrics", "name": "metrics.txt"})
         await slack.wait_for_text(ANN, "|metrics.txt>")
