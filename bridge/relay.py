@@ -130,11 +130,13 @@ class Relay:
             self._to_customer.kick(customer_id)
 
     async def stop(self, grace: float = 5.0) -> None:
-        """Stop taking input, let deliveries in flight finish (or leave them queued)."""
-        for adapter in self.adapters.values():
-            await adapter.stop()
+        """Stop in order: no new delivery starts, those in flight finish within grace (or
+        stay queued), and only then do the adapters stop receiving and close their clients,
+        and the helpdesk link closes. What arrives meanwhile is stored, for the next start."""
         await self._to_helpdesk.stop(grace)
         await self._to_customer.stop(grace)
+        for adapter in self.adapters.values():
+            await adapter.stop()
         await self.link.stop()
 
     def _remember_ticket(self, conversation_id: int, ticket_chat_id: str) -> str:

@@ -47,6 +47,7 @@ class FakeTelegram:
         self._runner: web.AppRunner | None = None
         self.url = ""
         self.webhook: dict | None = None
+        self.latency: dict[str, float] = {}  # method -> seconds it takes to answer
         # file id -> (file_path getFile answers, the content, the file_size it states)
         self.files: dict[str, tuple[str, bytes, int | None]] = {}
 
@@ -161,6 +162,8 @@ class FakeTelegram:
         if injected:
             error = injected.pop(0)
             return self._error(error.status, error.description, error.retry_after)
+        if method in self.latency:
+            await asyncio.sleep(self.latency[method])
         handler = getattr(self, f"_api_{method}", None)
         if handler is None:
             return self._error(404, "Not Found: method not found")

@@ -457,3 +457,31 @@ api_url = "{telegram.url}"
     assert bad.returncode == 1
     assert "FAIL telegram refused the bot token" in bad.stdout
     assert "999:wrong" not in bad.stdout + bad.stderr
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+async def test_a_stop_during_load_finishes_or_keeps_deliveries_and_logs_no_failure(
+        telegram, sandbox, database_url, caplog):
+    """On SIGTERM the core stops taking work, lets deliveries in flight finish (or leaves
+    them stored), and only then are the platform clients closed: closing Telegram's client
+    first made every delivery in flight fail ("This HTTPXRequest is not initialized")."""
+    telegram.latency["sendMessage"] = 0.4
+    customers = range(700, 712)
+    bridge = await start_bridge(telegram, sandbox, database_url)
+    for customer in customers:
+        telegram.say(customer, f"hello {customer}")
+    await telegram.wait_for(lambda: len(telegram.calls_of("sendMessage")) >= 3)
+    await asyncio.wait_for(bridge.stop(), 20)
+    failures = [r.getMessage() for r in caplog.records
+                if r.levelno >= logging.WARNING and r.name.startswith(("bridge", "adapters"))]
+    assert failures == []
+    telegram.latency.clear()
+    bridge = await start_bridge(telegram, sandbox, database_url)  # what was left is sent now
+    try:
+        for customer in customers:
+            await telegram.wait_for_text(customer, f'You said: "hello {customer}"')
+        await asyncio.sleep(0.3)
+        for customer in customers:
+            assert len([m for m in telegram.sent_to(customer) if "You said" in m["text"]]) == 1
+    finally:
+        await asyncio.wait_for(bridge.stop(), 20)
