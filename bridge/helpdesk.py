@@ -42,6 +42,7 @@ from bridge.protocol import (
     parse_envelope,
     parse_event,
 )
+from bridge.tasks import Background
 
 log = logging.getLogger(__name__)
 
@@ -148,6 +149,7 @@ class HelpdeskLink:
         self._timeout = request_timeout
         self._connections = [self._make_connection(i) for i in range(connections)]
         self._tasks: list[asyncio.Task] = []
+        self._background = Background()  # re-joining rooms after each connect
         # One lane per conversation: its events are handled in order, while different
         # conversations' events (on one connection too) are handled side by side.
         self._lanes: dict[str, deque[_LaneItem]] = {}
@@ -178,7 +180,7 @@ class HelpdeskLink:
         ns = self._namespace
 
         async def on_connect() -> None:
-            asyncio.ensure_future(self._after_connect(connection))
+            self._background.start(self._after_connect(connection))
 
         async def on_connect_error(data: Any = None) -> None:
             status = _refusal_status(data)
@@ -223,6 +225,7 @@ class HelpdeskLink:
         if self._tasks:
             await asyncio.wait(self._tasks, timeout=5)
         await self._lane_workers.stop(grace=2)
+        await self._background.cancel()
         for connection in self._connections:
             self._fail_waiters(connection, HelpdeskUnavailable("the bridge is stopping"))
             if connection.client.connected:

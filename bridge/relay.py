@@ -40,6 +40,7 @@ from bridge.recording import record
 from bridge.sanitize import strip_controls
 from bridge.store import Conversation, Customer, Store, ToCustomer, ToHelpdesk
 from bridge.store.models import seconds_since, utcnow
+from bridge.tasks import Background
 from bridge.texts import Texts
 
 log = logging.getLogger(__name__)
@@ -108,6 +109,7 @@ class Relay:
         self._tickets: OrderedDict[int, str] = OrderedDict()
         self._to_helpdesk = Drainer(self._drain_to_helpdesk, "to-helpdesk")
         self._to_customer = Drainer(self._drain_to_customer, "to-customer")
+        self._courtesies = Background()  # typing indicators: never awaited by a delivery
 
     # --- lifecycle ---------------------------------------------------------------
 
@@ -135,6 +137,7 @@ class Relay:
         and the helpdesk link closes. What arrives meanwhile is stored, for the next start."""
         await self._to_helpdesk.stop(grace)
         await self._to_customer.stop(grace)
+        await self._courtesies.cancel()
         for adapter in self.adapters.values():
             await adapter.stop()
         await self.link.stop()
@@ -380,7 +383,7 @@ class Relay:
         adapter = self.adapters.get(customer.platform)
         if adapter is not None and conversation is not None and conversation.handler == "sate":
             # a courtesy (a typing indicator): never let it delay the message itself
-            asyncio.ensure_future(adapter.awaiting_reply(_chat_user(customer)))
+            self._courtesies.start(adapter.awaiting_reply(_chat_user(customer)))
 
     async def _wait_for_link(self, delay: float) -> None:
         deadline = asyncio.get_running_loop().time() + delay

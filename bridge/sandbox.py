@@ -29,6 +29,8 @@ from urllib.parse import parse_qs
 import socketio
 from aiohttp import web
 
+from bridge.tasks import Background
+
 log = logging.getLogger(__name__)
 
 NAMESPACE = "/helpdesk"
@@ -106,7 +108,7 @@ class SandboxHelpdesk:
         self._ids = itertools.count(1)
         self._runner: web.AppRunner | None = None
         self.sio: socketio.AsyncServer | None = None
-        self._tasks: set[asyncio.Task] = set()
+        self._tasks = Background()  # SATE thinking, agents answering
 
     # --- lifecycle ---------------------------------------------------------------
 
@@ -136,8 +138,7 @@ class SandboxHelpdesk:
         return self.url
 
     async def stop(self) -> None:
-        for task in list(self._tasks):
-            task.cancel()
+        await self._tasks.cancel()
         if self._runner is not None:
             await self.drop_connections()
             await self._runner.cleanup()
@@ -340,7 +341,7 @@ class SandboxHelpdesk:
         if self.behaviour.respond_via in ("event", "both"):
             await self.sio.emit("support_echo", echo, to=sid, namespace=NAMESPACE)
         if conversation.handler == "sate":
-            self._spawn(self._sate_answer(conversation, text))
+            self._tasks.start(self._sate_answer(conversation, text))
         return self._ack(echo)
 
     async def _sate_answer(self, conversation: SandboxConversation, text: str) -> None:
@@ -467,11 +468,6 @@ class SandboxHelpdesk:
         await self.sio.emit(event, payload, room=room, namespace=NAMESPACE)
         if self.behaviour.replay_replies:
             await self.sio.emit(event, payload, room=room, namespace=NAMESPACE)
-
-    def _spawn(self, coroutine) -> None:
-        task = asyncio.create_task(coroutine)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
 
     # --- HTTP agent API ----------------------------------------------------------
 
