@@ -53,7 +53,6 @@ COMMANDS = ("start", "new", "conversations", "close", "call", "help")
 class Command:
     user: ChatUser
     name: str          # one of COMMANDS
-    argument: str = ""
 
 
 Inbound = InboundMessage | ButtonPress | Command

@@ -82,8 +82,6 @@ def _without_controls(event: Inbound) -> Inbound:
         return replace(event, text=strip_controls(event.text), attachment=attachment)
     if isinstance(event, ButtonPress) and event.text is not None:
         return replace(event, text=strip_controls(event.text))
-    if isinstance(event, Command):
-        return replace(event, argument=strip_controls(event.argument))
     return event
 
 

@@ -65,6 +65,17 @@ def fail_once(table: str, operation: str, condition: str = "TRUE",
     ]
 
 
+async def queue_rows(store: Store, model: type, customer_id: int) -> list:
+    """Every row of one queue (ToHelpdesk or ToCustomer) for a customer, oldest first: what
+    a test inspects after the bridge has worked."""
+    from sqlalchemy import select
+    from sqlalchemy.ext.asyncio import AsyncSession
+
+    async with AsyncSession(store.engine, expire_on_commit=False) as session:
+        query = select(model).where(model.customer_id == customer_id).order_by(model.id)
+        return list((await session.execute(query)).scalars())
+
+
 @pytest.fixture(params=["sqlite", "postgres"])
 async def database_url(request, tmp_path):
     """A URL of an empty database, on each backend."""

@@ -16,7 +16,8 @@ from adapters.telegram import TelegramAdapter
 from adapters.telegram.adapter import NOT_RECEIVED
 from bridge.app import Bridge
 from bridge.helpdesk import MAX_EVENT_BYTES
-from tests.conftest import fail_once
+from bridge.store import ToCustomer
+from tests.conftest import fail_once, queue_rows
 from tests.fake_telegram import JPEG
 from tests.test_slack import ANN as SLACK_ANN
 from tests.test_slack import _start as start_slack_bridge
@@ -104,7 +105,7 @@ async def test_a_row_that_cannot_be_shown_is_set_aside_and_the_customer_told(
     await sandbox.agent_reply(ticket, "after the odd row")
     await console.expect("ivy", "after the odd row")
     await console.expect("ivy", "could not be shown here", count=2)
-    rows = await bridge.store.to_customer_rows(customer)
+    rows = await queue_rows(bridge.store, ToCustomer, customer)
     rejected = [row for row in rows if row.status == "rejected"]
     assert [row.error.split(":")[0] for row in rejected] == ["RuntimeError", "TypeError"]
     assert "cannot be drawn" not in console.texts("ivy")
@@ -282,7 +283,7 @@ async def test_call_tokens_are_in_no_log_line_and_not_kept_once_delivered(
     await asyncio.sleep(0.3)
     assert token not in caplog.text  # the Socket.IO transport logged it at DEBUG
     customer = await bridge.store.customer_for("console", "console", "max", "max")
-    rows = await bridge.store.to_customer_rows(customer.id)
+    rows = await queue_rows(bridge.store, ToCustomer, customer.id)
     assert [r.body["url"] for r in rows if r.body["kind"] == "call_invite"] == [None]
     assert token not in json.dumps([r.body for r in rows])
 

@@ -7,6 +7,8 @@ import asyncio
 import pytest
 
 from bridge.sandbox import Behaviour, SandboxConversation
+from bridge.store import ToCustomer
+from tests.conftest import queue_rows
 
 
 async def _conversation_of(sandbox, text: str):
@@ -272,7 +274,7 @@ async def test_a_blocked_bot_marks_the_customer_unreachable_without_retrying(mak
     await sandbox.agent_reply(ticket, "are you there?")
     await asyncio.sleep(0.3)
     assert console.texts("sam") == []  # nothing got through, and nothing was retried
-    rows = await bridge.store.to_customer_rows(customer.id)
+    rows = await queue_rows(bridge.store, ToCustomer, customer.id)
     assert {r.status for r in rows} == {"failed"} and all(r.attempts <= 1 for r in rows)
     assert caplog.text.count("customer unreachable") == 1
 

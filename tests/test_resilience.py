@@ -7,7 +7,8 @@ import asyncio
 import pytest
 
 from bridge.helpdesk import HelpdeskLink, KeyRefused
-from tests.conftest import fail_once
+from bridge.store import ToHelpdesk
+from tests.conftest import fail_once, queue_rows
 
 
 async def test_helpdesk_restart_mid_conversation(make_bridge, sandbox):
@@ -81,12 +82,12 @@ async def test_a_helpdesk_that_does_not_answer_never_hangs_and_loses_nothing(mak
     await console.say("ned", "anyone?")
     await asyncio.sleep(1.6)  # past 4 x request_timeout: the first attempt was given up
     customer = await bridge.store.customer_for("console", "console", "ned", "ned")
-    rows = await bridge.store.to_helpdesk_rows(customer.id)
+    rows = await queue_rows(bridge.store, ToHelpdesk, customer.id)
     assert [r.status for r in rows] == ["queued"] and rows[0].attempts >= 1
     sandbox.behaviour.silent = False
     await console.expect("ned", 'You said: "anyone?"', timeout=20)
     # SATE's answer is stored only after the message it answers is marked done
-    rows = await bridge.store.to_helpdesk_rows(customer.id)
+    rows = await queue_rows(bridge.store, ToHelpdesk, customer.id)
     assert [r.status for r in rows] == ["done"]
     # The protocol's window: the swallowed copy exists on the helpdesk too. Each attempt
     # waited 4 x request_timeout, so there are few copies, not one per retry tick.

@@ -14,6 +14,7 @@ from bridge.config import ConfigError, load_settings
 from bridge.sandbox import DEFAULT_API_KEY
 from bridge.store import Store
 from bridge.store.models import Conversation, ToCustomer, ToHelpdesk, utcnow
+from tests.conftest import queue_rows
 
 LONG_AGO = utcnow() - timedelta(days=30)
 
@@ -52,9 +53,10 @@ async def test_only_old_finished_rows_go(store):
     deleted = await store.prune(utcnow() - timedelta(days=7), batch=2)  # several batches
 
     assert deleted == (4, 4)
-    left_up = {row.body["text"]: row.status for row in await store.to_helpdesk_rows(ann.id)}
+    left_up = {row.body["text"]: row.status for row in await queue_rows(store, ToHelpdesk, ann.id)}
     assert left_up == {"q4": "queued", "recent": "failed"}
-    left_down = {row.body["text"]: row.status for row in await store.to_customer_rows(ann.id)}
+    left_down = {row.body["text"]: row.status
+                 for row in await queue_rows(store, ToCustomer, ann.id)}
     assert left_down == {"a1": "delivered", "a5": "queued"}
     # the customer's duplicate check still holds for what is kept
     assert await store.accept_message(ann.id, {"text": "recent"}, "m-recent") is None

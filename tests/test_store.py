@@ -4,8 +4,10 @@ import asyncio
 
 import pytest
 
+from bridge.store import ToCustomer
 from bridge.store.customer_cache import CustomerCache
 from bridge.store.models import Customer
+from tests.conftest import queue_rows
 
 
 async def test_a_customer_read_after_a_change_sees_the_change(store):
@@ -81,7 +83,7 @@ async def test_a_refused_write_leaves_nothing_half_done_and_nothing_locked(store
         await store.next_to_customer(ann.id)
 
     await asyncio.wait_for(asyncio.gather(*(write(n) for n in range(20))), 10)
-    assert len(await store.to_customer_rows(ann.id)) == 20
+    assert len(await queue_rows(store, ToCustomer, ann.id)) == 20
 
 
 @pytest.mark.parametrize("database_url", ["postgres"], indirect=True)  # SQLite: a file

@@ -99,8 +99,8 @@ class ConsoleAdapter(Adapter):
         message_id = message_id or uuid.uuid4().hex
         await self._sink(InboundMessage(self.user(user_id), text, message_id))
 
-    async def command(self, user_id: str, name: str, argument: str = "") -> None:
-        await self._sink(Command(self.user(user_id), name, argument))
+    async def command(self, user_id: str, name: str) -> None:
+        await self._sink(Command(self.user(user_id), name))
 
     async def press(self, user_id: str, label: str, timeout: float = 10.0) -> None:
         """Press the button whose label starts with `label` on the latest prompt showing it
@@ -170,7 +170,7 @@ class ConsoleAdapter(Adapter):
             if name in self.extra_commands:
                 self._say_locally(await self.extra_commands[name](argument))
             elif name in COMMANDS:
-                await self.command(user, name, argument)
+                await self.command(user, name)
             else:
                 known = sorted(set(COMMANDS) | set(self.extra_commands))
                 self._say_locally("commands: " + " ".join(f"/{c}" for c in known) + " /quit")

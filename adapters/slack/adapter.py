@@ -75,7 +75,6 @@ class SlackAdapter(Adapter):
             retry_handlers=[AsyncConnectionErrorRetryHandler(max_retry_count=1),
                             AsyncRateLimitErrorRetryHandler(max_retry_count=1),
                             AsyncServerErrorRetryHandler(max_retry_count=1)])
-        self._owns_app = app is None
         self.app = app or AsyncApp(
             client=self.client, process_before_response=True,
             signing_secret=settings.signing_secret.get_secret_value()

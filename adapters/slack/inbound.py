@@ -60,12 +60,12 @@ def command_events(team: str, user: str, dm_channel: str, text: str,
     """`/support` -> a new conversation; `/support close|call|help|list` -> that command;
     `/support <a question>` -> a new conversation that starts with the question."""
     who = ChatUser("slack", team, user, dm_channel)
-    word, _, rest = text.strip().partition(" ")
+    word = text.strip().partition(" ")[0]
     name = COMMAND_WORDS.get(word.lower())
     if not word:
         return [Command(who, "new")]
     if name in COMMANDS:
-        return [Command(who, name, rest.strip())]
+        return [Command(who, name)]
     return [Command(who, "new"), InboundMessage(who, plain_text(text.strip()), f"command:{trigger}")]
 
 

@@ -234,7 +234,7 @@ class TelegramAdapter(Adapter):
             return
         command = _command(update)
         if command is not None:
-            event = inbound.command_event(self.account, update, *command)
+            event = inbound.command_event(self.account, update, command)
         else:
             event = inbound.message_event(self.account, update, self._file_url)
         if event is not None:
@@ -392,8 +392,8 @@ class TelegramAdapter(Adapter):
         return None
 
 
-def _command(update: Update) -> tuple[str, str] | None:
-    """("new", "args") for "/new@support_bot args"; None for anything else."""
+def _command(update: Update) -> str | None:
+    """"new" for "/new@support_bot and more"; None for anything else."""
     message = update.message
     if message is None or not message.text or not message.entities:
         return None
@@ -403,7 +403,7 @@ def _command(update: Update) -> tuple[str, str] | None:
     name = message.text[1:first.length].split("@")[0].lower()
     if name not in COMMANDS:
         return None
-    return name, message.text[first.length:].strip()
+    return name
 
 
 def _retry_after(error: RetryAfter) -> float:

@@ -44,11 +44,11 @@ def message_event(account: str, update: Update,
                           message_id, attachment=attachment, edited=edited)
 
 
-def command_event(account: str, update: Update, name: str, argument: str) -> Command | None:
+def command_event(account: str, update: Update, name: str) -> Command | None:
     message = update.message
     if message is None or message.from_user is None:
         return None
-    return Command(chat_user(account, message.from_user, message.chat_id), name, argument)
+    return Command(chat_user(account, message.from_user, message.chat_id), name)
 
 
 def press_event(account: str, update: Update) -> ButtonPress | None:

@@ -500,15 +500,6 @@ class Store:
                                          .where(ToCustomer.status == "queued").distinct())
             return list(up.scalars()), list(down.scalars())
 
-    async def to_customer_rows(self, customer_id: int) -> list[ToCustomer]:
-        query = select(ToCustomer).where(ToCustomer.customer_id == customer_id).order_by(ToCustomer.id)
-        async with self._session() as session:
-            return list((await session.execute(query)).scalars())
-
-    async def to_helpdesk_rows(self, customer_id: int) -> list[ToHelpdesk]:
-        query = select(ToHelpdesk).where(ToHelpdesk.customer_id == customer_id).order_by(ToHelpdesk.id)
-        async with self._session() as session:
-            return list((await session.execute(query)).scalars())
 
 
 # Built once (building a select() costs about as much as running it): every message asks.
