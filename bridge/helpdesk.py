@@ -3,7 +3,7 @@
 Why a pool and not one connection per customer: 10,000 customers would need 10,000
 sockets (~33 KB each) and 10,000 reconnects after a network blip. Why not one connection:
 a first reply carries a new ticket_chat_id but no session_id, so two conversations opening
-at once on one connection cannot be told apart (protocol-notes.md). So:
+at once on one connection cannot be told apart (docs/protocol.md, "Whose reply is it"). So:
 
 * each customer lives on one connection of the pool (chosen by a hash of the session id),
   with all of its conversations: one customer's events arrive in order on one socket;
@@ -443,7 +443,8 @@ class HelpdeskLink:
                            attachment_metadata: Any = None,
                            delivered: Delivered | None = None) -> None:
         """A follow-up message. Returns once the helpdesk has acknowledged it (support_echo
-        or ack): only then is it handed over (protocol-notes.md, Lost while disconnected).
+        or ack): only then is it handed over (docs/protocol.md, "Handed over means
+        acknowledged").
         `delivered` is awaited then, before the reply to it can be passed on."""
         await self.request(session_id, "support", _support_payload(
             session_id, ticket_chat_id, text, attachment_metadata), answer_event="support_echo",

@@ -1,6 +1,6 @@
 """The helpdesk's wire format: envelopes in, typed events out. Pure functions, no I/O.
 
-Payloads are read leniently (protocol-notes.md: fields may be missing, null or extra) but
+Payloads are read leniently (docs/protocol.md: fields may be missing, null or extra) but
 anything we cannot act on safely raises MalformedPayload, which the link logs and skips.
 """
 from __future__ import annotations
@@ -59,7 +59,7 @@ class HelpdeskMessage:
 
     @property
     def dedupe_key(self) -> str:
-        """Content identity: no message id is documented (protocol-notes.md, Duplicates)."""
+        """Content identity: no message id is documented (docs/protocol.md, Duplicates)."""
         raw = "\x1f".join([self.ticket_chat_id, self.sender, self.date_created, self.text])
         return "msg:" + hashlib.sha256(raw.encode()).hexdigest()
 

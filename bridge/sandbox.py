@@ -2,7 +2,7 @@
 
 Used by the tests, by `helpdesk-bridge demo` and by `helpdesk-bridge sandbox`. It keeps
 its state (conversations, what it received) across stop()/start(), so a test can restart
-it mid-conversation. The awkward behaviours of shared/protocol-notes.md are switches in
+it mid-conversation. The awkward behaviours of the API (docs/protocol.md) are switches in
 Behaviour. The agent side is both Python methods and an HTTP API under /sandbox/.
 
 SATE is scripted: a message containing "resolved" makes SATE suggest closing, "human"

@@ -1,4 +1,4 @@
-"""What the bridge must survive (shared/protocol-notes.md): a restarted helpdesk, dropped
+"""What the bridge must survive (docs/protocol.md): a restarted helpdesk, dropped
 connections, malformed payloads, a helpdesk that does not answer, a refused key."""
 from __future__ import annotations
 
