@@ -40,7 +40,7 @@ from pathlib import Path
 
 from bench.database import reset
 from bridge.sandbox import DEFAULT_API_KEY, NAMESPACE, SandboxHelpdesk
-from tests.fake_telegram import FakeTelegram
+from testing.fake_telegram import FakeTelegram
 
 TOKEN = "123456789:AAHdqTcvCH1vGWJxfSeofSAs0K5PALDsaw"
 MARKER = re.compile(r"c\d+n\d+x")

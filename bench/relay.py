@@ -1,6 +1,6 @@
 """Relay speed through Telegram, and its floors.
 
-Customers write through a local Bot API server (tests/fake_telegram.py, polled by the
+Customers write through a local Bot API server (testing/fake_telegram.py, polled by the
 bridge as Telegram would be); the sandbox helpdesk answers every message at once (SATE);
 the answer goes back through sendMessage. The bridge (and the echo bot, for its floor)
 runs in a process of its own (bench/relay_peer.py), as it would in production, where the
@@ -31,7 +31,7 @@ from contextlib import asynccontextmanager
 
 from bench.relay_peer import TOKEN, echo_bot, unlimited_bridge
 from bridge.sandbox import DEFAULT_API_KEY, NAMESPACE, SandboxHelpdesk
-from tests.fake_telegram import FakeTelegram
+from testing.fake_telegram import FakeTelegram
 
 
 class TimedTelegram(FakeTelegram):

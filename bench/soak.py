@@ -30,7 +30,7 @@ from aiolimiter import AsyncLimiter
 from bench.chaos import Bridge, write_config
 from bench.database import reset
 from bridge.sandbox import SandboxHelpdesk
-from tests.fake_telegram import FakeTelegram
+from testing.fake_telegram import FakeTelegram
 
 TOKEN = "123456789:AAHdqTcvCH1vGWJxfSeofSAs0K5PALDsaw"
 SAMPLED = {"rss_mb": "process_resident_memory_bytes", "open_fds": "process_open_fds",

@@ -1,6 +1,6 @@
 """A burst against a Bot API server that enforces Telegram's limits.
 
-The server (tests/fake_telegram.py plus token buckets) allows about 30 messages a second
+The server (testing/fake_telegram.py plus token buckets) allows about 30 messages a second
 per bot and, per chat, a burst of 3 then one a second, as Telegram's FAQ describes ("avoid
 more than one message per second in a single chat; short bursts may be allowed"); beyond
 that it answers 429 with retry_after, as Telegram does. The bridge runs as shipped: PTB's
@@ -22,7 +22,7 @@ from bridge.app import Bridge
 from bridge.config import load_settings
 from bridge.registry import adapter_schemas
 from bridge.sandbox import DEFAULT_API_KEY, SandboxHelpdesk
-from tests.fake_telegram import FakeTelegram
+from testing.fake_telegram import FakeTelegram
 
 TOKEN = "123456789:AAHdqTcvCH1vGWJxfSeofSAs0K5PALDsaw"
 SENDING = {"sendMessage", "sendPhoto", "sendDocument", "editMessageText",

@@ -17,8 +17,8 @@ from adapters.telegram.adapter import NOT_RECEIVED
 from bridge.app import Bridge
 from bridge.helpdesk import MAX_EVENT_BYTES
 from bridge.store import ToCustomer
+from testing.fake_telegram import JPEG
 from tests.conftest import fail_once, queue_rows
-from tests.fake_telegram import JPEG
 from tests.test_slack import ANN as SLACK_ANN
 from tests.test_slack import _start as start_slack_bridge
 from tests.test_slack import _ticket_after_hello, slack  # noqa: F401 (a fixture)

@@ -1,4 +1,4 @@
-"""The Slack adapter against a local Slack (tests/fake_slack.py) and the sandbox helpdesk:
+"""The Slack adapter against a local Slack (testing/fake_slack.py) and the sandbox helpdesk:
 slack-bolt really receives signed HTTP requests or Socket Mode envelopes, and slack-sdk
 really calls the Web API over HTTP."""
 from __future__ import annotations
@@ -16,7 +16,7 @@ from bridge.app import Bridge
 from bridge.config import load_settings
 from bridge.registry import adapter_schemas
 from bridge.sandbox import DEFAULT_API_KEY
-from tests.fake_slack import BOT_USER, FakeSlack, buttons_of, pattern, sign
+from testing.fake_slack import BOT_USER, FakeSlack, buttons_of, pattern, sign
 
 BOT_TOKEN = "xoxb-1234567890-0987654321-AbCdEfGhIjKlMnOpQrStUvWx"
 APP_TOKEN = "xapp-1-A0BRIDGE-1234567890-0a1b2c3d4e5f60718293a4b5c6d7e8f9"

@@ -16,7 +16,7 @@ from slack_bolt.request.async_request import AsyncBoltRequest
 from adapters.slack import SlackAdapter, SlackSettings
 from bridge.events import ButtonPress, Command, InboundMessage
 from bridge.http import HttpServer
-from tests.fake_slack import FakeSlack, sign
+from testing.fake_slack import FakeSlack, sign
 from tests.test_protocol_fuzz import json_values
 from tests.test_slack import BOT_TOKEN, SIGNING_SECRET
 

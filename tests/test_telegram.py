@@ -1,4 +1,4 @@
-"""The Telegram adapter against a local Bot API server (tests/fake_telegram.py) and the
+"""The Telegram adapter against a local Bot API server (testing/fake_telegram.py) and the
 sandbox helpdesk: python-telegram-bot really polls, sends and edits over HTTP."""
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ from bridge.app import Bridge
 from bridge.config import load_settings
 from bridge.registry import adapter_schemas
 from bridge.sandbox import DEFAULT_API_KEY
+from testing.fake_telegram import FakeTelegram
 from tests.conftest import fail_once
-from tests.fake_telegram import FakeTelegram
 
 TOKEN = "123456789:AAHdqTcvCH1vGWJxfSeofSAs0K5PALDsaw"
 ANN, BOB = 501, 502

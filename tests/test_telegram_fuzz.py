@@ -11,7 +11,7 @@ from telegram import Update
 from adapters.telegram import TelegramAdapter, TelegramSettings
 from bridge.events import ButtonPress, Command, InboundMessage
 from bridge.http import HttpServer
-from tests.fake_telegram import FakeTelegram
+from testing.fake_telegram import FakeTelegram
 from tests.test_protocol_fuzz import json_values
 from tests.test_telegram import TOKEN
 
