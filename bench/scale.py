@@ -17,11 +17,11 @@ import time
 
 import aiohttp
 
-from adapters.console import ConsoleAdapter
 from bench.soak import free_port
 from bridge.app import Bridge
 from bridge.config import load_settings
 from bridge.sandbox import DEFAULT_API_KEY
+from testing.console import ConsoleHarness
 
 
 def rss_mb() -> float:
@@ -71,7 +71,7 @@ async def scale(customers: int, connections: int, db_url: str) -> dict:
         "helpdesk": {"url": url, "api_key": DEFAULT_API_KEY, "connections": connections,
                      "request_timeout": 60},
         "storage": {"url": db_url}, "http": {"listen": "127.0.0.1:0"}}, env={})
-    console = ConsoleAdapter()
+    console = ConsoleHarness()
     try:
         async with Bridge(settings, [console]) as bridge, aiohttp.ClientSession() as http:
             await bridge.relay.link.wait_connected(30)

@@ -107,10 +107,10 @@ async def store(database_url):
 
 # --- the sandbox helpdesk and a bridge in front of it ------------------------------------
 
-from adapters.console import ConsoleAdapter  # noqa: E402
 from bridge.app import Bridge  # noqa: E402
 from bridge.config import load_settings  # noqa: E402
 from bridge.sandbox import DEFAULT_API_KEY, SandboxHelpdesk  # noqa: E402
+from testing.console import ConsoleHarness  # noqa: E402
 
 
 @pytest.fixture
@@ -135,7 +135,7 @@ async def make_bridge(database_url, sandbox):
             "http": {"listen": "127.0.0.1:0", "public_url": public_url},
             "calls": {"livekit_url": "wss://livekit.example.com" if public_url else ""},
         }, env={})
-        console = ConsoleAdapter()
+        console = ConsoleHarness()
         bridge = Bridge(settings, [console])
         await bridge.start()
         await bridge.relay.link.wait_connected(10)

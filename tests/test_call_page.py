@@ -18,10 +18,10 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 from aiohttp import web
 
-from adapters.console import ConsoleAdapter
 from bridge.app import Bridge
 from bridge.config import load_settings
 from bridge.sandbox import DEFAULT_API_KEY
+from testing.console import ConsoleHarness
 from tests.test_slack import _free_port
 
 SDK = Path(os.environ.get("BRIDGE_TEST_LIVEKIT_SDK", "node_modules/livekit-client/dist/"
@@ -115,7 +115,7 @@ async def call(sandbox, livekit, tmp_path):
                   "sdk_url": f"http://{livekit.url}/sdk/livekit-client.umd.js",
                   "sdk_integrity": f"sha384-{digest}"},
     }, env={})
-    console = ConsoleAdapter()
+    console = ConsoleHarness()
     bridge = Bridge(settings, [console])
     await bridge.start()
     await bridge.relay.link.wait_connected(10)

@@ -231,12 +231,12 @@ async def test_duplicate_platform_message_is_sent_once(make_bridge, sandbox):
 
 
 async def test_embedded_as_a_library_from_a_config_file(tmp_path, sandbox, database_url):
-    from adapters.console import ConsoleAdapter
     from bridge.app import Bridge
+    from testing.console import ConsoleHarness
     from tests.daemon import write_config
 
     config = write_config(tmp_path / "bridge.toml", sandbox.url, "sandbox-key", database_url)
-    console = ConsoleAdapter()
+    console = ConsoleHarness()
     async with Bridge.from_config_file(config, adapters=[console]) as bridge:
         await bridge.relay.link.wait_connected(10)
         await console.say("zoe", "hello from an embedding app")

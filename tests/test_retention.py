@@ -8,12 +8,12 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import func, select, update
 
-from adapters.console import ConsoleAdapter
 from bridge.app import Bridge
 from bridge.config import ConfigError, load_settings
 from bridge.sandbox import DEFAULT_API_KEY
 from bridge.store import Store
 from bridge.store.models import Conversation, ToCustomer, ToHelpdesk, utcnow
+from testing.console import ConsoleHarness
 from tests.conftest import queue_rows
 
 LONG_AGO = utcnow() - timedelta(days=30)
@@ -85,7 +85,7 @@ def test_keep_days_is_zero_or_at_least_a_day():
 
 async def test_a_restarted_daemon_prunes_and_the_waiting_prompt_still_works(
         sandbox, database_url):
-    console = ConsoleAdapter()  # one chat app, seen by both runs of the bridge
+    console = ConsoleHarness()  # one chat app, seen by both runs of the bridge
     settings = load_settings({
         "helpdesk": {"url": sandbox.url, "api_key": DEFAULT_API_KEY, "request_timeout": 3},
         "storage": {"url": database_url, "keep_days": 7},

@@ -1,9 +1,8 @@
-"""A terminal chat: the demo's UI, and the core's end-to-end test harness.
+"""A terminal chat: the demo's UI.
 
-As a harness (the role errbot's test backend plays), many customers can talk through it:
-`say(user, text)` and `press(user, label)` in, `expect(user, text)` out. As a terminal UI,
-it reads lines from stdin for one customer: plain text is a message, a number picks a
-choice of the last prompt, /new /conversations /close /call /help are commands.
+It reads lines from stdin for one customer: plain text is a message, a number picks a
+choice of the last prompt, /new /conversations /close /call /help are commands; what the
+helpdesk says is printed. (testing/console.py drives it for many customers in tests.)
 """
 from __future__ import annotations
 
@@ -11,7 +10,6 @@ import asyncio
 import itertools
 import sys
 import uuid
-from collections import defaultdict
 from dataclasses import dataclass
 from typing import Awaitable, Callable, TextIO
 
@@ -26,7 +24,7 @@ ACCOUNT = "console"
 
 class ConsoleSettings(StrictModel):
     user: str = "console-user"   # the customer the terminal speaks for
-    stdin: bool = True           # read the terminal; off when embedded as a harness
+    stdin: bool = True           # read the terminal; off when driven by code (tests)
 
 
 @dataclass
@@ -49,11 +47,8 @@ class ConsoleAdapter(Adapter):
         self.shown: dict[str, list[Shown]] = {}
         self.closed = asyncio.Event()
         self._sink: Sink | None = None
-        # One condition per user: a delivery wakes only those waiting on that user.
-        self._changed: dict[str, asyncio.Condition] = defaultdict(asyncio.Condition)
         self._refs = itertools.count(1)
         self._reader: asyncio.Task | None = None
-        self._failures: list[Exception] = []
 
     # --- the adapter contract ------------------------------------------------------
 
@@ -67,8 +62,6 @@ class ConsoleAdapter(Adapter):
             self._reader.cancel()
 
     async def deliver(self, user: ChatUser, message: Outgoing) -> str:
-        if self._failures:
-            raise self._failures.pop(0)
         if message.kind == "edit" and message.edit_ref:
             for item in self.shown.get(user.user_id, []):
                 if item.ref == message.edit_ref:
@@ -77,19 +70,12 @@ class ConsoleAdapter(Adapter):
                 return message.edit_ref
         ref = str(next(self._refs))
         shown = Shown(ref, message, render(message))
-        changed = self._changed[user.user_id]
-        async with changed:
-            self.shown.setdefault(user.user_id, []).append(shown)
-            changed.notify_all()
+        self.shown.setdefault(user.user_id, []).append(shown)
         if self.output is not None:
             print(shown.text, file=self.output, flush=True)
         return ref
 
-    # --- harness -------------------------------------------------------------------
-
-    def fail_next(self, *errors: Exception) -> None:
-        """Make the next deliveries fail as a platform would (a 429, a 5xx, a blocked bot)."""
-        self._failures.extend(errors)
+    # --- what a customer does -----------------------------------------------------
 
     def user(self, user_id: str) -> ChatUser:
         return ChatUser("console", ACCOUNT, user_id, user_id)
@@ -101,49 +87,6 @@ class ConsoleAdapter(Adapter):
 
     async def command(self, user_id: str, name: str) -> None:
         await self._sink(Command(self.user(user_id), name))
-
-    async def press(self, user_id: str, label: str, timeout: float = 10.0) -> None:
-        """Press the button whose label starts with `label` on the latest prompt showing it
-        (waiting for one to be shown)."""
-        def find() -> str | None:
-            for item in reversed(self.shown.get(user_id, [])):
-                for button in item.message.buttons:
-                    if button.label.startswith(label):
-                        return button.action
-            return None
-
-        changed = self._changed[user_id]
-        async with changed:
-            try:
-                await asyncio.wait_for(changed.wait_for(lambda: find() is not None), timeout)
-            except asyncio.TimeoutError:
-                raise LookupError(f"no button {label!r} shown to {user_id}") from None
-        await self._sink(ButtonPress(self.user(user_id), find()))
-
-    async def press_action(self, user_id: str, action: str) -> None:
-        """Send any callback payload at all (a forged one, in tests)."""
-        await self._sink(ButtonPress(self.user(user_id), action))
-
-    def texts(self, user_id: str) -> list[str]:
-        return [item.text for item in self.shown.get(user_id, [])]
-
-    async def expect(self, user_id: str, fragment: str, timeout: float = 10.0,
-                     count: int = 1) -> Shown:
-        """Wait until `count` shown messages contain fragment; return the latest one."""
-        async def matched() -> list[Shown]:
-            return [s for s in self.shown.get(user_id, []) if fragment in s.text]
-
-        changed = self._changed[user_id]
-        async with changed:
-            try:
-                await asyncio.wait_for(changed.wait_for(
-                    lambda: len([s for s in self.shown.get(user_id, [])
-                                 if fragment in s.text]) >= count), timeout)
-            except asyncio.TimeoutError:
-                shown = "\n".join(self.texts(user_id)) or "(nothing)"
-                raise AssertionError(f"{user_id} was not shown {fragment!r} x{count} within "
-                                     f"{timeout}s; shown:\n{shown}") from None
-        return (await matched())[-1]
 
     # --- terminal ------------------------------------------------------------------
 
