@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
 import time
 import zlib
 from collections import deque
@@ -33,6 +32,7 @@ from urllib.parse import quote
 
 import socketio
 
+from bridge.backoff import backoff
 from bridge.drain import Drainer
 from bridge.protocol import (
     BROADCASTS,
@@ -131,9 +131,9 @@ class _TransportLog(logging.LoggerAdapter):
         super().log(level, msg, *args, **kwargs)
 
 
-def _backoff(attempt: int, base: float = 0.25, cap: float = 30.0) -> float:
-    """Full jitter: spreads thousands of reconnects instead of a synchronized storm."""
-    return random.uniform(0, min(cap, base * 2 ** attempt))
+def _reconnect_delay(attempt: int) -> float:
+    """Jittered: spreads thousands of reconnects instead of a synchronized storm."""
+    return backoff(attempt, 0.25, cap=30.0, jitter=True)
 
 
 class HelpdeskLink:
@@ -261,7 +261,7 @@ class HelpdeskLink:
                     await asyncio.sleep(60)  # a revoked key: retry rarely, it will not heal fast
                     continue
                 attempt += 1
-                delay = _backoff(attempt)
+                delay = _reconnect_delay(attempt)
                 log.warning("helpdesk link %d: cannot connect (%s); retrying in %.1fs",
                             connection.index, error, delay)
                 await asyncio.sleep(delay)
@@ -269,7 +269,7 @@ class HelpdeskLink:
             except (OSError, ValueError) as error:
                 attempt += 1
                 log.warning("helpdesk link %d: %s", connection.index, error)
-                await asyncio.sleep(_backoff(attempt))
+                await asyncio.sleep(_reconnect_delay(attempt))
                 continue
             attempt = 0
             await connection.gone.wait()
@@ -278,7 +278,7 @@ class HelpdeskLink:
             except Exception:
                 pass
             if not self._stopping:
-                await asyncio.sleep(_backoff(0))  # short: events sent meanwhile are lost
+                await asyncio.sleep(_reconnect_delay(0))  # short: events sent meanwhile are lost
 
     def _refused(self, connection: _Connection) -> None:
         status = connection.refused["status_code"]
@@ -578,7 +578,7 @@ class HelpdeskLink:
                                   typed.ticket_chat_id)
                     return
                 log.warning("helpdesk: handling %s failed; retrying", event, exc_info=True)
-                await asyncio.sleep(0.2 * 2 ** attempt)
+                await asyncio.sleep(backoff(attempt, 0.2))
 
     def _resolve_waiter(self, connection: _Connection, event: str, envelope: Envelope) -> None:
         """Match a response event to the oldest request waiting for it."""

@@ -2,9 +2,8 @@
 with short bursts (a split reply, a prompt right after a reply) accepted."""
 from __future__ import annotations
 
-from collections import OrderedDict
-
 from aiolimiter import AsyncLimiter
+from cachetools import LRUCache
 
 
 class ChatPacer:
@@ -12,13 +11,12 @@ class ChatPacer:
                  remember: int = 10_000) -> None:
         self.burst = burst
         self.per_seconds = per_seconds if per_seconds is not None else float(burst)
-        self.remember = remember  # chats kept; the least recently used is forgotten first
-        self._limits: OrderedDict[str, AsyncLimiter] = OrderedDict()
+        # chats kept; the least recently used is forgotten first
+        self._limits: LRUCache[str, AsyncLimiter] = LRUCache(remember)
 
     async def wait(self, chat: str) -> None:
         """Returns when one more message may go to chat."""
-        limiter = self._limits.pop(chat, None) or AsyncLimiter(self.burst, self.per_seconds)
-        self._limits[chat] = limiter  # most recently used last
-        if len(self._limits) > self.remember:
-            self._limits.popitem(last=False)
+        limiter = self._limits.get(chat)
+        if limiter is None:
+            limiter = self._limits[chat] = AsyncLimiter(self.burst, self.per_seconds)
         await limiter.acquire()

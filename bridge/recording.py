@@ -7,6 +7,7 @@ import asyncio
 import logging
 from typing import Awaitable, Callable, TypeVar
 
+from bridge.backoff import backoff
 from bridge.store.direct import Duplicate
 
 log = logging.getLogger(__name__)
@@ -27,5 +28,5 @@ async def record(write: Callable[[], Awaitable[T]], what: str) -> T:
             raise  # a unique key already taken stays taken: no retry can make it fit
         except Exception:
             log.warning("could not record that %s; retrying", what, exc_info=True)
-            await asyncio.sleep(0.2 * 2 ** attempt)
+            await asyncio.sleep(backoff(attempt, 0.2))
     return await write()

@@ -12,12 +12,14 @@ import hashlib
 import logging
 import re
 import weakref
-from collections import OrderedDict
 from dataclasses import replace
 from typing import Any, Callable
 from urllib.parse import urlencode
 
+from cachetools import LRUCache
+
 from bridge.adapter import Adapter, DeliveryError, Unstorable
+from bridge.backoff import backoff
 from bridge.crashpoints import crash_point
 from bridge.delivery import Delivery
 from bridge.drain import Drainer
@@ -100,11 +102,11 @@ class Relay:
         self.calls = calls and bool(self.public_url)  # a LiveKit server and the call page
         # conversation id -> (its latest call's key, "live" | "closed" | "sate_left"), for
         # the call page to follow (call_key)
-        self._calls: OrderedDict[int, tuple[str, str]] = OrderedDict()
+        self._calls: LRUCache[int, tuple[str, str]] = LRUCache(TICKET_CACHE)
         # Weak: a customer's lock lives while someone holds or waits on it, so a daemon that
         # sees millions of customers over months does not keep a lock for each.
         self._locks: weakref.WeakValueDictionary[int, asyncio.Lock] = weakref.WeakValueDictionary()
-        self._tickets: OrderedDict[int, str] = OrderedDict()
+        self._tickets: LRUCache[int, str] = LRUCache(TICKET_CACHE)
         self._to_helpdesk = Drainer(self._drain_to_helpdesk, "to-helpdesk")
         self._to_customer = Drainer(self._drain_to_customer, "to-customer")
         self._courtesies = Background()  # typing indicators: never awaited by a delivery
@@ -143,8 +145,6 @@ class Relay:
     def _remember_ticket(self, conversation_id: int, ticket_chat_id: str) -> str:
         """A conversation's ticket id never changes once known: kept to spare a query."""
         self._tickets[conversation_id] = ticket_chat_id
-        if len(self._tickets) > TICKET_CACHE:
-            self._tickets.popitem(last=False)
         return ticket_chat_id
 
     async def _known_ticket(self, ticket_chat_id: str) -> bool:
@@ -358,7 +358,7 @@ class Relay:
                 self.metrics.retries.labels("helpdesk", "unavailable").inc()
                 attempt += 1
                 await self.store.count_attempt(row.id)
-                delay = min(RETRY_CAP, 0.5 * 2 ** min(attempt, 10))
+                delay = backoff(attempt, 0.5, RETRY_CAP)
                 log.warning("helpdesk unavailable (%s); retrying in %.1fs", error, delay,
                             extra=_for(customer))
                 await self._wait_for_link(delay)
@@ -557,9 +557,6 @@ class Relay:
         if state != "live" and latest is not None and key not in (None, latest[0]):
             return
         self._calls[conversation_id] = (key or (latest[0] if latest else ""), state)
-        self._calls.move_to_end(conversation_id)
-        if len(self._calls) > TICKET_CACHE:
-            self._calls.popitem(last=False)
 
     def call_state(self, conversation_id: int, key: str) -> str | None:
         """"live", "closed" or "sate_left" for the call page of call `key` (a call_key());
@@ -699,7 +696,7 @@ class Relay:
                 self.metrics.retries.labels(customer.platform, "rate_limited"
                                             if error.retry_after is not None else "error").inc()
                 delay = error.retry_after if error.retry_after is not None else \
-                    min(RETRY_CAP, 0.5 * 2 ** min(attempt, 10))
+                    backoff(attempt, 0.5, RETRY_CAP)
                 log.warning("delivery failed (%s); retrying in %.1fs", error, delay,
                             extra=_for(customer))
                 await asyncio.sleep(delay)

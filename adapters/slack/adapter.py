@@ -17,11 +17,11 @@ import asyncio
 import logging
 import mimetypes
 import re
-from collections import OrderedDict
 from urllib.parse import urlsplit
 
 import aiohttp
 from aiohttp import web
+from cachetools import LRUCache
 from slack_bolt.adapter.aiohttp import to_aiohttp_response, to_bolt_request
 from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
 from slack_bolt.app.async_app import AsyncApp
@@ -84,8 +84,8 @@ class SlackAdapter(Adapter):
         self._sink: Sink = _not_started
         self._http: HttpServer | None = None
         self._socket: AsyncSocketModeHandler | None = None
-        self._seen_events: OrderedDict[str, None] = OrderedDict()
-        self._dm_channels: OrderedDict[str, str] = OrderedDict()
+        self._seen_events: LRUCache[str, None] = LRUCache(REMEMBERED)
+        self._dm_channels: LRUCache[str, str] = LRUCache(REMEMBERED)
         self._pacer = ChatPacer(burst=CHANNEL_BURST)
         self._file_networks = networks(settings.file_networks)
         self.bot_user_id = ""
@@ -153,8 +153,6 @@ class SlackAdapter(Adapter):
         """Slack retries an event it thinks we missed (X-Slack-Retry-Num): once is enough."""
         if isinstance(event_id, str):
             self._seen_events[event_id] = None
-            if len(self._seen_events) > REMEMBERED:
-                self._seen_events.popitem(last=False)
 
     async def _wants_message(self, event: dict) -> bool:
         """Every message event is ours when the app is ours: one left unhandled is answered
@@ -221,9 +219,6 @@ class SlackAdapter(Adapter):
     def _remember_dm(self, user: str, channel: object) -> None:
         if isinstance(channel, str):
             self._dm_channels[user] = channel
-            self._dm_channels.move_to_end(user)
-            if len(self._dm_channels) > REMEMBERED:
-                self._dm_channels.popitem(last=False)
 
     async def _dm_channel(self, user: str) -> str:
         """The user's DM with the app, where the bridge answers (a slash command or a

@@ -14,12 +14,12 @@ import logging
 import mimetypes
 import secrets
 import warnings
-from collections import OrderedDict
 from datetime import timedelta
 from urllib.parse import quote
 
 import aiohttp
 from aiohttp import web
+from cachetools import LRUCache
 from telegram import BotCommand, InlineKeyboardButton, InlineKeyboardMarkup, Update
 from telegram.constants import ChatAction, ChatType, MessageEntityType, ParseMode
 from telegram.error import BadRequest, Forbidden, InvalidToken, RetryAfter, TelegramError
@@ -30,6 +30,7 @@ from adapters.telegram.batch import dispatch_batch
 from adapters.telegram.markup import LIMIT, split, to_html
 from adapters.telegram.settings import TelegramSettings
 from bridge.adapter import Adapter, DeliveryError, Sink, Unstorable
+from bridge.backoff import backoff
 from bridge.events import COMMANDS, ChatUser, Outgoing
 from bridge.files import FileRefused, refused, serve_download
 from bridge.http import HttpServer
@@ -51,6 +52,7 @@ COMMAND_DESCRIPTIONS = {  # one for each of bridge.events.COMMANDS
     "help": "How this works",
 }
 DOWNLOAD_LIMIT = 20 * 1024 * 1024  # what the Bot API lets bots download
+REMEMBERED = 10_000  # recent update ids kept, to skip a repeat
 CHAT_BURST = 3  # messages; then one a second per chat
 BOT_RATE = 28   # messages a second for the whole bot (Telegram: about 30)
 TYPING_AFTER = 1.0  # an answer quicker than this needs no "typing…" (it would be a wasted call)
@@ -80,7 +82,7 @@ class TelegramAdapter(Adapter):
         self._sink: Sink | None = None
         self._poller: asyncio.Task | None = None
         self._webhook_secret = ""
-        self._recent_updates: OrderedDict[int, None] = OrderedDict()
+        self._recent_updates: LRUCache[int, None] = LRUCache(REMEMBERED)
         self._failures: dict[int, int] = {}  # update_id -> Unstorable so far; gone once handled
         self._typing: dict[int, asyncio.Task] = {}
         self._pacer = ChatPacer(burst=CHAT_BURST)
@@ -169,7 +171,7 @@ class TelegramAdapter(Adapter):
                 return
             except TelegramError as error:  # network trouble, 5xx, timeouts
                 failures += 1
-                delay = min(30.0, 0.5 * 2 ** failures)
+                delay = backoff(failures, 0.5, cap=30.0)
                 log.warning("telegram: getUpdates failed (%s); retrying in %.1fs", error, delay)
                 await asyncio.sleep(delay)
                 continue
@@ -185,8 +187,6 @@ class TelegramAdapter(Adapter):
         """A repeated update_id (a webhook retried, a poll replayed) is ignored, once it
         was handled: one that failed must be taken when Telegram brings it again."""
         self._recent_updates[update_id] = None
-        if len(self._recent_updates) > 10_000:
-            self._recent_updates.popitem(last=False)
 
     async def dispatch(self, update: Update) -> None:
         """Hand one update to the core; returns once it is stored (raises if it was not).

@@ -8,7 +8,7 @@ deployed (docs/postgresql.md).
 """
 from __future__ import annotations
 
-from collections import OrderedDict
+from cachetools import LRUCache
 
 from bridge.store.models import Customer
 
@@ -17,18 +17,14 @@ SIZE = 10_000
 
 class CustomerCache:
     def __init__(self, size: int = SIZE) -> None:
-        self._size = size
-        self._rows: OrderedDict[int, Customer] = OrderedDict()
-        self._ids: OrderedDict[tuple[str, str, str], int] = OrderedDict()
+        self._rows: LRUCache[int, Customer] = LRUCache(size)
+        self._ids: LRUCache[tuple[str, str, str], int] = LRUCache(size)
         # Bumped by every change: a read that started before a change must not put back
         # the row as it was (it may have read it before the change committed).
         self.generation = 0
 
     def get(self, customer_id: int) -> Customer | None:
-        row = self._rows.get(customer_id)
-        if row is not None:
-            self._rows.move_to_end(customer_id)
-        return row
+        return self._rows.get(customer_id)
 
     def id_of(self, platform: str, account: str, user_id: str) -> int | None:
         return self._ids.get((platform, account, user_id))
@@ -38,13 +34,7 @@ class CustomerCache:
         if read_at_generation != self.generation:
             return
         self._rows[row.id] = row
-        self._rows.move_to_end(row.id)
         self._ids[(row.platform, row.account, row.user_id)] = row.id  # never changes
-        self._ids.move_to_end((row.platform, row.account, row.user_id))
-        while len(self._rows) > self._size:
-            self._rows.popitem(last=False)
-        while len(self._ids) > self._size:
-            self._ids.popitem(last=False)
 
     def changed(self, customer_id: int) -> None:
         """The row is being written: forget it (called before the write commits, and the
