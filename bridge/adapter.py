@@ -31,6 +31,11 @@ class DeliveryError(Exception):
         self.rejected = rejected
 
 
+class EditTargetGone(Exception):
+    """The message an edit was for no longer exists (the customer deleted it). The core
+    then says the edit's text as a new message, or nothing when only buttons were to go."""
+
+
 class Unstorable(Exception):
     """The sink could not store an event although the database answers: the event itself
     is at fault, and will likely fail the same way each time it is brought again. A
@@ -60,7 +65,9 @@ class Adapter(ABC):
     @abstractmethod
     async def deliver(self, user: ChatUser, message: Outgoing) -> str | None:
         """Show message to the user. Returns the platform's reference to what was sent (used
-        to edit it later), or raises DeliveryError."""
+        to edit it later), or raises DeliveryError. An edit always has its edit_ref (the
+        platform's reference to the message to change); empty text means "only take the
+        buttons away". EditTargetGone when that message no longer exists."""
 
     async def awaiting_reply(self, user: ChatUser) -> None:
         """The helpdesk has the customer's message and SATE is answering: a platform may show

@@ -18,7 +18,7 @@ from urllib.parse import urlencode
 
 from cachetools import LRUCache
 
-from bridge.adapter import Adapter, DeliveryError, Unstorable
+from bridge.adapter import Adapter, DeliveryError, EditTargetGone, Unstorable
 from bridge.backoff import backoff
 from bridge.crashpoints import crash_point
 from bridge.delivery import Delivery
@@ -676,7 +676,7 @@ class Relay:
             if threaded:
                 outgoing.thread = (await self.store.conversation(row.conversation_id)).thread_ref
             try:
-                ref = await adapter.deliver(_chat_user(customer), outgoing)
+                ref = await self._show(adapter, customer, outgoing)
             except DeliveryError as error:
                 if error.permanent:
                     self.metrics.errors.labels("customer_unreachable").inc()
@@ -727,6 +727,22 @@ class Relay:
             self.metrics.latency.labels("to_customer").observe(seconds_since(delivered.created_at))
             if outgoing.kind == "reply" and delivered.conversation_id is not None:
                 await self._mark_read(customer, delivered.conversation_id)
+
+    @staticmethod
+    async def _show(adapter: Adapter, customer: Customer, outgoing: Outgoing) -> str | None:
+        """Deliver. An edit whose message never went out, or is gone (deleted by the
+        customer), says its text as a new message; when only buttons were to go, nothing."""
+        user = _chat_user(customer)
+        if outgoing.kind == "edit":
+            if outgoing.edit_ref:
+                try:
+                    return await adapter.deliver(user, outgoing)
+                except EditTargetGone:
+                    pass
+            if not outgoing.text:
+                return None
+            outgoing = replace(outgoing, kind="notice", edit_ref=None, edit_original=None)
+        return await adapter.deliver(user, outgoing)
 
     async def _unshowable(self, customer: Customer, row: ToCustomer, outgoing: Outgoing | None,
                           error: Exception) -> ToCustomer | None:

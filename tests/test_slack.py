@@ -578,3 +578,17 @@ async def test_customer_files_are_served_as_downloads_that_no_browser_runs(
             assert disposition.startswith("inline" if inline else "attachment")
             assert response.headers["X-Content-Type-Options"] == "nosniff"
             assert "sandbox" in response.headers["Content-Security-Policy"]
+
+
+async def test_a_prompt_that_is_gone_is_answered_by_a_new_message(bridge, slack, sandbox):
+    """chat.update on a deleted message fails (message_not_found): the edit's text is said
+    as a new message in the thread."""
+    root = (await slack.say(ANN, "it is resolved"))["event"]["ts"]
+    prompt = await slack.wait_for_text(ANN, "Did this solve your issue?")
+    slack.fail_next("chat.update", "message_not_found")
+    await slack.press(ANN, prompt, 0)
+    answered = await slack.wait_for(lambda: next((
+        m for m in slack.messages[slack.dm(ANN)] if "Yes, solved" in json.dumps(m.get("blocks"))
+        and m is not prompt), None))
+    assert answered["thread_ts"] == root and buttons_of(prompt)  # the old one is untouched
+    await slack.wait_for_text(ANN, "How would you rate")

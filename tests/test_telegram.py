@@ -485,3 +485,25 @@ async def test_a_stop_during_load_finishes_or_keeps_deliveries_and_logs_no_failu
             assert len([m for m in telegram.sent_to(customer) if "You said" in m["text"]]) == 1
     finally:
         await asyncio.wait_for(bridge.stop(), 20)
+
+
+@pytest.mark.parametrize("bridge", ["polling"], indirect=True)
+async def test_a_prompt_the_customer_deleted_is_answered_by_a_new_message(
+        bridge, telegram, sandbox):
+    """Editing a message the customer deleted fails ("message to edit not found"): the
+    edit's text is said as a new message, and an edit that only took buttons away is
+    dropped."""
+    telegram.say(ANN, "resolved")
+    prompt = await telegram.wait_for_text(ANN, "Did this solve your issue?")
+    telegram.fail("editMessageText", 400, "Bad Request: message to edit not found")
+    telegram.press(ANN, prompt, _buttons(prompt)[0]["callback_data"])
+    answered = await telegram.wait_for_text(ANN, "Did this solve your issue? Yes, solved")
+    assert answered is not prompt and "reply_markup" in prompt  # a new message
+    rating = await telegram.wait_for_text(ANN, "How would you rate")
+    telegram.fail("editMessageText", 400, "Bad Request: message to edit not found")
+    telegram.press(ANN, rating, _buttons(rating)[4]["callback_data"])
+    await telegram.wait_for_text(ANN, "Rated 5/5")
+    await telegram.wait_for_text(ANN, "add a comment")
+    telegram.fail("editMessageText", 400, "Bad Request: message to edit not found")
+    telegram.say(ANN, "great")
+    await telegram.wait_for_text(ANN, "Thanks for your feedback")

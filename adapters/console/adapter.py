@@ -62,7 +62,7 @@ class ConsoleAdapter(Adapter):
             self._reader.cancel()
 
     async def deliver(self, user: ChatUser, message: Outgoing) -> str:
-        if message.kind == "edit" and message.edit_ref:
+        if message.kind == "edit":
             for item in self.shown.get(user.user_id, []):
                 if item.ref == message.edit_ref:
                     item.message.buttons = []

@@ -36,7 +36,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 from adapters.slack import blocks, inbound
 from adapters.slack.form_body import read_form_body_again
 from adapters.slack.settings import SlackSettings
-from bridge.adapter import Adapter, DeliveryError, Sink
+from bridge.adapter import Adapter, DeliveryError, EditTargetGone, Sink
 from bridge.events import ChatUser, Outgoing, comment_action
 from bridge.files import FileRefused, fetch_public, networks, refused, serve_download
 from bridge.http import HttpServer
@@ -274,21 +274,17 @@ class SlackAdapter(Adapter):
             raise DeliveryError(f"slack: {type(error).__name__}") from None
 
     async def _deliver(self, channel: str, message: Outgoing) -> str | None:
-        if message.kind == "edit" and not message.text and not message.edit_ref:
-            return None  # buttons to take off a message that never went out: nothing to do
-        if message.kind == "edit" and message.edit_ref:
+        if message.kind == "edit":
             text = message.text or message.edit_original or ""
             fallback, answered = blocks.answered(text)
             try:
                 await self.client.chat_update(channel=channel, ts=message.edit_ref,
                                               text=fallback, blocks=answered)
-                return message.edit_ref
             except SlackApiError as error:
-                if _error_code(error) not in ("message_not_found", "cant_update_message"):
-                    raise
-                if not message.text:
-                    return None  # no buttons left to take away
-                # the prompt is gone: say it as a new message
+                if _error_code(error) in ("message_not_found", "cant_update_message"):
+                    raise EditTargetGone() from None
+                raise
+            return message.edit_ref
         first = None
         if message.kind == "reply" and message.attachment:
             await self._send_attachments(channel, message)

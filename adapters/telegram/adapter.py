@@ -29,7 +29,7 @@ from adapters.telegram import inbound
 from adapters.telegram.batch import dispatch_batch
 from adapters.telegram.markup import LIMIT, split, to_html
 from adapters.telegram.settings import TelegramSettings
-from bridge.adapter import Adapter, DeliveryError, Sink, Unstorable
+from bridge.adapter import Adapter, DeliveryError, EditTargetGone, Sink, Unstorable
 from bridge.backoff import backoff
 from bridge.events import COMMANDS, ChatUser, Outgoing
 from bridge.files import FileRefused, refused, serve_download
@@ -330,9 +330,7 @@ class TelegramAdapter(Adapter):
             raise DeliveryError(f"telegram: {error}") from None
 
     async def _deliver(self, chat_id: int, message: Outgoing) -> str | None:
-        if message.kind == "edit" and not message.text and not message.edit_ref:
-            return None  # buttons to take off a message that never went out: nothing to do
-        if message.kind == "edit" and message.edit_ref:
+        if message.kind == "edit":
             try:
                 if not message.text:  # only take the buttons away
                     await self.bot.edit_message_reply_markup(
@@ -341,15 +339,12 @@ class TelegramAdapter(Adapter):
                     await self.bot.edit_message_text(
                         chat_id=chat_id, message_id=int(message.edit_ref),
                         text=to_html(message.text), parse_mode=ParseMode.HTML)
-                return message.edit_ref
             except BadRequest as error:
-                if "not modified" in error.message.lower():
-                    return message.edit_ref
-                if "not found" not in error.message.lower():
+                if "not found" in error.message.lower():
+                    raise EditTargetGone() from None
+                if "not modified" not in error.message.lower():
                     raise
-                if not message.text:
-                    return None  # no buttons to take away
-                # the prompt is gone (deleted by the user): say it as a new message
+            return message.edit_ref
         if message.kind == "reply" and message.attachment:
             sent = await self._send_attachment(chat_id, message)
             if sent is not None and not message.text:
