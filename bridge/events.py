@@ -3,7 +3,6 @@ the core says *what* to show (a prompt with its choices), each adapter draws it 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import Any
 
 
 @dataclass(frozen=True)
@@ -64,6 +63,14 @@ class Button:
     action: str        # at most 64 bytes (Telegram's callback_data limit)
 
 
+@dataclass(frozen=True)
+class Attachment:
+    """A file to show the customer: a URL the platform can fetch, its name and type."""
+    url: str
+    name: str
+    mime_type: str = ""
+
+
 @dataclass
 class Outgoing:
     """One thing to show a customer. Stored as JSON in the delivery queue."""
@@ -77,7 +84,7 @@ class Outgoing:
     buttons: list[Button] = field(default_factory=list)
     url: str | None = None               # call_invite: the call page
     url_label: str | None = None
-    attachment: Any = None               # reply: the helpdesk's attachment_metadata
+    attachments: list[Attachment] = field(default_factory=list)  # reply: its files
     edit_of: int | None = None           # edit: queue id of the message to change
     edit_ref: str | None = None          # edit: that message's platform ref, filled at delivery
     edit_original: str | None = None     # edit: that message's text, filled at delivery
@@ -93,4 +100,8 @@ class Outgoing:
     def from_json(cls, data: dict) -> "Outgoing":
         data = dict(data)
         data["buttons"] = [Button(**b) for b in data.get("buttons", [])]
+        data["attachments"] = [Attachment(**a) for a in data.get("attachments", [])]
+        if "attachment" in data:  # queued by a version that kept the helpdesk's raw metadata
+            from bridge.protocol import attachment_links
+            data["attachments"] += attachment_links(data.pop("attachment"))
         return cls(**data)

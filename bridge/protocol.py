@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
+from bridge.events import Attachment
 from bridge.sanitize import strip_controls
 
 
@@ -200,19 +201,20 @@ def parse_event(name: str, envelope: Envelope) -> HelpdeskEvent:
     raise MalformedPayload(f"unknown event {name}")
 
 
-def attachment_links(metadata: Any) -> list[dict]:
-    """The files in a message's attachment_metadata, as far as they can be fetched:
-    [{"url", "name", "mime_type"}], every value a string ("" where the helpdesk gave none or
-    not a string). The API does not fix the shape: one object or a list, with url,
-    file_url or link. Only http(s) URLs: any other scheme is not even shown as a link."""
+def attachment_links(metadata: Any) -> list[Attachment]:
+    """The files in a message's attachment_metadata, as far as they can be fetched. The
+    API does not fix the shape: one object or a list, with url, file_url or link, name or
+    file_name, mime_type or type. Only string values, and only http(s) URLs: any other
+    scheme is not even shown as a link. A file without a name is named after its URL."""
     items = metadata if isinstance(metadata, list) else [metadata]
     found = []
     for item in items:
         if isinstance(item, dict):
             url = _first_string(item, "url", "file_url", "link")
             if url.lower().startswith(("http://", "https://")) and url.isprintable():
-                found.append({"url": url, "name": _first_string(item, "name", "file_name"),
-                              "mime_type": _first_string(item, "mime_type", "type")})
+                name = _first_string(item, "name", "file_name") \
+                    or url.split("?")[0].rstrip("/").rsplit("/", 1)[-1] or "file"
+                found.append(Attachment(url, name, _first_string(item, "mime_type", "type")))
     return found
 
 

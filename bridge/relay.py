@@ -36,6 +36,7 @@ from bridge.protocol import (
     HelpdeskError,
     HelpdeskEvent,
     HelpdeskMessage,
+    attachment_links,
     parse_event,
 )
 from bridge.recording import record
@@ -488,7 +489,7 @@ class Relay:
             name = self.texts.get("sate_name", language)
         reply = Outgoing(kind="reply", text=message.text, sender=message.sender, sender_name=name,
                          conversation_label=await self._label_if_inactive(customer, conversation),
-                         attachment=message.attachment_metadata)
+                         attachments=attachment_links(message.attachment_metadata))
         if not await self._queue(customer, conversation, reply, message.dedupe_key):
             return  # seen before: an agent message on both channels, or a replay
         if message.closed_support:

@@ -507,3 +507,32 @@ async def test_a_prompt_the_customer_deleted_is_answered_by_a_new_message(
     telegram.fail("editMessageText", 400, "Bad Request: message to edit not found")
     telegram.say(ANN, "great")
     await telegram.wait_for_text(ANN, "Thanks for your feedback")
+
+
+@pytest.mark.parametrize("bridge", ["polling"], indirect=True)
+async def test_every_file_of_an_agent_message_is_sent(bridge, telegram, sandbox):
+    """Only the first of several files reached the customer."""
+    telegram.say(ANN, "hello")
+    await telegram.wait_for_text(ANN, "You said")
+    await sandbox.agent_reply(sandbox.received[0]["ticket_chat_id"], "Both pages", [
+        {"url": "https://files.example.com/page1.png", "mime_type": "image/png"},
+        {"url": "https://files.example.com/page2.pdf?sig=1"}])
+    await telegram.wait_for_text(ANN, "Both pages")
+    assert [c.params["photo"] for c in telegram.calls_of("sendPhoto")] == [
+        "https://files.example.com/page1.png"]
+    document = telegram.calls_of("sendDocument")
+    assert [(c.params["document"], c.params["caption"]) for c in document] == [
+        ("https://files.example.com/page2.pdf?sig=1", "page2.pdf")]
+
+
+def test_a_reply_queued_with_the_raw_metadata_still_shows_its_files():
+    """Rows queued by a version that stored the helpdesk's attachment_metadata as is."""
+    from bridge.events import Attachment, Outgoing
+
+    outgoing = Outgoing.from_json({"kind": "reply", "text": "", "attachment": [
+        {"url": "https://f.example.com/a.png", "mime_type": "image/png"},
+        {"file_url": "https://f.example.com/b.pdf", "file_name": "b.pdf"}, "junk"]})
+    assert outgoing.attachments == [
+        Attachment("https://f.example.com/a.png", "a.png", "image/png"),
+        Attachment("https://f.example.com/b.pdf", "b.pdf", "")]
+    assert Outgoing.from_json(outgoing.to_json()) == outgoing

@@ -8,8 +8,9 @@ def render(message: Outgoing) -> str:
     label = f"[{message.conversation_label}] " if message.conversation_label else ""
     if message.kind == "reply":
         text = f"{label}{message.sender_name}: {message.text}"
-        if message.attachment:
-            text += f"\n   (attachment: {_attachment_url(message.attachment)})"
+        if message.attachments:
+            urls = ", ".join(item.url for item in message.attachments)
+            text += f"\n   (attachment: {urls})"
         return text
     if message.kind == "edit":
         return f"(updated) {message.text}"
@@ -21,8 +22,3 @@ def render(message: Outgoing) -> str:
         text += f"\n   {choices}"
     return text
 
-
-def _attachment_url(metadata) -> str:
-    items = metadata if isinstance(metadata, list) else [metadata]
-    urls = [str(item.get("url")) for item in items if isinstance(item, dict) and item.get("url")]
-    return ", ".join(urls) or "unnamed file"

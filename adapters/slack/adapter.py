@@ -41,7 +41,6 @@ from bridge.events import ChatUser, Outgoing, comment_action
 from bridge.files import FileRefused, fetch_public, networks, refused, serve_download
 from bridge.http import HttpServer
 from bridge.pacing import ChatPacer
-from bridge.protocol import attachment_links
 
 log = logging.getLogger(__name__)
 
@@ -286,7 +285,7 @@ class SlackAdapter(Adapter):
                 raise
             return message.edit_ref
         first = None
-        if message.kind == "reply" and message.attachment:
+        if message.kind == "reply" and message.attachments:
             await self._send_attachments(channel, message)
             if not message.text:
                 return None
@@ -302,10 +301,10 @@ class SlackAdapter(Adapter):
         """Agent attachments: uploaded into the thread (files.getUploadURLExternal +
         files.completeUploadExternal, which slack-sdk's files_upload_v2 does), or a link
         when that fails. Fetched from public addresses only (bridge/files.py)."""
-        for item in attachment_links(message.attachment):
-            name = item["name"] or item["url"].rsplit("/", 1)[-1] or "file"
+        for item in message.attachments:
+            name = item.name
             try:
-                content = await fetch_public(item["url"], ATTACHMENT_LIMIT, self._file_networks)
+                content = await fetch_public(item.url, ATTACHMENT_LIMIT, self._file_networks)
                 await self.client.files_upload_v2(channel=channel, thread_ts=message.thread,
                                                   content=content, filename=name, title=name)
             except (SlackClientError, aiohttp.ClientError, asyncio.TimeoutError,
@@ -314,9 +313,9 @@ class SlackAdapter(Adapter):
                 await self._pacer.wait(channel)
                 await self.client.chat_postMessage(
                     channel=channel, thread_ts=message.thread,
-                    text=blocks.escape(f"{name}: {item['url']}"),
+                    text=blocks.escape(f"{name}: {item.url}"),
                     blocks=[{"type": "section", "text": {"type": "mrkdwn", "text": "<{}|{}>".format(
-                        _link_target(item["url"]), blocks.escape(name))}}])
+                        _link_target(item.url), blocks.escape(name))}}])
 
 
 async def _not_started(_event) -> None:

@@ -36,7 +36,6 @@ from bridge.files import FileRefused, refused, serve_download
 from bridge.http import HttpServer
 from bridge.logs import add_secrets
 from bridge.pacing import ChatPacer
-from bridge.protocol import attachment_links
 
 log = logging.getLogger(__name__)
 
@@ -345,8 +344,8 @@ class TelegramAdapter(Adapter):
                 if "not modified" not in error.message.lower():
                     raise
             return message.edit_ref
-        if message.kind == "reply" and message.attachment:
-            sent = await self._send_attachment(chat_id, message)
+        if message.kind == "reply" and message.attachments:
+            sent = await self._send_attachments(chat_id, message)
             if sent is not None and not message.text:
                 return sent
         return await self._send_text(chat_id, _text_of(message), _keyboard(message))
@@ -372,19 +371,19 @@ class TelegramAdapter(Adapter):
                     last = await self.bot.send_message(chat_id, piece, reply_markup=markup)
         return str(last.message_id)
 
-    async def _send_attachment(self, chat_id: int, message: Outgoing) -> str | None:
-        """Agent attachments: as a photo or document; a link if Telegram can't fetch it."""
-        for item in attachment_links(message.attachment):
-            url, name = item["url"], item.get("name") or "file"
+    async def _send_attachments(self, chat_id: int, message: Outgoing) -> str | None:
+        """Agent attachments: each as a photo or a document (Telegram fetches it), or as a
+        link when Telegram can't. The reference of the last one sent."""
+        sent = None
+        for item in message.attachments:
             try:
-                if item.get("mime_type", "").startswith("image/"):
-                    sent = await self.bot.send_photo(chat_id, url, caption=name)
+                if item.mime_type.startswith("image/"):
+                    sent = await self.bot.send_photo(chat_id, item.url, caption=item.name)
                 else:
-                    sent = await self.bot.send_document(chat_id, url, caption=name)
+                    sent = await self.bot.send_document(chat_id, item.url, caption=item.name)
             except BadRequest:
-                sent = await self.bot.send_message(chat_id, f"{name}: {url}")
-            return str(sent.message_id)
-        return None
+                sent = await self.bot.send_message(chat_id, f"{item.name}: {item.url}")
+        return str(sent.message_id) if sent is not None else None
 
 
 def _command(update: Update) -> str | None:
