@@ -73,7 +73,7 @@ class WatchedSandbox(SandboxHelpdesk):
         await super()._sate_says(conversation, text, **flags)
         found = MARKER.search(text)
         if found and int(found.group()[found.group().index("n") + 1:-1]) % AGENT_EVERY == 0:
-            self._spawn(self._agent_answers(conversation.ticket_chat_id, found.group()))
+            self._tasks.start(self._agent_answers(conversation.ticket_chat_id, found.group()))
 
     async def _agent_answers(self, ticket_chat_id: str, marker: str) -> None:
         await asyncio.sleep(0.3)
@@ -352,6 +352,11 @@ def main() -> None:
                                                    else "none)") for when, kill in to_kill))
     if "kept" in result:
         print(f"the bridge's log (and SQLite database) kept in {result['kept']}")
+    expected_agent = result["sent"] // AGENT_EVERY
+    if result["agent"]["answers"] < expected_agent // 2:  # the bench itself broke
+        print(f"chaos: only {result['agent']['answers']} agent answers of ~{expected_agent}: "
+              "the run does not count", file=sys.stderr)
+        sys.exit(1)
 
 
 if __name__ == "__main__":
