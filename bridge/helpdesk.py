@@ -25,19 +25,18 @@ import asyncio
 import logging
 import time
 import zlib
-from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable
 from urllib.parse import quote
 
 import socketio
 
+from bridge.answers import Answers, Waiter
 from bridge.backoff import backoff
-from bridge.drain import Drainer
+from bridge.lanes import EventLanes, EventSink
 from bridge.protocol import (
     BROADCASTS,
     Envelope,
-    HelpdeskEvent,
     MalformedPayload,
     parse_envelope,
     parse_event,
@@ -46,15 +45,12 @@ from bridge.tasks import Background
 
 log = logging.getLogger(__name__)
 
-# Tries to hand a server event to the core (about 6 s in all) before it is dropped.
-EVENT_ATTEMPTS = 6
 # How many request timeouts a customer message may wait for its echo while connected.
 PATIENCE = 4
 # The largest Socket.IO message taken from the helpdesk (aiohttp's default is 4 MiB). A
 # larger one drops the connection (the WebSocket cannot skip it): said plainly in the log.
 MAX_EVENT_BYTES = 16 * 1024 * 1024
 
-EventSink = Callable[[HelpdeskEvent], Awaitable[None]]
 Bind = Callable[[str], Awaitable[None]]
 Delivered = Callable[[], Awaitable[None]]
 KnownTicket = Callable[[str], Awaitable[bool]]
@@ -73,28 +69,11 @@ class KeyRefused(Exception):
 
 
 @dataclass
-class _Waiter:
-    event: str
-    ticket_chat_id: str | None
-    future: asyncio.Future
-    # Set once the caller has seen the answer (and recorded what it needed to): the
-    # conversation's later events wait for it (see _unrecorded_answers).
-    handed_over: asyncio.Event = field(default_factory=asyncio.Event)
-
-
-@dataclass
 class _Opening:
     """The one conversation a connection may be opening: waits for its ticket_chat_id."""
     bind: Bind
     ticket: asyncio.Future
     binding: asyncio.Future | None = None  # the one bind in progress: every path awaits it
-
-
-@dataclass
-class _LaneItem:
-    event: str
-    typed: HelpdeskEvent
-    holds: list[_Waiter]  # answers to be recorded before this event is passed on
 
 
 @dataclass
@@ -105,8 +84,7 @@ class _Connection:
     gone: asyncio.Event = field(default_factory=asyncio.Event)
     customers: set[str] = field(default_factory=set)       # session ids
     conversations: set[str] = field(default_factory=set)   # ticket_chat_ids
-    waiters: deque[_Waiter] = field(default_factory=deque)
-    answered: deque[_Waiter] = field(default_factory=deque)  # not yet handed over
+    answers: Answers = field(default_factory=Answers)
     open_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     inbox: asyncio.Queue = field(default_factory=asyncio.Queue)
     opening: _Opening | None = None
@@ -143,17 +121,13 @@ class HelpdeskLink:
                  known_ticket: KnownTicket | None = None) -> None:
         self._url = url
         self._api_key = api_key
-        self._on_event = on_event
         self._known_ticket = known_ticket or _nothing_known
         self._namespace = namespace
         self._timeout = request_timeout
         self._connections = [self._make_connection(i) for i in range(connections)]
         self._tasks: list[asyncio.Task] = []
         self._background = Background()  # re-joining rooms after each connect
-        # One lane per conversation: its events are handled in order, while different
-        # conversations' events (on one connection too) are handled side by side.
-        self._lanes: dict[str, deque[_LaneItem]] = {}
-        self._lane_workers = Drainer(self._work_lane, "helpdesk-conversation")
+        self._lanes = EventLanes(on_event, hold_timeout=request_timeout)
         self._stopping = False
         self.failure: KeyRefused | None = None
         self.reconnects = 0
@@ -207,7 +181,7 @@ class HelpdeskLink:
 
     async def start(self) -> None:
         self._stopping = False
-        self._lane_workers = Drainer(self._work_lane, "helpdesk-conversation")
+        self._lanes.start()
         self._tasks = [asyncio.create_task(self._supervise(c), name=f"helpdesk-link-{c.index}")
                        for c in self._connections]
         self._tasks += [asyncio.create_task(self._consume(c), name=f"helpdesk-events-{c.index}")
@@ -224,7 +198,7 @@ class HelpdeskLink:
         # future); the flags above end the loops then, and the timeout bounds the rest.
         if self._tasks:
             await asyncio.wait(self._tasks, timeout=5)
-        await self._lane_workers.stop(grace=2)
+        await self._lanes.stop(grace=2)
         await self._background.cancel()
         for connection in self._connections:
             self._fail_waiters(connection, HelpdeskUnavailable("the bridge is stopping"))
@@ -386,8 +360,8 @@ class HelpdeskLink:
         the answer to someone else's request."""
         connection = self._connection_for(session_id)
         await self._ready(connection)
-        waiter = _Waiter(answer_event or event, payload.get("ticket_chat_id"),
-                         asyncio.get_running_loop().create_future())
+        waiter = Waiter(answer_event or event, payload.get("ticket_chat_id"),
+                        asyncio.get_running_loop().create_future())
         try:
             envelope = await self._exchange(connection, waiter, event, payload, patient)
             envelope.raise_for_status()
@@ -397,15 +371,15 @@ class HelpdeskLink:
         finally:
             waiter.handed_over.set()
 
-    async def _exchange(self, connection: _Connection, waiter: _Waiter, event: str,
+    async def _exchange(self, connection: _Connection, waiter: Waiter, event: str,
                         payload: dict, patient: bool) -> Envelope:
         """Emit, and wait for the answer by ack or event (see request)."""
-        connection.waiters.append(waiter)
+        connection.answers.expect(waiter)
 
         def on_ack(*args: Any) -> None:
             if not waiter.future.done() and args:
                 try:
-                    _answer(connection, waiter, parse_envelope(args[0]))
+                    connection.answers.answer(waiter, parse_envelope(args[0]))
                 except MalformedPayload as error:
                     log.warning("helpdesk: malformed ack to %s skipped: %s", event, error)
 
@@ -423,8 +397,7 @@ class HelpdeskLink:
         except socketio.exceptions.SocketIOError as error:
             raise HelpdeskUnavailable(f"could not send {event}: {error}") from None
         finally:
-            if waiter in connection.waiters:
-                connection.waiters.remove(waiter)
+            connection.answers.done_waiting(waiter)
             if ack_id is not None:
                 asyncio.get_running_loop().call_later(
                     self._timeout, _forget_callback, connection.client, self._namespace,
@@ -527,8 +500,8 @@ class HelpdeskLink:
         ticket = envelope.ticket_chat_id
         # Read before this event resolves a request: an answer may be a broadcast too
         # (call_support), and must not wait behind itself.
-        holds = _unrecorded_answers(connection, ticket)
-        self._resolve_waiter(connection, event, envelope)
+        holds = connection.answers.unrecorded(ticket)
+        connection.answers.resolve(event, envelope)
         if event not in BROADCASTS or not envelope.ok:
             return
         if ticket is not None and ticket not in connection.conversations \
@@ -543,84 +516,13 @@ class HelpdeskLink:
             self.malformed += 1
             log.warning("helpdesk: malformed %s payload skipped: %s", event, error)
             return
-        lane = ticket or ""  # events that name no conversation share one lane
-        self._lanes.setdefault(lane, deque()).append(_LaneItem(event, typed, holds))
-        self._lane_workers.kick(lane)
-
-    async def _work_lane(self, ticket: str) -> None:
-        lane = self._lanes.get(ticket)
-        while lane:
-            item = lane.popleft()
-            for waiter in item.holds:
-                await self._handed_over(waiter)
-            await self._pass_on(item.event, item.typed)
-        self._lanes.pop(ticket, None)
-
-    async def _handed_over(self, waiter: _Waiter) -> None:
-        """Bounded: a stuck caller delays its conversation's events but cannot stop them."""
-        try:
-            await asyncio.wait_for(waiter.handed_over.wait(), self._timeout)
-        except asyncio.TimeoutError:
-            log.warning("helpdesk: the answer to %s was not handed over within %.1fs; "
-                        "passing on the events behind it", waiter.event, self._timeout)
-
-    async def _pass_on(self, event: str, typed: HelpdeskEvent) -> None:
-        # The helpdesk will not send it again: a failure to store it (the database away for
-        # a moment) is retried before giving up. The conversation's events behind it wait,
-        # which keeps them in order.
-        for attempt in range(EVENT_ATTEMPTS):
-            try:
-                await self._on_event(typed)
-                return
-            except Exception:
-                if attempt == EVENT_ATTEMPTS - 1:
-                    log.exception("helpdesk: %s for %s could not be handled; dropped", event,
-                                  typed.ticket_chat_id)
-                    return
-                log.warning("helpdesk: handling %s failed; retrying", event, exc_info=True)
-                await asyncio.sleep(backoff(attempt, 0.2))
-
-    def _resolve_waiter(self, connection: _Connection, event: str, envelope: Envelope) -> None:
-        """Match a response event to the oldest request waiting for it."""
-        ticket = envelope.ticket_chat_id
-        for waiter in connection.waiters:
-            if waiter.future.done():
-                continue
-            answers = waiter.event == event or (
-                waiter.event == "support_echo" and event == "support" and not envelope.ok)
-            if answers and (ticket is None or waiter.ticket_chat_id in (None, ticket)):
-                _answer(connection, waiter, envelope)
-                return
+        self._lanes.add(event, typed, holds)
 
     def _fail_waiters(self, connection: _Connection, error: Exception) -> None:
-        for waiter in connection.waiters:
-            if not waiter.future.done():
-                waiter.future.set_exception(error)
-                waiter.future.exception()  # retrieved here: no "never retrieved" warnings
+        connection.answers.fail(error)
         if connection.opening is not None and not connection.opening.ticket.done():
             connection.opening.ticket.set_exception(error)
             connection.opening.ticket.exception()
-
-
-def _answer(connection: _Connection, waiter: _Waiter, envelope: Envelope) -> None:
-    waiter.future.set_result(envelope)
-    _forget_recorded(connection.answered)  # else acks with no event after them pile up
-    connection.answered.append(waiter)
-
-
-def _forget_recorded(answered: deque[_Waiter]) -> None:
-    while answered and answered[0].handed_over.is_set():
-        answered.popleft()
-
-
-def _unrecorded_answers(connection: _Connection, ticket_chat_id: str | None) -> list[_Waiter]:
-    """The answers this conversation's event must wait behind: answered (by ack or event,
-    before this event arrived), their callers not done recording them. An answer to an
-    opening (no ticket_chat_id yet) holds every conversation's events, for a moment."""
-    answered = connection.answered
-    _forget_recorded(answered)
-    return [w for w in answered if not w.handed_over.is_set()
-            and w.ticket_chat_id in (None, ticket_chat_id)]
 
 
 def _ack_id(client: socketio.AsyncClient, namespace: str, callback) -> int | None:

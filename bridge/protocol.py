@@ -153,7 +153,7 @@ def normalise_time(value: Any) -> str:
 def _text(data: dict, key: str, required: bool = True) -> str | None:
     value = data.get(key)
     if isinstance(value, str) and value:
-        return strip_controls(value)
+        return value
     if required:
         raise MalformedPayload(f"{key} is missing")
     return None
@@ -187,8 +187,9 @@ def parse_event(name: str, envelope: Envelope) -> HelpdeskEvent:
                                _flag(data, "closed_support"))
     if name == "support_handler_changed":
         agent = data.get("agent") if isinstance(data.get("agent"), dict) else {}
+        name = _text(agent, "username", False)
         return HandlerChanged(ticket, _text(data, "handler", False) or "agent",
-                              _text(agent, "username", False), _text(agent, "id", False))
+                              strip_controls(name) if name else None, _text(agent, "id", False))
     if name == "customer_support_closed":
         return ConversationClosed(ticket, _text(data, "status", False))
     if name == "call_support":

@@ -169,7 +169,7 @@ async def test_answered_requests_leave_nothing_behind(sandbox, caplog, mode):
     await asyncio.sleep(0.6)  # past the request timeout: late acks have had their chance
     pending = {k: v for k, v in client.callbacks.get("/helpdesk", {}).items() if k != 0}
     assert pending == {}
-    assert len(link._connections[0].answered) <= 1  # answers kept only until recorded
+    assert len(link._connections[0].answers) <= 1  # answers kept only until recorded
     assert "Unknown callback" not in caplog.text  # an ack that came found its callback
     await link.stop()
 
