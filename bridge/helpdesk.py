@@ -49,13 +49,10 @@ PATIENCE = 4
 
 __all__ = ["HelpdeskLink", "HelpdeskUnavailable", "KeyRefused", "MAX_EVENT_BYTES"]
 
-Bind = Callable[[str], Awaitable[None]]
+# Records that the opening conversation has this ticket_chat_id; False when the bridge
+# already knows it for another conversation (a late event of one that was closed and left).
+Bind = Callable[[str], Awaitable[bool]]
 Delivered = Callable[[], Awaitable[None]]
-KnownTicket = Callable[[str], Awaitable[bool]]
-
-
-async def _nothing_known(_ticket_chat_id: str) -> bool:
-    return False
 
 
 @dataclass
@@ -69,9 +66,7 @@ class _Opening:
 class HelpdeskLink:
     def __init__(self, url: str, api_key: str, on_event: EventSink, *,
                  namespace: str = "/helpdesk", connections: int = 4,
-                 request_timeout: float = 15.0,
-                 known_ticket: KnownTicket | None = None) -> None:
-        self._known_ticket = known_ticket or _nothing_known
+                 request_timeout: float = 15.0) -> None:
         self._namespace = namespace
         self._timeout = request_timeout
         self._pool = ConnectionPool(url, api_key, namespace, connections, request_timeout,
@@ -238,8 +233,7 @@ class HelpdeskLink:
                            delivered: Delivered | None = None) -> None:
         """A follow-up message. Returns once the helpdesk has acknowledged it (support_echo
         or ack): only then is it handed over (docs/protocol.md, "Handed over means
-        acknowledged").
-        `delivered` is awaited then, before the reply to it can be passed on."""
+        acknowledged"). `delivered` is awaited then, before the reply to it is passed on."""
         await self.request(session_id, "support", _support_payload(
             session_id, ticket_chat_id, text, attachment_metadata), answer_event="support_echo",
             patient=True, delivered=delivered)
@@ -290,10 +284,14 @@ class HelpdeskLink:
     async def _record_binding(self, connection: Connection, opening: _Opening,
                               ticket_chat_id: str) -> None:
         try:
-            await opening.bind(ticket_chat_id)
+            taken = await opening.bind(ticket_chat_id)
         except BaseException:
             opening.binding = None  # the next event carrying the id tries again
             raise
+        if not taken:
+            opening.binding = None  # not the opening's: it waits for its own id
+            log.info("helpdesk: an event of a known conversation came while another opened")
+            return
         connection.conversations.add(ticket_chat_id)
         opening.ticket.set_result(ticket_chat_id)
         await self._pool.emit_quietly(connection, "enter_support", {"ticket_chat_id": ticket_chat_id})
@@ -326,10 +324,9 @@ class HelpdeskLink:
         if event not in BROADCASTS or not envelope.ok:
             return
         if ticket is not None and ticket not in connection.conversations \
-                and connection.opening is not None and event in ("support", "call_support") \
-                and not await self._known_ticket(ticket):
-            # Not one this connection watches: the opening's, unless the bridge knows it
-            # already (a late reply of a conversation that was closed and left).
+                and connection.opening is not None and event in ("support", "call_support"):
+            # Not one this connection watches: the opening's, unless the bind finds the id
+            # taken. Either way the event then goes where its ticket_chat_id says.
             await self._bind(connection, ticket)
         try:
             typed = parse_event(event, envelope)

@@ -182,14 +182,15 @@ def parse_event(name: str, envelope: Envelope) -> HelpdeskEvent:
         attachment = data.get("attachment_metadata")
         if not text and not attachment and not _flag(data, "closed_support"):
             raise MalformedPayload(f"{name}: empty message")
-        return HelpdeskMessage(ticket, sender, strip_controls(text), normalise_time(data.get("date_created")),
-                               attachment, _flag(data, "close_support"),
-                               _flag(data, "closed_support"))
+        return HelpdeskMessage(ticket, sender, strip_controls(text),
+                               normalise_time(data.get("date_created")), attachment,
+                               _flag(data, "close_support"), _flag(data, "closed_support"))
     if name == "support_handler_changed":
         agent = data.get("agent") if isinstance(data.get("agent"), dict) else {}
-        name = _text(agent, "username", False)
+        agent_name = _text(agent, "username", False)
         return HandlerChanged(ticket, _text(data, "handler", False) or "agent",
-                              strip_controls(name) if name else None, _text(agent, "id", False))
+                              strip_controls(agent_name) if agent_name else None,
+                              _text(agent, "id", False))
     if name == "customer_support_closed":
         return ConversationClosed(ticket, _text(data, "status", False))
     if name == "call_support":

@@ -48,7 +48,7 @@ class Relay:
         self.store = store
         self.http = http
         self.metrics = metrics or Metrics()
-        self.link = link_factory(on_event=self.on_helpdesk_event, known_ticket=self._known_ticket)
+        self.link = link_factory(on_event=self.on_helpdesk_event)
         self.adapters = {adapter.name: adapter for adapter in adapters}
         # a LiveKit server and the call page (which needs a public URL)
         self.calls = Calls(http, public_url) if calls and public_url else None
@@ -142,10 +142,6 @@ class Relay:
             customer = await self.store.customer(conversation.customer_id)
             await self.flow.on_event(customer, conversation, event)
 
-    async def _known_ticket(self, ticket_chat_id: str) -> bool:
-        """Whether a conversation of this bridge has this ticket_chat_id already."""
-        return await self.store.conversation_by_ticket(ticket_chat_id) is not None
-
     # --- from the call page --------------------------------------------------------
 
     def call_state(self, conversation_id: int, key: str) -> str | None:
@@ -169,8 +165,14 @@ def _without_controls(event: Inbound) -> Inbound:
     if isinstance(event, InboundMessage):
         attachment = event.attachment
         if isinstance(attachment, dict) and isinstance(attachment.get("name"), str):
-            attachment = {**attachment, "name": strip_controls(attachment["name"])}
-        return replace(event, text=strip_controls(event.text), attachment=attachment)
-    if isinstance(event, ButtonPress) and event.text is not None:
-        return replace(event, text=strip_controls(event.text))
+            name = strip_controls(attachment["name"])
+            attachment = attachment if name is attachment["name"] else {**attachment,
+                                                                        "name": name}
+        text = strip_controls(event.text)
+        if text is not event.text or attachment is not event.attachment:
+            return replace(event, text=text, attachment=attachment)
+    elif isinstance(event, ButtonPress) and event.text is not None:
+        text = strip_controls(event.text)
+        if text is not event.text:
+            return replace(event, text=text)
     return event

@@ -23,6 +23,7 @@ from bridge.helpdesk import HelpdeskLink, HelpdeskUnavailable
 from bridge.metrics import Metrics
 from bridge.protocol import HelpdeskError, HelpdeskEvent, parse_event
 from bridge.store import Conversation, Customer, Store, ToHelpdesk
+from bridge.store.direct import Duplicate
 from bridge.store.models import seconds_since
 from bridge.tasks import Background
 
@@ -138,10 +139,14 @@ class HelpdeskOutbox:
                                     {"ticket_chat_id": conversation.ticket_chat_id})
 
     def _binder(self, customer: Customer, conversation: Conversation, delivery: Delivery):
-        async def bind(ticket_chat_id: str) -> None:
+        async def bind(ticket_chat_id: str) -> bool:
             # the helpdesk has the first message too: both recorded before its reply is seen
-            await delivery.done(opened=(conversation.id, ticket_chat_id))
+            try:
+                await delivery.done(opened=(conversation.id, ticket_chat_id))
+            except Duplicate:  # another conversation has this id: not the one opening
+                return False
             self.tickets[conversation.id] = ticket_chat_id
             log.info("conversation opened", extra={"session_id": customer.session_id,
                                                    "ticket_chat_id": ticket_chat_id})
+            return True
         return bind

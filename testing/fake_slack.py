@@ -27,6 +27,8 @@ from urllib.parse import urlencode
 import aiohttp
 from aiohttp import web
 
+from testing.local import serve
+
 TEAM = "T0ACME"
 BOT_USER = "U0BRIDGE"
 BOT_ID = "B0BRIDGE"
@@ -87,11 +89,8 @@ class FakeSlack:
         app.router.add_post("/respond/{id}", self._respond)
         app.router.add_get("/cdn/{name}", self._cdn)
         app.router.add_get("/socket", self._socket_mode)
-        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.5)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        self.url = f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}"
+        self._runner, port = await serve(app)
+        self.url = f"http://127.0.0.1:{port}"
         return self.url
 
     async def stop(self) -> None:

@@ -16,6 +16,8 @@ from typing import Any
 
 from aiohttp import web
 
+from testing.local import serve
+
 BOT_ID = 777000111
 JPEG = b"\xff\xd8 jpeg \xff\xd9"
 
@@ -57,11 +59,8 @@ class FakeTelegram:
         app = web.Application()
         app.router.add_post("/bot{token}/{method}", self._handle)
         app.router.add_get("/file/bot{token}/{path:.*}", self._download)
-        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.5)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        self.url = f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}"
+        self._runner, port = await serve(app)
+        self.url = f"http://127.0.0.1:{port}"
         return self.url
 
     async def stop(self) -> None:

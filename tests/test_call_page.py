@@ -22,6 +22,7 @@ from bridge.app import Bridge
 from bridge.config import load_settings
 from bridge.sandbox import DEFAULT_API_KEY
 from testing.console import ConsoleHarness
+from testing.local import serve
 from tests.test_slack import _free_port
 
 SDK = Path(os.environ.get("BRIDGE_TEST_LIVEKIT_SDK", "node_modules/livekit-client/dist/"
@@ -55,11 +56,8 @@ class FakeLiveKit:
         app = web.Application()
         app.router.add_get("/sdk/livekit-client.umd.js", self._sdk)
         app.router.add_get("/{path:.*}", self._signal)
-        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.5)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        self.url = f"127.0.0.1:{site._server.sockets[0].getsockname()[1]}"
+        self._runner, port = await serve(app)
+        self.url = f"127.0.0.1:{port}"
 
     async def stop(self) -> None:
         await self._runner.cleanup()

@@ -121,6 +121,7 @@ async def test_responses_arrive_by_ack_or_event(sandbox):
 
     async def bind(ticket):
         bound.append(ticket)
+        return True  # the id was free
 
     ticket = await link.open_conversation("sess-1", bind, text="hello")
     assert bound == [ticket]
@@ -160,7 +161,7 @@ async def test_answered_requests_leave_nothing_behind(sandbox, caplog, mode):
                         request_timeout=0.3)
     await link.start()
     await link.wait_connected(5)
-    ticket = await link.open_conversation("sess-m", _ignore, text="hello")
+    ticket = await link.open_conversation("sess-m", _id_free, text="hello")
     sandbox.behaviour.respond_via = mode
     for _ in range(50):
         await link.request("sess-m", "mark_conversation_read",
@@ -178,6 +179,11 @@ async def _ignore(*_args) -> None:
     pass
 
 
+async def _id_free(_ticket_chat_id: str) -> bool:
+    """A bind whose id no other conversation has."""
+    return True
+
+
 async def test_echo_carrying_the_id_opens_without_waiting_for_sate(sandbox):
     sandbox.behaviour.echo_carries_id = True
     sandbox.behaviour.sate_delay = 5  # SATE is slow; the echo alone must be enough
@@ -186,10 +192,7 @@ async def test_echo_carrying_the_id_opens_without_waiting_for_sate(sandbox):
     await link.start()
     await link.wait_connected(5)
 
-    async def bind(_ticket):
-        return None
-
-    tickets = [await link.open_conversation(f"s{n}", bind, text="hi") for n in range(3)]
+    tickets = [await link.open_conversation(f"s{n}", _id_free, text="hi") for n in range(3)]
     assert len(set(tickets)) == 3
     assert [c.session_id for c in sandbox.conversations.values()] == ["s0", "s1", "s2"]
     await link.stop()
@@ -213,9 +216,10 @@ async def test_the_reply_to_a_message_waits_until_the_message_is_recorded(sandbo
     async def collect(event):
         seen.append(type(event).__name__)
 
-    async def slow_record(what: str):
+    async def slow_record(what: str) -> bool:
         await asyncio.sleep(0.5)
         seen.append(what)
+        return True
 
     link = HelpdeskLink(sandbox.url, "sandbox-key", collect, connections=1, request_timeout=2)
     await link.start()
@@ -243,7 +247,7 @@ async def test_a_caller_that_never_records_delays_the_events_behind_it_but_not_f
     link = HelpdeskLink(sandbox.url, "sandbox-key", collect, connections=1, request_timeout=1)
     await link.start()
     await link.wait_connected(5)
-    ticket = await link.open_conversation("sess-s", _ignore, text="hello")
+    ticket = await link.open_conversation("sess-s", _id_free, text="hello")
     await _until(lambda: "HelpdeskMessage" in seen)
 
     seen.clear()
@@ -267,8 +271,8 @@ async def test_one_conversation_held_back_does_not_hold_up_another(sandbox):
     link = HelpdeskLink(sandbox.url, "sandbox-key", collect, connections=1, request_timeout=3)
     await link.start()
     await link.wait_connected(5)
-    first = await link.open_conversation("sess-1", _ignore, text="hi")
-    second = await link.open_conversation("sess-2", _ignore, text="hi")
+    first = await link.open_conversation("sess-1", _id_free, text="hi")
+    second = await link.open_conversation("sess-2", _id_free, text="hi")
     await _until(lambda: first in seen and second in seen)
 
     seen.clear()
@@ -289,7 +293,7 @@ async def test_a_failure_to_record_an_answer_is_not_taken_for_a_silent_helpdesk(
     link = HelpdeskLink(sandbox.url, "sandbox-key", _ignore, connections=1, request_timeout=2)
     await link.start()
     await link.wait_connected(5)
-    ticket = await link.open_conversation("sess-t", _ignore, text="hello")
+    ticket = await link.open_conversation("sess-t", _id_free, text="hello")
     connects = sandbox.connects
 
     async def database_times_out():

@@ -17,6 +17,7 @@ from bridge.config import load_settings
 from bridge.registry import adapter_schemas
 from bridge.sandbox import DEFAULT_API_KEY
 from testing.fake_slack import BOT_USER, FakeSlack, buttons_of, pattern, sign
+from testing.local import serve
 
 BOT_TOKEN = "xoxb-1234567890-0987654321-AbCdEfGhIjKlMnOpQrStUvWx"
 APP_TOKEN = "xapp-1-A0BRIDGE-1234567890-0a1b2c3d4e5f60718293a4b5c6d7e8f9"
@@ -526,11 +527,8 @@ async def test_agent_files_are_never_fetched_from_the_bridges_own_network(
 
     app = web.Application()
     app.router.add_get("/{tail:.*}", internal)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.2", 0)  # another loopback address: "internal"
-    await site.start()
-    internal_url = f"http://127.0.0.2:{site._server.sockets[0].getsockname()[1]}"
+    runner, port = await serve(app, "127.0.0.2")  # another loopback address: "internal"
+    internal_url = f"http://127.0.0.2:{port}"
     bridge = await _start(slack, sandbox, database_url, file_networks=["127.0.0.1/32"])
     try:
         root, ticket = await _ticket_after_hello(slack, sandbox)

@@ -302,20 +302,19 @@ class SlackAdapter(Adapter):
         files.completeUploadExternal, which slack-sdk's files_upload_v2 does), or a link
         when that fails. Fetched from public addresses only (bridge/files.py)."""
         for item in message.attachments:
-            name = item.name
             try:
                 content = await fetch_public(item.url, ATTACHMENT_LIMIT, self._file_networks)
                 await self.client.files_upload_v2(channel=channel, thread_ts=message.thread,
-                                                  content=content, filename=name, title=name)
+                                                  content=content, filename=item.name, title=item.name)
             except (SlackClientError, aiohttp.ClientError, asyncio.TimeoutError,
                     FileRefused) as error:
                 log.info("slack: attachment sent as a link (%s)", _error_code(error))
                 await self._pacer.wait(channel)
                 await self.client.chat_postMessage(
                     channel=channel, thread_ts=message.thread,
-                    text=blocks.escape(f"{name}: {item.url}"),
+                    text=blocks.escape(f"{item.name}: {item.url}"),
                     blocks=[{"type": "section", "text": {"type": "mrkdwn", "text": "<{}|{}>".format(
-                        _link_target(item.url), blocks.escape(name))}}])
+                        _link_target(item.url), blocks.escape(item.name))}}])
 
 
 async def _not_started(_event) -> None:
