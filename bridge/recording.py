@@ -8,7 +8,7 @@ import logging
 from typing import Awaitable, Callable, TypeVar
 
 from bridge.backoff import backoff
-from bridge.store.direct import Duplicate
+from bridge.store.driver import Duplicate
 
 log = logging.getLogger(__name__)
 

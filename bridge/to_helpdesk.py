@@ -23,7 +23,7 @@ from bridge.helpdesk import HelpdeskLink, HelpdeskUnavailable
 from bridge.metrics import Metrics
 from bridge.protocol import HelpdeskError, HelpdeskEvent, parse_event
 from bridge.store import Conversation, Customer, Store, ToHelpdesk
-from bridge.store.direct import Duplicate
+from bridge.store.driver import Duplicate
 from bridge.store.models import seconds_since
 from bridge.tasks import Background
 

@@ -38,6 +38,9 @@ async def _run(engine: AsyncEngine, action, *args) -> None:
 
     async with engine.begin() as connection:
         await connection.run_sync(run)
+    # The engine serves the migrations; the Store's queries have a pool of their own, so
+    # the engine's connections are not kept open beside it.
+    await engine.dispose()
 
 
 async def upgrade(engine: AsyncEngine, revision: str = "head") -> None:

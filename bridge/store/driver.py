@@ -1,12 +1,13 @@
-"""The database driver itself (asyncpg, or aiosqlite), for the hot path's statements.
+"""The database driver itself (asyncpg, or sqlite3 and aiosqlite): every query the Store
+runs goes through here, one pool per database.
 
-Every relayed message runs about ten statements in four transactions. Through
-SQLAlchemy's async ORM a one-row insert cost ~1.5 ms of CPU and a one-row read ~0.5 ms
-(session, unit of work, pool events, greenlet switches); on the driver itself ~0.3 and
-~0.1 ms. The bridge relays on one core, so that was most of its CPU per message
-(bench/RESULTS.md). SQLAlchemy still owns the engine, the schema (Alembic) and every
-other query; the Store writes these few statements out once, for both databases (at the
-end of store.py), and turns their rows into the same model objects as its other queries.
+Why not SQLAlchemy's async ORM or Core: every relayed message runs about ten statements in
+four transactions, and through the ORM a one-row insert cost ~1.5 ms of CPU and a one-row
+read ~0.5 ms (session, unit of work, pool events, greenlet switches); on the driver itself
+~0.3 and ~0.1 ms. The bridge relays on one core, so that was most of its CPU per message
+(bench/RESULTS.md). SQLAlchemy keeps the schema: the models are what Alembic migrates, and
+the statements (written beside the Store method that runs each) read and write their
+columns, turned back into model objects by `model`.
 """
 from __future__ import annotations
 
@@ -22,42 +23,41 @@ from typing import Any, AsyncIterator, Sequence
 
 import aiosqlite
 import asyncpg
-from sqlalchemy import DateTime
+from sqlalchemy import Boolean, DateTime
 from sqlalchemy.engine import URL
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from bridge.store.models import Conversation, ToCustomer, ToHelpdesk
+from bridge.store.models import Base
 
 log = logging.getLogger(__name__)
 
-# Every column, in the models' order: the statements read whole rows.
-CONVERSATION = tuple(Conversation.__table__.columns.keys())
-TO_HELPDESK = tuple(ToHelpdesk.__table__.columns.keys())
-TO_CUSTOMER = tuple(ToCustomer.__table__.columns.keys())
-TIMES = {column.name for model_class in (Conversation, ToHelpdesk, ToCustomer)
-         for column in model_class.__table__.columns if isinstance(column.type, DateTime)}
+_COLUMNS = [column for table in Base.metadata.tables.values() for column in table.columns]
+TIMES = {column.name for column in _COLUMNS if isinstance(column.type, DateTime)}
+FLAGS = {column.name for column in _COLUMNS if isinstance(column.type, Boolean)}
 
 
 class Duplicate(Exception):
     """A unique key (a dedupe key) was already taken: the row exists."""
 
 
-def columns(names: Sequence[str], table: str = "") -> str:
-    return ", ".join(f"{table}.{name}" if table else name for name in names)
-
-
 class Driver:
-    """One database, as the Store's direct statements need it. Statements are written with
-    `?` placeholders; values go in as the database stores them (JSON as text, times through
-    from_time), and `model` reads rows back."""
+    """One database, as the Store needs it. Statements are written with `?` placeholders;
+    values go in as the database stores them (JSON as text, times through from_time), and
+    `model` reads rows back."""
 
     async def read(self, sql: str, *values: Any) -> tuple | None:
-        """One row of one statement, outside any transaction."""
+        """The first row of one statement, outside any transaction."""
+        return _first(await self.read_all(sql, *values))
+
+    async def read_all(self, sql: str, *values: Any) -> list[tuple]:
         raise NotImplementedError
 
     async def write(self, sql: str, *values: Any) -> tuple | None:
         """One statement committed on its own (one round trip, where BEGIN and COMMIT
         would make three); its first row, if it returns any (RETURNING)."""
+        return _first(await self.write_all(sql, *values))
+
+    async def write_all(self, sql: str, *values: Any) -> list[tuple]:
         raise NotImplementedError
 
     def transaction(self) -> Any:
@@ -139,9 +139,18 @@ class PostgresDriver(Driver):
     async def read(self, sql: str, *values: Any) -> tuple | None:
         return await (await self._connections()).fetchrow(_numbered(sql), *values)
 
+    async def read_all(self, sql: str, *values: Any) -> list[tuple]:
+        return await (await self._connections()).fetch(_numbered(sql), *values)
+
     async def write(self, sql: str, *values: Any) -> tuple | None:
         try:
             return await self.read(sql, *values)  # outside a transaction: it commits alone
+        except asyncpg.UniqueViolationError as error:
+            raise Duplicate() from error
+
+    async def write_all(self, sql: str, *values: Any) -> list[tuple]:
+        try:
+            return await self.read_all(sql, *values)
         except asyncpg.UniqueViolationError as error:
             raise Duplicate() from error
 
@@ -192,16 +201,19 @@ class SqliteDriver(Driver):
     writing, say); and they never checkpoint (which writes the log into the database and
     fsyncs): a thread does, after every CHECKPOINT_EVERY writes.
 
-    Writes wait for `write_lock`, the one the rest of the Store's writes hold: SQLite has
-    one writer at a time, and queueing here is fair and costs microseconds, where SQLite's
-    busy handler sleeps in steps of up to 100 ms."""
+    Writes and transactions queue on `_write_lock`: SQLite has one writer at a time, and
+    queueing here is fair and costs microseconds, where SQLite's busy handler sleeps in
+    steps of up to 100 ms (one write took over a second with 20 customers at once)."""
 
     # writes: ~4 MB of log (a write adds a few 4 KB pages), as SQLite's own default
     CHECKPOINT_EVERY = 250
+    # synchronous=NORMAL is still durable against a killed process (only a power cut can
+    # lose the last commits) and spares an fsync per commit.
+    PRAGMAS = ("synchronous=NORMAL", "foreign_keys=ON")
 
-    def __init__(self, url: URL, write_lock: asyncio.Lock) -> None:
+    def __init__(self, url: URL) -> None:
         self._path = url.database
-        self._write_lock = write_lock
+        self._write_lock = asyncio.Lock()
         self._inline_reader: sqlite3.Connection | None = None
         self._inline_writer: sqlite3.Connection | None = None
         self._reader: aiosqlite.Connection | None = None
@@ -218,28 +230,31 @@ class SqliteDriver(Driver):
             connections = []
             for _ in range(2):
                 connection = await aiosqlite.connect(self._path, timeout=30, isolation_level=None)
-                # as the engine's connections (bridge/store/store.py)
-                await connection.execute("PRAGMA synchronous=NORMAL")
-                await connection.execute("PRAGMA foreign_keys=ON")
+                if not connections:
+                    # WAL: readers don't block the writer. A property of the database file,
+                    # kept once set, and setting it takes a lock: set once, here.
+                    await connection.execute_fetchall("PRAGMA journal_mode=WAL")
+                for pragma in self.PRAGMAS:
+                    await connection.execute(f"PRAGMA {pragma}")
                 connections.append(connection)
             self._reader, self._writer = connections
             self._inline_reader = sqlite3.connect(self._path, timeout=0, isolation_level=None)
             self._inline_reader.execute("PRAGMA query_only=ON")
             self._inline_writer = sqlite3.connect(self._path, timeout=0, isolation_level=None)
-            for pragma in ("synchronous=NORMAL", "foreign_keys=ON", "wal_autocheckpoint=0"):
+            for pragma in (*self.PRAGMAS, "wal_autocheckpoint=0"):
                 self._inline_writer.execute(f"PRAGMA {pragma}")
 
-    async def read(self, sql: str, *values: Any) -> tuple | None:
+    async def read_all(self, sql: str, *values: Any) -> list[tuple]:
         if self._reader is None:
             await self._open()
         try:
-            return _first(self._inline_reader.execute(sql, values).fetchall())
+            return self._inline_reader.execute(sql, values).fetchall()
         except sqlite3.OperationalError as error:
             if not _busy(error):
                 raise
-        return await SqliteTransaction(self._reader).row(sql, *values)
+        return list(await self._reader.execute_fetchall(sql, values))
 
-    async def write(self, sql: str, *values: Any) -> tuple | None:
+    async def write_all(self, sql: str, *values: Any) -> list[tuple]:
         if self._writer is None:
             await self._open()
         async with self._write_lock:
@@ -247,12 +262,12 @@ class SqliteDriver(Driver):
                 try:
                     # all rows: a statement not run to its end would keep its
                     # transaction (and SQLite's one write lock) open
-                    found = _first(self._inline_writer.execute(sql, values).fetchall())
+                    found = self._inline_writer.execute(sql, values).fetchall()
                 except sqlite3.OperationalError as error:
                     if not _busy(error):
                         raise
                     # nothing was written (autocommit: the statement is undone whole)
-                    return await SqliteTransaction(self._writer).row(sql, *values)
+                    found = list(await self._writer.execute_fetchall(sql, values))
             except sqlite3.IntegrityError as error:
                 raise _duplicate_or(error)
         self._written()
@@ -269,7 +284,7 @@ class SqliteDriver(Driver):
         """PASSIVE: copies what it can without waiting for anyone (on the reader's thread,
         which holds no transaction, so it never holds up a write)."""
         try:
-            await self._reader.execute("PRAGMA wal_checkpoint(PASSIVE)")
+            await self._reader.execute_fetchall("PRAGMA wal_checkpoint(PASSIVE)")
         except sqlite3.Error as error:
             log.warning("SQLite checkpoint failed (%s); trying again later", error)
         finally:
@@ -333,25 +348,37 @@ def _duplicate_or(error: sqlite3.IntegrityError) -> Exception:
     return error
 
 
-def driver_for(engine: AsyncEngine, write_lock: asyncio.Lock | None) -> Driver:
-    """The driver beside the engine, on the same database."""
+def driver_for(engine: AsyncEngine) -> Driver:
+    """The driver for the engine's database, connecting as the engine would."""
     if engine.dialect.name == "sqlite":
         if engine.url.database in (None, "", ":memory:"):
             # each connection would have a database of its own, and a restart none
             raise ValueError("SQLite in memory cannot hold the queues: give a file, "
                              "e.g. sqlite+aiosqlite:///bridge.db")
-        return SqliteDriver(engine.url, write_lock)
+        return SqliteDriver(engine.url)
     return PostgresDriver(engine)
 
 
 # --- rows as models --------------------------------------------------------------------------
 
+def columns(model_class: type) -> tuple[str, ...]:
+    """Every column of a model, in its order: the statements read whole rows."""
+    return tuple(model_class.__table__.columns.keys())
+
+
+def column_list(names: Sequence[str], table: str = "") -> str:
+    return ", ".join(f"{table}.{name}" if table else name for name in names)
+
+
 def model(model_class: type, names: Sequence[str], values: Sequence[Any], driver: Driver):
     fields = {}
     for name, value in zip(names, values):
-        if name in TIMES:
-            value = driver.to_time(value)
-        elif name == "body" and value is not None:
-            value = json.loads(value)
+        if value is not None:
+            if name in TIMES:
+                value = driver.to_time(value)
+            elif name in FLAGS:
+                value = bool(value)  # SQLite's 0 and 1
+            elif name == "body":
+                value = json.loads(value)
         fields[name] = value
     return model_class(**fields)
