@@ -2,9 +2,10 @@
 the console adapter; then the helpdesk drops every connection and the time until every
 conversation room is joined again is taken.
 
-The sandbox helpdesk runs in its own process (`python -m bridge sandbox`), as the real one
-is elsewhere: in this process it took half the CPU of the re-join (it answers each of the
-20,000 room requests) and its memory was counted as the bridge's. RSS is this process: the
+The sandbox helpdesk runs in its own process (`python -m testing.observed_sandbox`: the
+sandbox with the counters this bench reads), as the real one is elsewhere: in this process
+it took half the CPU of the re-join (it answers each of the 20,000 room requests) and its
+memory was counted as the bridge's. RSS is this process: the
 bridge, the console adapter and the harness.
 """
 from __future__ import annotations
@@ -51,7 +52,7 @@ def peak_per_second(moments: list[float]) -> int:
 
 async def _sandbox_process() -> tuple[subprocess.Popen, str]:
     port = free_port()
-    process = subprocess.Popen([sys.executable, "-m", "bridge", "sandbox", "--port", str(port)],
+    process = subprocess.Popen([sys.executable, "-m", "testing.observed_sandbox", "--port", str(port)],
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
