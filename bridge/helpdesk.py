@@ -11,10 +11,10 @@ at once on one connection cannot be told apart (docs/protocol.md, "Whose reply i
   ticket_chat_id arriving on that connection belongs to it, and nothing else can;
 * known conversations are routed by ticket_chat_id, which every broadcast carries.
 
-The parts: the pool of sockets and their supervision (bridge/link_pool.py), matching
-answers to requests (bridge/answers.py), and the events passed on in one lane per
-conversation (bridge/lanes.py). This module routes customers and conversations to their
-connection, sends requests, opens conversations, and reads what arrives.
+The parts: the pool of sockets and their supervision (bridge/link_pool.py), a request and
+its answer (bridge/link_requests.py, matched by bridge/answers.py), and the events passed
+on in one lane per conversation (bridge/lanes.py). This module routes customers and
+conversations to their connection, opens conversations, and reads what arrives.
 """
 from __future__ import annotations
 
@@ -23,9 +23,6 @@ import logging
 from dataclasses import dataclass
 from typing import Any, Awaitable, Callable
 
-import socketio
-
-from bridge.answers import Waiter
 from bridge.lanes import EventLanes, EventSink
 from bridge.link_pool import (
     MAX_EVENT_BYTES,
@@ -34,6 +31,7 @@ from bridge.link_pool import (
     HelpdeskUnavailable,
     KeyRefused,
 )
+from bridge.link_requests import PATIENCE, Delivered, Requests
 from bridge.protocol import (
     BROADCASTS,
     Envelope,
@@ -44,15 +42,11 @@ from bridge.protocol import (
 
 log = logging.getLogger(__name__)
 
-# How many request timeouts a customer message may wait for its echo while connected.
-PATIENCE = 4
-
 __all__ = ["HelpdeskLink", "HelpdeskUnavailable", "KeyRefused", "MAX_EVENT_BYTES"]
 
 # Records that the opening conversation has this ticket_chat_id; False when the bridge
 # already knows it for another conversation (a late event of one that was closed and left).
 Bind = Callable[[str], Awaitable[bool]]
-Delivered = Callable[[], Awaitable[None]]
 
 
 @dataclass
@@ -71,8 +65,8 @@ class HelpdeskLink:
         self._timeout = request_timeout
         self._pool = ConnectionPool(url, api_key, namespace, connections, request_timeout,
                                     on_dropped=self._dropped)
+        self._requests = Requests(self._pool, namespace, request_timeout)
         self._connections = self._pool.connections
-        self._consumers: list[asyncio.Task] = []
         self._lanes = EventLanes(on_event, hold_timeout=request_timeout)
         self._stopping = False
         self.malformed = 0
@@ -82,19 +76,10 @@ class HelpdeskLink:
     async def start(self) -> None:
         self._stopping = False
         self._lanes.start()
-        self._pool.start()
-        self._consumers = [
-            asyncio.create_task(self._consume(c), name=f"helpdesk-events-{c.index}")
-            for c in self._connections]
+        self._pool.start(consume=self._consume)
 
     async def stop(self) -> None:
         self._stopping = True
-        for connection in self._connections:
-            connection.inbox.put_nowait(None)  # wakes the consumer even if a cancel is lost
-        for task in self._consumers:
-            task.cancel()
-        if self._consumers:
-            await asyncio.wait(self._consumers, timeout=5)
         await self._pool.stop()
         await self._lanes.stop(grace=2)
         for connection in self._connections:
@@ -132,11 +117,8 @@ class HelpdeskLink:
     async def watch_customer(self, session_id: str) -> None:
         """Join the customer's personal room, now and after every reconnect."""
         connection = self._connection_for(session_id)
-        if session_id in connection.customers:
-            return
-        connection.customers.add(session_id)
-        if connection.connected.is_set():
-            await self._pool.emit_quietly(connection, "enter_customer_support", {"session_id": session_id})
+        await self._watch(connection, connection.customers, session_id,
+                          "enter_customer_support", {"session_id": session_id})
 
     def forget_customer(self, session_id: str) -> None:
         """Stop re-joining the customer's room after reconnects (nothing left open). The API
@@ -145,11 +127,17 @@ class HelpdeskLink:
 
     async def watch_conversation(self, session_id: str, ticket_chat_id: str) -> None:
         connection = self._connection_for(session_id)
-        if ticket_chat_id in connection.conversations:
+        await self._watch(connection, connection.conversations, ticket_chat_id,
+                          "enter_support", {"ticket_chat_id": ticket_chat_id})
+
+    async def _watch(self, connection: Connection, watched: set[str], room: str, event: str,
+                     payload: dict) -> None:
+        """A room the connection re-joins after every reconnect, joined now if it is up."""
+        if room in watched:
             return
-        connection.conversations.add(ticket_chat_id)
+        watched.add(room)
         if connection.connected.is_set():
-            await self._pool.emit_quietly(connection, "enter_support", {"ticket_chat_id": ticket_chat_id})
+            await self._pool.emit_quietly(connection, event, payload)
 
     async def unwatch_conversation(self, session_id: str, ticket_chat_id: str) -> None:
         connection = self._connection_for(session_id)
@@ -170,63 +158,10 @@ class HelpdeskLink:
     async def request(self, session_id: str, event: str, payload: dict,
                       answer_event: str | None = None, patient: bool = False,
                       delivered: Delivered | None = None) -> Envelope:
-        """Send a request and wait for its response, by ack or by event. Raises
-        HelpdeskError for a non-200 answer, HelpdeskUnavailable on no answer.
-
-        delivered: awaited on a 200 answer, before the conversation's later events are
-        handled (they may be what the request caused: SATE's reply to a message). The
-        caller records there that the helpdesk has it, so no crash can leave a reply
-        stored and the message it answers still queued, to be sent again.
-
-        patient: for customer messages. Re-sending one the helpdesk did get doubles it (or
-        opens a second conversation), so while the connection stays up we wait longer
-        (PATIENCE x request_timeout). If even that passes, the connection is recycled
-        before giving up: a late reply can then never arrive where it would be taken for
-        the answer to someone else's request."""
-        connection = self._connection_for(session_id)
-        await self._pool.ready(connection)
-        waiter = Waiter(answer_event or event, payload.get("ticket_chat_id"),
-                        asyncio.get_running_loop().create_future())
-        try:
-            envelope = await self._exchange(connection, waiter, event, payload, patient)
-            envelope.raise_for_status()
-            if delivered is not None:
-                await delivered()  # its errors are the caller's, not the helpdesk's
-            return envelope
-        finally:
-            waiter.handed_over.set()
-
-    async def _exchange(self, connection: Connection, waiter: Waiter, event: str,
-                        payload: dict, patient: bool) -> Envelope:
-        """Emit, and wait for the answer by ack or event (see request)."""
-        connection.answers.expect(waiter)
-
-        def on_ack(*args: Any) -> None:
-            if not waiter.future.done() and args:
-                try:
-                    connection.answers.answer(waiter, parse_envelope(args[0]))
-                except MalformedPayload as error:
-                    log.warning("helpdesk: malformed ack to %s skipped: %s", event, error)
-
-        ack_id = None
-        try:
-            await connection.client.emit(event, payload, namespace=self._namespace, callback=on_ack)
-            ack_id = _ack_id(connection.client, self._namespace, on_ack)
-            timeout = self._timeout * (PATIENCE if patient else 1)
-            return await asyncio.wait_for(asyncio.shield(waiter.future), timeout)
-        except asyncio.TimeoutError:
-            log.warning("helpdesk: no answer to %s within %.1fs", event, timeout)
-            if patient:
-                await self._pool.recycle(connection)
-            raise HelpdeskUnavailable(f"no answer to {event}") from None
-        except socketio.exceptions.SocketIOError as error:
-            raise HelpdeskUnavailable(f"could not send {event}: {error}") from None
-        finally:
-            connection.answers.done_waiting(waiter)
-            if ack_id is not None:
-                asyncio.get_running_loop().call_later(
-                    self._timeout, _forget_callback, connection.client, self._namespace,
-                    ack_id, on_ack)
+        """Send a request on the customer's connection and wait for its response
+        (bridge/link_requests.py)."""
+        return await self._requests.request(self._connection_for(session_id), event, payload,
+                                            answer_event, patient, delivered)
 
     async def send_message(self, session_id: str, ticket_chat_id: str, text: str,
                            attachment_metadata: Any = None,
@@ -341,27 +276,6 @@ class HelpdeskLink:
         if connection.opening is not None and not connection.opening.ticket.done():
             connection.opening.ticket.set_exception(error)
             connection.opening.ticket.exception()
-
-
-def _ack_id(client: socketio.AsyncClient, namespace: str, callback) -> int | None:
-    """The id python-socketio gave the ack callback of the emit that just returned (the
-    newest, or nearly: other emits may have come in between)."""
-    pending = client.callbacks.get(namespace, {})
-    for key in reversed(pending):
-        if pending[key] is callback:
-            return key
-    return None
-
-
-def _forget_callback(client: socketio.AsyncClient, namespace: str, ack_id: int,
-                     callback) -> None:
-    """python-socketio keeps an ack callback until the ack comes. A helpdesk that answers
-    by event sends none, so without this every request would stay in memory until the
-    next reconnect: months, for a daemon. Called a request timeout after the answer, so an
-    ack that does come finds its callback (else python-socketio warns about it)."""
-    pending = client.callbacks.get(namespace, {})
-    if pending.get(ack_id) is callback:
-        del pending[ack_id]
 
 
 def _support_payload(session_id: str, ticket_chat_id: str | None, text: str,

@@ -13,7 +13,7 @@ import logging
 import time
 import zlib
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Awaitable, Callable
 from urllib.parse import quote
 
 import socketio
@@ -116,16 +116,19 @@ class ConnectionPool:
 
     # --- running -------------------------------------------------------------------
 
-    def start(self) -> None:
+    def start(self, consume: Callable[[Connection], Awaitable[None]]) -> None:
+        """Connect, and keep connected; `consume` reads each connection's inbox."""
         self._stopping = False
         self._supervisors = [
-            asyncio.create_task(self._supervise(c), name=f"helpdesk-link-{c.index}")
-            for c in self.connections]
+            asyncio.create_task(task(c), name=f"helpdesk-{name}-{c.index}")
+            for c in self.connections
+            for name, task in (("link", self._supervise), ("events", consume))]
 
     async def stop(self) -> None:
         self._stopping = True
         for connection in self.connections:
             connection.gone.set()
+            connection.inbox.put_nowait(None)  # ends its consumer even if a cancel is lost
         for task in self._supervisors:
             task.cancel()
         # A cancellation can be swallowed deep in a library (a wait_for racing its inner
