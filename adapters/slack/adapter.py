@@ -15,9 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import mimetypes
 import re
-from urllib.parse import urlsplit
 
 import aiohttp
 from aiohttp import web
@@ -25,7 +23,7 @@ from cachetools import LRUCache
 from slack_bolt.adapter.aiohttp import to_aiohttp_response, to_bolt_request
 from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
 from slack_bolt.app.async_app import AsyncApp
-from slack_sdk.errors import SlackApiError, SlackClientError
+from slack_sdk.errors import SlackApiError
 from slack_sdk.http_retry.builtin_async_handlers import (
     AsyncConnectionErrorRetryHandler,
     AsyncRateLimitErrorRetryHandler,
@@ -34,27 +32,20 @@ from slack_sdk.http_retry.builtin_async_handlers import (
 from slack_sdk.web.async_client import AsyncWebClient
 
 from adapters.slack import blocks, inbound
+from adapters.slack.errors import delivery_error, error_code
+from adapters.slack.files import FILES_PATH, SlackFiles
 from adapters.slack.form_body import read_form_body_again
 from adapters.slack.settings import SlackSettings
 from bridge.adapter import Adapter, DeliveryError, EditTargetGone, Sink
 from bridge.events import ChatUser, Outgoing, comment_action
-from bridge.files import FileRefused, fetch_public, networks, refused, serve_download
 from bridge.http import HttpServer
 from bridge.pacing import ChatPacer
 
 log = logging.getLogger(__name__)
 
 EVENTS_PATH = "/slack/events"
-FILES_PATH = "/files/slack/"
-ATTACHMENT_LIMIT = 50 * 1024 * 1024
 CHANNEL_BURST = 3   # messages; then about one a second per channel, as Slack asks
 REMEMBERED = 10_000  # recent event ids and DM channels kept in memory
-# Errors after which this customer cannot be reached until they write again.
-UNREACHABLE = {"channel_not_found", "is_archived", "user_disabled", "account_inactive",
-               "cannot_dm_bot", "messages_tab_disabled", "user_not_found", "not_in_channel"}
-# Errors that mean this one message will never be taken.
-REFUSED = {"invalid_blocks", "invalid_blocks_format", "msg_too_long", "no_text",
-           "invalid_arguments", "too_many_attachments", "invalid_attachments"}
 COMMENT_TITLE, COMMENT_LABEL, COMMENT_SUBMIT = "Your feedback", "Anything to add? (optional)", "Send"
 
 
@@ -86,7 +77,7 @@ class SlackAdapter(Adapter):
         self._seen_events: LRUCache[str, None] = LRUCache(REMEMBERED)
         self._dm_channels: LRUCache[str, str] = LRUCache(REMEMBERED)
         self._pacer = ChatPacer(burst=CHANNEL_BURST)
-        self._file_networks = networks(settings.file_networks)
+        self._files = SlackFiles(self.client, settings, self._pacer)
         self.bot_user_id = ""
         self.team = ""
 
@@ -103,7 +94,7 @@ class SlackAdapter(Adapter):
         self._sink = sink
         self._http = http
         if http is not None:
-            http.serve_files(FILES_PATH, self._fetch_file)
+            http.serve_files(FILES_PATH, self._files.fetch)
         identity = await self.client.auth_test()
         self.bot_user_id, self.team = identity.get("user_id", ""), identity.get("team_id", "")
         if self.settings.mode == "http":
@@ -131,7 +122,7 @@ class SlackAdapter(Adapter):
         try:
             identity = await self.client.auth_test()
         except SlackApiError as error:
-            return False, f"slack refused the bot token ({_error_code(error)})"
+            return False, f"slack refused the bot token ({error_code(error)})"
         except (aiohttp.ClientError, asyncio.TimeoutError) as error:
             return False, f"slack: not reachable ({type(error).__name__})"
         return True, f"slack accepted the bot token (@{identity.get('user')} in " \
@@ -205,7 +196,7 @@ class SlackAdapter(Adapter):
             await self.client.views_open(trigger_id=trigger_id, view=blocks.comment_modal(
                 comment_action(rating_action), COMMENT_TITLE, COMMENT_LABEL, COMMENT_SUBMIT))
         except (SlackApiError, aiohttp.ClientError, asyncio.TimeoutError) as error:
-            log.info("slack: the comment modal did not open (%s)", _error_code(error))
+            log.info("slack: the comment modal did not open (%s)", error_code(error))
 
     async def _on_comment(self, ack, body: dict, view: dict) -> None:
         user = (body.get("user") or {}).get("id", "")
@@ -234,41 +225,13 @@ class SlackAdapter(Adapter):
             return None
         return self._http.file_link(FILES_PATH, file_id)
 
-    async def _fetch_file(self, request: web.Request, file_id: str) -> web.StreamResponse:
-        """A customer's file, for the helpdesk: streamed from Slack with the bot token, which
-        stays here; the link itself is signed and expires."""
-        try:
-            info = (await self.client.files_info(file=file_id))["file"]
-            url = info.get("url_private_download") or info.get("url_private") or ""
-            if not isinstance(url, str) or not self._is_slack_url(url):
-                raise FileRefused("the file is not on Slack")
-            if isinstance(info.get("size"), int) and info["size"] > ATTACHMENT_LIMIT:
-                raise FileRefused("the file is too large")
-            name = info.get("name") if isinstance(info.get("name"), str) else "file"
-            mimetype = info.get("mimetype") if isinstance(info.get("mimetype"), str) else ""
-            token = self.settings.bot_token.get_secret_value()
-            return await serve_download(
-                request, url, limit=ATTACHMENT_LIMIT, name=name, content_type=mimetype
-                or mimetypes.guess_type(name)[0] or "application/octet-stream",
-                headers={"Authorization": f"Bearer {token}"})
-        except (SlackApiError, aiohttp.ClientError, asyncio.TimeoutError, FileRefused,
-                KeyError, TypeError) as error:
-            log.warning("slack: could not fetch a customer file: %s", _error_code(error))
-            return refused()
-
-    def _is_slack_url(self, url: str) -> bool:
-        """The bot token goes only to Slack (or to the API host this bridge was given)."""
-        host = urlsplit(url).hostname or ""
-        return host == "slack.com" or host.endswith(".slack.com") \
-            or host == urlsplit(self.settings.api_url).hostname
-
     # --- delivery ----------------------------------------------------------------
 
     async def deliver(self, user: ChatUser, message: Outgoing) -> str | None:
         try:
             return await self._deliver(user.chat_id, message)
         except SlackApiError as error:
-            raise _delivery_error(error) from None
+            raise delivery_error(error) from None
         except (aiohttp.ClientError, asyncio.TimeoutError) as error:
             raise DeliveryError(f"slack: {type(error).__name__}") from None
 
@@ -280,13 +243,13 @@ class SlackAdapter(Adapter):
                 await self.client.chat_update(channel=channel, ts=message.edit_ref,
                                               text=fallback, blocks=answered)
             except SlackApiError as error:
-                if _error_code(error) in ("message_not_found", "cant_update_message"):
+                if error_code(error) in ("message_not_found", "cant_update_message"):
                     raise EditTargetGone() from None
                 raise
             return message.edit_ref
         first = None
         if message.kind == "reply" and message.attachments:
-            await self._send_attachments(channel, message)
+            await self._files.send_attachments(channel, message)
             if not message.text:
                 return None
         for fallback, rendered in blocks.render(message):
@@ -297,35 +260,10 @@ class SlackAdapter(Adapter):
             first = first or posted.get("ts")
         return first
 
-    async def _send_attachments(self, channel: str, message: Outgoing) -> None:
-        """Agent attachments: uploaded into the thread (files.getUploadURLExternal +
-        files.completeUploadExternal, which slack-sdk's files_upload_v2 does), or a link
-        when that fails. Fetched from public addresses only (bridge/files.py)."""
-        for item in message.attachments:
-            try:
-                content = await fetch_public(item.url, ATTACHMENT_LIMIT, self._file_networks)
-                await self.client.files_upload_v2(channel=channel, thread_ts=message.thread,
-                                                  content=content, filename=item.name, title=item.name)
-            except (SlackClientError, aiohttp.ClientError, asyncio.TimeoutError,
-                    FileRefused) as error:
-                log.info("slack: attachment sent as a link (%s)", _error_code(error))
-                await self._pacer.wait(channel)
-                await self.client.chat_postMessage(
-                    channel=channel, thread_ts=message.thread,
-                    text=blocks.escape(f"{item.name}: {item.url}"),
-                    blocks=[{"type": "section", "text": {"type": "mrkdwn", "text": "<{}|{}>".format(
-                        _link_target(item.url), blocks.escape(item.name))}}])
-
-
 async def _not_started(_event) -> None:
     # Embedded, the company's app may take requests before the bridge has started: the
     # request fails (not acknowledged), and Slack retries it.
     raise RuntimeError("the bridge has not started yet")
-
-
-def _link_target(url: str) -> str:
-    """A URL inside mrkdwn's <url|label>: no character there may end it or open another."""
-    return blocks.escape(url.replace("<", "%3C").replace(">", "%3E").replace("|", "%7C"))
 
 
 def _with_slash(url: str) -> str:
@@ -335,27 +273,3 @@ def _with_slash(url: str) -> str:
 def _team(body: dict) -> str:
     team = body.get("team_id") or body.get("team") or ""
     return team.get("id", "") if isinstance(team, dict) else str(team)
-
-
-def _error_code(error: BaseException) -> str:
-    """What went wrong, in a word: never the response body or the request (tokens)."""
-    if isinstance(error, SlackApiError):
-        data = error.response.data if isinstance(error.response.data, dict) else {}
-        return str(data.get("error") or f"http {error.response.status_code}")
-    if isinstance(error, FileRefused):
-        return str(error)
-    return type(error).__name__
-
-
-def _delivery_error(error: SlackApiError) -> DeliveryError:
-    code = _error_code(error)
-    if error.response.status_code == 429 or code == "ratelimited":
-        headers = {k.lower(): v for k, v in (error.response.headers or {}).items()}
-        value = headers.get("retry-after", "1")
-        retry_after = float(value[0] if isinstance(value, list) else value or 1)
-        return DeliveryError("slack: rate limited (429)", retry_after=retry_after)
-    if code in UNREACHABLE:
-        return DeliveryError(f"slack: {code}", permanent=True)
-    if code in REFUSED:
-        return DeliveryError(f"slack: {code}", rejected=True)
-    return DeliveryError(f"slack: {code}")

@@ -1,47 +1,34 @@
 """The Telegram adapter: python-telegram-bot's Bot, inside the bridge's event loop.
 
-Updates are received by our own long-polling loop or webhook, not by PTB's Updater: an
-update is confirmed to Telegram (the next getUpdates offset, or the webhook's 200) only
-after the core has stored what it carried. PTB's Updater confirms when it *fetches*, so a
-crash could lose a fetched batch. Embedded in a company's own Application (embed.py), the
-same dispatch runs from a PTB handler instead.
+Updates come from our own long-polling loop or webhook (receiving.py), which confirm one
+to Telegram only once `dispatch` has had the core store it. Embedded in a company's own
+Application (embed.py), the same dispatch runs from a PTB handler instead. Sending is
+`deliver`, paced per chat and for the whole bot.
 """
 from __future__ import annotations
 
-import asyncio
-import hmac
 import logging
-import mimetypes
-import secrets
-import warnings
-from datetime import timedelta
-from urllib.parse import quote
 
-import aiohttp
 from aiohttp import web
 from cachetools import LRUCache
 from telegram import BotCommand, InlineKeyboardButton, InlineKeyboardMarkup, Update
-from telegram.constants import ChatAction, ChatType, MessageEntityType, ParseMode
+from telegram.constants import ChatType, MessageEntityType, ParseMode
 from telegram.error import BadRequest, Forbidden, InvalidToken, RetryAfter, TelegramError
 from telegram.ext import AIORateLimiter, ExtBot
 
 from adapters.telegram import inbound
-from adapters.telegram.batch import dispatch_batch
+from adapters.telegram.files import FILES_PATH, fetch_customer_file
 from adapters.telegram.markup import LIMIT, split, to_html
+from adapters.telegram.receiving import UpdateReceiver, retry_after
 from adapters.telegram.settings import TelegramSettings
+from adapters.telegram.typing_indicator import TypingIndicator
 from bridge.adapter import Adapter, DeliveryError, EditTargetGone, Sink, Unstorable
-from bridge.backoff import backoff
 from bridge.events import COMMANDS, ChatUser, Outgoing
-from bridge.files import FileRefused, refused, serve_download
 from bridge.http import HttpServer
-from bridge.logs import add_secrets
 from bridge.pacing import ChatPacer
 
 log = logging.getLogger(__name__)
 
-ALLOWED_UPDATES = ["message", "edited_message", "callback_query"]
-WEBHOOK_PATH = "/telegram/webhook"
-FILES_PATH = "/files/telegram/"
 COMMAND_DESCRIPTIONS = {  # one for each of bridge.events.COMMANDS
     "start": "Start talking to support",
     "new": "Start a new conversation",
@@ -50,13 +37,9 @@ COMMAND_DESCRIPTIONS = {  # one for each of bridge.events.COMMANDS
     "call": "Start a voice call",
     "help": "How this works",
 }
-DOWNLOAD_LIMIT = 20 * 1024 * 1024  # what the Bot API lets bots download
 REMEMBERED = 10_000  # recent update ids kept, to skip a repeat
 CHAT_BURST = 3  # messages; then one a second per chat
 BOT_RATE = 28   # messages a second for the whole bot (Telegram: about 30)
-TYPING_AFTER = 1.0  # an answer quicker than this needs no "typing…" (it would be a wasted call)
-TYPING_EVERY = 4.0
-TYPING_CAP = 60.0
 UPDATE_ATTEMPTS = 3  # an update the core calls Unstorable this often is skipped
 NOT_RECEIVED = "Sorry, your last message could not be received. Please send it again."
 GROUP_NOTE = "Please write to me in a private chat, so your conversation stays private."
@@ -79,11 +62,10 @@ class TelegramAdapter(Adapter):
             rate_limiter=AIORateLimiter(overall_max_rate=BOT_RATE, max_retries=0))
         self._owns_bot = bot is None
         self._sink: Sink | None = None
-        self._poller: asyncio.Task | None = None
-        self._webhook_secret = ""
+        self._receiver = UpdateReceiver(self.bot, settings, self.dispatch)
         self._recent_updates: LRUCache[int, None] = LRUCache(REMEMBERED)
         self._failures: dict[int, int] = {}  # update_id -> Unstorable so far; gone once handled
-        self._typing: dict[int, asyncio.Task] = {}
+        self._typing = TypingIndicator(self.bot)
         self._pacer = ChatPacer(burst=CHAT_BURST)
         self._http: HttpServer | None = None
         self.account = ""
@@ -101,11 +83,7 @@ class TelegramAdapter(Adapter):
             [BotCommand(name, COMMAND_DESCRIPTIONS[name]) for name in COMMANDS])
         if not self._owns_bot:
             return  # embedded: the company's Application receives updates (embed.py)
-        if self.settings.mode == "webhook":
-            await self._start_webhook(http)
-        else:
-            await self.bot.delete_webhook()  # getUpdates is refused while a webhook is set
-            self._poller = asyncio.create_task(self._poll(), name="telegram-polling")
+        await self._receiver.start(http)
         log.info("telegram: receiving by %s as bot %s", self.settings.mode, self.account)
 
     async def check(self) -> tuple[bool, str]:
@@ -118,67 +96,10 @@ class TelegramAdapter(Adapter):
             return False, f"telegram: {error}"
 
     async def stop(self) -> None:
-        for chat_id in list(self._typing):
-            self._stop_typing(chat_id)
-        if self._poller is not None:
-            self._poller.cancel()
-            await asyncio.gather(self._poller, return_exceptions=True)
+        self._typing.stop_all()
+        await self._receiver.stop()
         if self._owns_bot:
             await self.bot.shutdown()
-
-    async def _start_webhook(self, http: HttpServer | None) -> None:
-        if http is None or not http.public_url:
-            raise RuntimeError('[telegram] mode = "webhook" needs [http] public_url')
-        self._webhook_secret = secrets.token_urlsafe(32)
-        add_secrets([self._webhook_secret])
-        http.route("POST", WEBHOOK_PATH, self._on_webhook)
-        await self.bot.set_webhook(f"{http.public_url}{WEBHOOK_PATH}",
-                                   secret_token=self._webhook_secret,
-                                   allowed_updates=ALLOWED_UPDATES)
-
-    async def _on_webhook(self, request: web.Request) -> web.Response:
-        given = request.headers.get("X-Telegram-Bot-Api-Secret-Token", "")
-        if not hmac.compare_digest(given.encode(), self._webhook_secret.encode()):
-            log.warning("telegram: webhook request without the right secret token refused")
-            return web.Response(status=401)
-        try:
-            update = Update.de_json(await request.json(), self.bot)
-        except Exception:
-            return web.Response(status=400, text="not a Telegram update")
-        try:
-            await self.dispatch(update)
-        except Exception:
-            log.exception("telegram: update %s not stored; Telegram will resend it",
-                          update.update_id)
-            return web.Response(status=500)
-        return web.Response(text="ok")
-
-    async def _poll(self) -> None:
-        offset: int | None = None
-        failures = 0
-        while True:
-            try:
-                updates = await self.bot.get_updates(
-                    offset=offset, timeout=self.settings.poll_timeout,
-                    allowed_updates=ALLOWED_UPDATES)
-                failures = 0
-            except RetryAfter as error:
-                await asyncio.sleep(_retry_after(error))
-                continue
-            except (InvalidToken, Forbidden) as error:
-                log.error("telegram refused the bot token (%s); polling stopped", error)
-                return
-            except TelegramError as error:  # network trouble, 5xx, timeouts
-                failures += 1
-                delay = backoff(failures, 0.5, cap=30.0)
-                log.warning("telegram: getUpdates failed (%s); retrying in %.1fs", error, delay)
-                await asyncio.sleep(delay)
-                continue
-            last_stored, failed = await dispatch_batch(updates, self.dispatch)
-            if last_stored is not None:
-                offset = last_stored + 1  # confirmed with the next getUpdates
-            if failed:
-                await asyncio.sleep(1)
 
     # --- inbound -----------------------------------------------------------------
 
@@ -245,27 +166,7 @@ class TelegramAdapter(Adapter):
         return self._http.file_link(FILES_PATH, file_id)
 
     async def _fetch_file(self, request: web.Request, file_id: str) -> web.StreamResponse:
-        """A customer's file, for the helpdesk: streamed from Telegram with the token, which
-        stays here (the link itself is signed and expires). Only over HTTP, from the Bot
-        API's file URL: python-telegram-bot would read a file_path that names a file on
-        this machine from the disk. At most DOWNLOAD_LIMIT, Telegram's own limit for bots."""
-        try:
-            telegram_file = await self.bot.get_file(file_id)
-            url = telegram_file.file_path or ""
-            if not url.startswith(f"{self.bot.base_file_url}/"):
-                raise FileRefused("the Bot API named no downloadable file")
-            if (telegram_file.file_size or 0) > DOWNLOAD_LIMIT:
-                raise FileRefused("the file is larger than bots may download")
-            name = url.rsplit("/", 1)[-1] or "file"
-            return await serve_download(
-                request, quote(url, safe=":/%"), limit=DOWNLOAD_LIMIT, name=name,
-                content_type=mimetypes.guess_type(name)[0] or "application/octet-stream")
-        except (TelegramError, FileRefused, aiohttp.ClientError, asyncio.TimeoutError) as error:
-            # Never the error's text for aiohttp's: it would hold the file URL (the token).
-            reason = error if isinstance(error, (TelegramError, FileRefused)) \
-                else type(error).__name__
-            log.warning("telegram: could not fetch a customer file: %s", reason)
-            return refused()
+        return await fetch_customer_file(self.bot, request, file_id)
 
     async def _on_press(self, update: Update) -> None:
         query = update.callback_query
@@ -293,34 +194,15 @@ class TelegramAdapter(Adapter):
     # --- delivery ----------------------------------------------------------------
 
     async def awaiting_reply(self, user: ChatUser) -> None:
-        chat_id = int(user.chat_id)
-        self._stop_typing(chat_id)
-        self._typing[chat_id] = asyncio.create_task(self._type(chat_id))
-
-    async def _type(self, chat_id: int) -> None:
-        """"typing…" lasts 5 s in Telegram: renew it every 4 s, for TYPING_CAP s at most.
-        Shown only once the answer is late: a delivery cancels this task, and a typing call
-        for every message cost as much as the message itself under load."""
-        await asyncio.sleep(TYPING_AFTER)
-        for _ in range(int(TYPING_CAP / TYPING_EVERY)):
-            try:
-                await self.bot.send_chat_action(chat_id, ChatAction.TYPING)
-            except TelegramError:
-                return  # a courtesy; never worth a retry
-            await asyncio.sleep(TYPING_EVERY)
-
-    def _stop_typing(self, chat_id: int) -> None:
-        task = self._typing.pop(chat_id, None)
-        if task is not None:
-            task.cancel()
+        self._typing.start(int(user.chat_id))
 
     async def deliver(self, user: ChatUser, message: Outgoing) -> str | None:
-        self._stop_typing(int(user.chat_id))
+        self._typing.stop(int(user.chat_id))
         try:
             return await self._deliver(int(user.chat_id), message)
         except RetryAfter as error:
             raise DeliveryError("telegram: flood control (429)",
-                                retry_after=_retry_after(error)) from None
+                                retry_after=retry_after(error)) from None
         except Forbidden as error:
             raise DeliveryError(f"telegram: {error.message}", permanent=True) from None
         except BadRequest as error:
@@ -398,13 +280,6 @@ def _command(update: Update) -> str | None:
     if name not in COMMANDS:
         return None
     return name
-
-
-def _retry_after(error: RetryAfter) -> float:
-    with warnings.catch_warnings():  # PTB 22 warns that the type will become timedelta
-        warnings.simplefilter("ignore")
-        value = error.retry_after
-    return value.total_seconds() if isinstance(value, timedelta) else float(value)
 
 
 def _text_of(message: Outgoing) -> str:

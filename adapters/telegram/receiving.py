@@ -1,0 +1,115 @@
+"""Receiving updates: Telegram's webhook, or our own long-polling loop.
+
+Not PTB's Updater: an update is confirmed to Telegram (the next getUpdates offset, or the
+webhook's 200) only after the core has stored what it carried. PTB's Updater confirms
+when it *fetches*, so a crash could lose a fetched batch."""
+from __future__ import annotations
+
+import asyncio
+import hmac
+import logging
+import secrets
+import warnings
+from datetime import timedelta
+from typing import Awaitable, Callable
+
+from aiohttp import web
+from telegram import Update
+from telegram.error import Forbidden, InvalidToken, RetryAfter, TelegramError
+from telegram.ext import ExtBot
+
+from adapters.telegram.batch import dispatch_batch
+from adapters.telegram.settings import TelegramSettings
+from bridge.backoff import backoff
+from bridge.http import HttpServer
+from bridge.logs import add_secrets
+
+log = logging.getLogger(__name__)
+
+ALLOWED_UPDATES = ["message", "edited_message", "callback_query"]
+WEBHOOK_PATH = "/telegram/webhook"
+
+Dispatch = Callable[[Update], Awaitable[None]]  # returns once stored, raises if not
+
+
+class UpdateReceiver:
+    def __init__(self, bot: ExtBot, settings: TelegramSettings, dispatch: Dispatch) -> None:
+        self._bot = bot
+        self._settings = settings
+        self._dispatch = dispatch
+        self._poller: asyncio.Task | None = None
+        self._webhook_secret = ""
+
+    async def start(self, http: HttpServer | None) -> None:
+        if self._settings.mode == "webhook":
+            await self._start_webhook(http)
+        else:
+            await self._bot.delete_webhook()  # getUpdates is refused while a webhook is set
+            self._poller = asyncio.create_task(self._poll(), name="telegram-polling")
+
+    async def stop(self) -> None:
+        if self._poller is not None:
+            self._poller.cancel()
+            await asyncio.gather(self._poller, return_exceptions=True)
+
+    async def _start_webhook(self, http: HttpServer | None) -> None:
+        if http is None or not http.public_url:
+            raise RuntimeError('[telegram] mode = "webhook" needs [http] public_url')
+        self._webhook_secret = secrets.token_urlsafe(32)
+        add_secrets([self._webhook_secret])
+        http.route("POST", WEBHOOK_PATH, self._on_webhook)
+        await self._bot.set_webhook(f"{http.public_url}{WEBHOOK_PATH}",
+                                    secret_token=self._webhook_secret,
+                                    allowed_updates=ALLOWED_UPDATES)
+
+    async def _on_webhook(self, request: web.Request) -> web.Response:
+        given = request.headers.get("X-Telegram-Bot-Api-Secret-Token", "")
+        if not hmac.compare_digest(given.encode(), self._webhook_secret.encode()):
+            log.warning("telegram: webhook request without the right secret token refused")
+            return web.Response(status=401)
+        try:
+            update = Update.de_json(await request.json(), self._bot)
+        except Exception:
+            return web.Response(status=400, text="not a Telegram update")
+        try:
+            await self._dispatch(update)
+        except Exception:
+            log.exception("telegram: update %s not stored; Telegram will resend it",
+                          update.update_id)
+            return web.Response(status=500)
+        return web.Response(text="ok")
+
+    async def _poll(self) -> None:
+        offset: int | None = None
+        failures = 0
+        while True:
+            try:
+                updates = await self._bot.get_updates(
+                    offset=offset, timeout=self._settings.poll_timeout,
+                    allowed_updates=ALLOWED_UPDATES)
+                failures = 0
+            except RetryAfter as error:
+                await asyncio.sleep(retry_after(error))
+                continue
+            except (InvalidToken, Forbidden) as error:
+                log.error("telegram refused the bot token (%s); polling stopped", error)
+                return
+            except TelegramError as error:  # network trouble, 5xx, timeouts
+                failures += 1
+                delay = backoff(failures, 0.5, cap=30.0)
+                log.warning("telegram: getUpdates failed (%s); retrying in %.1fs", error, delay)
+                await asyncio.sleep(delay)
+                continue
+            last_stored, failed = await dispatch_batch(updates, self._dispatch)
+            if last_stored is not None:
+                offset = last_stored + 1  # confirmed with the next getUpdates
+            if failed:
+                await asyncio.sleep(1)
+
+
+def retry_after(error: RetryAfter) -> float:
+    """Seconds Telegram asks us to wait (a 429)."""
+    with warnings.catch_warnings():  # PTB 22 warns that the type will become timedelta
+        warnings.simplefilter("ignore")
+        value = error.retry_after
+    return value.total_seconds() if isinstance(value, timedelta) else float(value)
