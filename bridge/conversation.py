@@ -27,6 +27,7 @@ from bridge.protocol import (
     HelpdeskEvent,
     HelpdeskMessage,
     attachment_links,
+    dedupe_key,
 )
 from bridge.store import Conversation, Customer, Store, ToHelpdesk
 from bridge.store.models import utcnow
@@ -188,19 +189,19 @@ class ConversationFlow:
         elif isinstance(event, HandlerChanged):
             await self.store.set_conversation(conversation.id, handler=event.handler,
                                               agent_name=event.agent_name)
-            await self.display.notice(customer, "agent_joined", conversation, event.dedupe_key,
+            await self.display.notice(customer, "agent_joined", conversation, dedupe_key(event),
                                       agent=event.agent_name or "an agent")
         elif isinstance(event, ConversationClosed):
             if conversation.state != "closed":
                 await self.display.notice(customer, "auto_closed", conversation,
-                                          event.dedupe_key)
+                                          dedupe_key(event))
                 await self.closed(customer, conversation, None)
         elif isinstance(event, CallStarted):
             await self._call_invite(customer, conversation, event)
         elif isinstance(event, CallEnded):
             if self.calls is not None:
                 self.calls.ended(conversation.id, event.reason, event.ticket_call_id)
-            await self.display.notice(customer, "call_ended", conversation, event.dedupe_key)
+            await self.display.notice(customer, "call_ended", conversation, dedupe_key(event))
 
     async def _on_reply(self, customer: Customer, conversation: Conversation,
                         message: HelpdeskMessage) -> None:
@@ -212,13 +213,13 @@ class ConversationFlow:
                          conversation_label=await self.display.label_if_inactive(
                              customer, conversation),
                          attachments=attachment_links(message.attachment_metadata))
-        if not await self.display.queue(customer, conversation, reply, message.dedupe_key):
+        if not await self.display.queue(customer, conversation, reply, dedupe_key(message)):
             return  # seen before: an agent message on both channels, or a replay
         if message.closed_support:
             await self.closed(customer, conversation, None)
         elif message.close_support:
             await self.display.close_prompt(customer, conversation,
-                                            message.dedupe_key + ":close")
+                                            dedupe_key(message) + ":close")
 
     async def closed(self, customer: Customer, conversation: Conversation, data: Any) -> None:
         """The conversation ended (confirmed, auto-closed, or closed_support): rate it.
@@ -267,13 +268,13 @@ class ConversationFlow:
                            call: CallStarted) -> None:
         if self.calls is None:
             await self.display.notice(customer, "call_not_configured", conversation,
-                                      call.dedupe_key)
+                                      dedupe_key(call))
             return
         language = customer.language
         await self.display.queue(customer, conversation, Outgoing(
             kind="call_invite", text=self.texts.get("call_invite", language),
             url=self.calls.started(conversation.id, call),
-            url_label=self.texts.get("call_join", language)), call.dedupe_key)
+            url_label=self.texts.get("call_join", language)), dedupe_key(call))
 
 
 def _press_fits(verb: str, value: str, conversation: Conversation) -> bool:

@@ -58,12 +58,6 @@ class HelpdeskMessage:
     close_support: bool = False
     closed_support: bool = False
 
-    @property
-    def dedupe_key(self) -> str:
-        """Content identity: no message id is documented (docs/protocol.md, Duplicates)."""
-        raw = "\x1f".join([self.ticket_chat_id, self.sender, self.date_created, self.text])
-        return "msg:" + hashlib.sha256(raw.encode()).hexdigest()
-
 
 @dataclass(frozen=True)
 class HandlerChanged:
@@ -72,19 +66,11 @@ class HandlerChanged:
     agent_name: str | None
     agent_id: str | None
 
-    @property
-    def dedupe_key(self) -> str:
-        return f"handler:{self.ticket_chat_id}:{self.handler}:{self.agent_id or self.agent_name}"
-
 
 @dataclass(frozen=True)
 class ConversationClosed:
     ticket_chat_id: str
     status: str | None
-
-    @property
-    def dedupe_key(self) -> str:
-        return f"closed:{self.ticket_chat_id}"
 
 
 @dataclass(frozen=True)
@@ -94,10 +80,6 @@ class CallStarted:
     room: str
     ticket_call_id: str
 
-    @property
-    def dedupe_key(self) -> str:
-        return f"call:{self.ticket_call_id}"
-
 
 @dataclass(frozen=True)
 class CallEnded:
@@ -105,12 +87,29 @@ class CallEnded:
     ticket_call_id: str | None
     reason: str  # "closed" (close_call_support) | "sate_left"
 
-    @property
-    def dedupe_key(self) -> str:
-        return f"callend:{self.ticket_chat_id}:{self.ticket_call_id}"
-
 
 HelpdeskEvent = HelpdeskMessage | HandlerChanged | ConversationClosed | CallStarted | CallEnded
+
+
+def dedupe_key(event: HelpdeskEvent) -> str:
+    """What makes an event the same event when it comes again (on both channels, or
+    replayed): the to-customer queue shows each key once."""
+    match event:
+        case HelpdeskMessage():
+            # content identity: no message id is documented (docs/protocol.md, Duplicates)
+            raw = "\x1f".join([event.ticket_chat_id, event.sender, event.date_created,
+                               event.text])
+            return "msg:" + hashlib.sha256(raw.encode()).hexdigest()
+        case HandlerChanged():
+            who = event.agent_id or event.agent_name
+            return f"handler:{event.ticket_chat_id}:{event.handler}:{who}"
+        case ConversationClosed():
+            return f"closed:{event.ticket_chat_id}"
+        case CallStarted():
+            return f"call:{event.ticket_call_id}"
+        case CallEnded():
+            return f"callend:{event.ticket_chat_id}:{event.ticket_call_id}"
+    raise TypeError(f"not a helpdesk event: {type(event).__name__}")
 
 # Server events that carry news for a customer (the rest only answer requests).
 BROADCASTS = ("support", "customer_support", "customer_support_closed",

@@ -59,36 +59,34 @@ class Conversation(Base):
     closed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 
-class ToHelpdesk(Base):
-    """A customer's message or request, kept until the helpdesk has acknowledged it."""
-    __tablename__ = "to_helpdesk"
-
+class QueueRow:
+    """What a row of either queue holds: one customer's, about one of their conversations
+    (or none), kept until the far end took it. status starts "queued"; see each queue."""
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     customer_id: Mapped[int] = mapped_column(ForeignKey("customers.id"), index=True)
     conversation_id: Mapped[int | None] = mapped_column(ForeignKey("conversations.id"))
-    kind: Mapped[str] = mapped_column(String(24))  # message|close|review|call|close_call
     body: Mapped[dict] = mapped_column(JSON)
     dedupe_key: Mapped[str | None] = mapped_column(String(255), unique=True)
-    status: Mapped[str] = mapped_column(String(12), default="queued", index=True)  # queued|done|failed
+    status: Mapped[str] = mapped_column(String(12), default="queued", index=True)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     error: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class ToHelpdesk(QueueRow, Base):
+    """A customer's message or request, kept until the helpdesk has acknowledged it.
+    status: queued | done | failed."""
+    __tablename__ = "to_helpdesk"
+
+    kind: Mapped[str] = mapped_column(String(24))  # message|close|review|call|close_call
     done_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 
-class ToCustomer(Base):
-    """Something to show a customer, kept until the platform has accepted it."""
+class ToCustomer(QueueRow, Base):
+    """Something to show a customer, kept until the platform has accepted it. status:
+    queued | delivered | failed (the platform refused it) | rejected (it could not be
+    rendered)."""
     __tablename__ = "to_customer"
 
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    customer_id: Mapped[int] = mapped_column(ForeignKey("customers.id"), index=True)
-    conversation_id: Mapped[int | None] = mapped_column(ForeignKey("conversations.id"))
-    body: Mapped[dict] = mapped_column(JSON)
-    dedupe_key: Mapped[str | None] = mapped_column(String(255), unique=True)
-    # queued|delivered|failed (the platform refused it)|rejected (it could not be rendered)
-    status: Mapped[str] = mapped_column(String(12), default="queued", index=True)
-    attempts: Mapped[int] = mapped_column(Integer, default=0)
     platform_ref: Mapped[str | None] = mapped_column(String(128))
-    error: Mapped[str | None] = mapped_column(Text)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     delivered_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
