@@ -1,4 +1,4 @@
-"""`python -m bench.chaos [--db URL] [--messages 1000] [--customers 50] [--minutes 8]`
+"""`python -m bench.chaos [--db URL] [--messages 1000] [--customers 50] [--minutes 8] [--explain]`
 
 A two-way load between customers on a local Bot API server and the sandbox helpdesk,
 through a real `helpdesk-bridge run` process (Telegram adapter, long polling), while:
@@ -22,6 +22,11 @@ can never arrive; nor can one the bridge had received but not yet stored when it
 killed: server events have no acknowledgement in this API ("in flight at a kill":
 emitted within the second before a SIGKILL). "lost" and "twice" are everything else, and
 must be 0.
+
+Each loss and each double is printed with its timeline: when it was emitted (or each copy
+arrived), into a room with which sockets of which run of the bridge, and the nearest
+SIGKILL and helpdesk restart. --explain prints the same for every message counted in one
+of the protocol's windows, so a window that hides a real loss can be seen.
 """
 from __future__ import annotations
 
@@ -57,8 +62,20 @@ class WatchedSandbox(SandboxHelpdesk):
     def __init__(self) -> None:
         super().__init__()
         self.emitted: dict[tuple[str, str], float] = {}  # (sate|agent, marker) -> when
+        # (sate|agent, marker) -> the Socket.IO sids in the room it was emitted into
+        self.listeners: dict[tuple[str, str], list[str]] = {}
         self.heard: set[tuple[str, str]] = set()
         self.received_at: dict[str, list[float]] = {}  # marker -> when each copy came
+        self.connected_at: dict[str, float] = {}  # sid -> when it connected
+        self.restarted_at: list[float] = []
+
+    async def _on_connect(self, sid: str, environ: dict, auth=None) -> None:
+        await super()._on_connect(sid, environ, auth)
+        self.connected_at[sid] = time.monotonic()
+
+    async def restart(self) -> None:
+        self.restarted_at.append(time.monotonic())
+        await super().restart()
 
     def _message(self, conversation, text: str, sender: str, *args, **kwargs) -> dict:
         if sender == "customer" and MARKER.fullmatch(text):
@@ -86,8 +103,10 @@ class WatchedSandbox(SandboxHelpdesk):
         if found:
             key = ("agent" if text.startswith(AGENT_SAYS) else "sate", found.group())
             self.emitted.setdefault(key, time.monotonic())
-            if self.sio.manager.rooms.get(NAMESPACE, {}).get(room):
+            members = self.sio.manager.rooms.get(NAMESPACE, {}).get(room)
+            if members:
                 self.heard.add(key)
+                self.listeners.setdefault(key, list(members))
         await super()._emit(event, payload, room)
 
 
@@ -195,7 +214,7 @@ async def chaos(messages: int, customers: int, minutes: float, db: str, seed: in
             await bridge.stop()
             await telegram.stop()
             await sandbox.stop()
-        counts = _count(sandbox, telegram, sent, customers, bridge.killed_at)
+        counts = _count(sandbox, telegram, sent, customers, bridge.killed_at, started)
         if _went_wrong(counts):  # keep what the bridge said (and its SQLite file)
             kept = Path(tempfile.mkdtemp(prefix="chaos-"))
             for name in ("bridge.log", "chaos.db", "chaos.db-wal"):
@@ -256,11 +275,54 @@ def _settled(sandbox: WatchedSandbox, telegram: FakeTelegram, sent: int) -> bool
                                                    for key in _answers(sandbox))
 
 
+class Timeline:
+    """Moments of the run, told against what was done to it: each SIGKILL of the bridge and
+    each helpdesk restart (what a loss or a double is explained by, or not)."""
+
+    def __init__(self, started: float, killed_at: list[float], sandbox: WatchedSandbox) -> None:
+        self.started = started
+        self.killed_at = killed_at
+        self.sandbox = sandbox
+
+    def moment(self, when: float) -> str:
+        return (f"{when - self.started:.2f} s ({self._nearest(when, self.killed_at, 'SIGKILL')}; "
+                f"{self._nearest(when, self.sandbox.restarted_at, 'helpdesk restart')})")
+
+    def connection(self, sid: str) -> str:
+        """A socket, and which run of the bridge (1 + the SIGKILLs before it) opened it."""
+        connected = self.sandbox.connected_at.get(sid)
+        if connected is None:
+            return f"socket {sid}"
+        run = 1 + sum(1 for kill in self.killed_at if kill < connected)
+        return f"socket {sid} of bridge run {run}"
+
+    @staticmethod
+    def _nearest(when: float, moments: list[float], name: str) -> str:
+        if not moments:
+            return f"no {name}"
+        nearest = min(moments, key=lambda moment: abs(moment - when))
+        side = "after" if nearest >= when else "before"
+        return f"nearest {name} {abs(nearest - when):.2f} s {side}"
+
+    def answer(self, key: tuple[str, str]) -> str:
+        emitted = self.sandbox.emitted.get(key)
+        heard_by = ", ".join(self.connection(sid) for sid in self.sandbox.listeners.get(key, ()))
+        return (f"{key[0]} answer to {key[1]}: emitted at "
+                + (self.moment(emitted) if emitted is not None else "?")
+                + f" into a room with {heard_by or 'no one in it'}")
+
+    def copies(self, what: str, times: list[float]) -> str:
+        return f"{what}: copies at " + "; ".join(self.moment(t) for t in sorted(times))
+
+
 def _count(sandbox: WatchedSandbox, telegram: FakeTelegram, sent: int, customers: int,
-           killed_at: list[float]) -> dict:
+           killed_at: list[float], started: float) -> dict:
+    """Counts, and each loss and double named with its timeline ("detail"): the protocol's
+    windows apart ("windows"), everything else as lost or twice."""
     received, shown, answers, unheard = (_received(sandbox), _shown(telegram),
                                          _answers(sandbox), sandbox.unheard)
     shown_at = _shown_at(telegram)
+    timeline = Timeline(started, killed_at, sandbox)
 
     def just_before_a_kill(key: tuple[str, str]) -> bool:
         """Emitted within the second before a SIGKILL: in the bridge's inbox or being
@@ -279,40 +341,40 @@ def _count(sandbox: WatchedSandbox, telegram: FakeTelegram, sent: int, customers
     at_kill = [m for m in twice if again_after_a_kill(sandbox.received_at[m])]
     result = {"to_helpdesk_lost": sum(1 for m in markers if received[m] == 0),
               "to_helpdesk_twice": len(twice) - len(at_kill),
-              "to_helpdesk_twice_at_kill": len(at_kill)}
-    def next_kill(key: tuple[str, str]) -> float | None:
-        """Seconds from the helpdesk emitting it to the next SIGKILL (None: none after)."""
-        emitted = sandbox.emitted.get(key)
-        later = [kill - emitted for kill in killed_at if emitted is not None and kill >= emitted]
-        return min(later) if later else None
-
+              "to_helpdesk_twice_at_kill": len(at_kill),
+              "detail": [f"lost: customer message {m}, never reached the helpdesk"
+                         for m in markers if received[m] == 0]
+              + [f"twice: {timeline.copies(f'customer message {m}', sandbox.received_at[m])}"
+                 for m in twice if m not in at_kill],
+              "windows": [f"twice, sent at a kill: "
+                          f"{timeline.copies(f'customer message {m}', sandbox.received_at[m])}"
+                          for m in at_kill]}
     for who in ("sate", "agent"):
         given = {key: n for key, n in answers.items() if key[0] == who}
         never_shown = [key for key in given if shown[key] == 0 and key not in unheard]
+        in_flight = [key for key in never_shown if just_before_a_kill(key)]
+        lost = [key for key in never_shown if key not in in_flight]
         # When the helpdesk got a message twice it answers twice, in the same second with
         # the same words, which the bridge shows once: only more answers shown than the
         # helpdesk gave count as "twice".
         twice = [key for key, n in given.items() if shown[key] > n]
-        at_kill = [key for key in twice if again_after_a_kill(shown_at[key])]
-        result[who] = {
-            "answers": len(given),
-            "lost": sum(1 for key in never_shown if not just_before_a_kill(key)),
-            "lost_detail": [(key[1], next_kill(key)) for key in never_shown
-                            if not just_before_a_kill(key)],
-            "in_flight": sum(1 for key in never_shown if just_before_a_kill(key)),
-            "unheard": sum(1 for key in given if shown[key] == 0 and key in unheard),
-            "twice": len(twice) - len(at_kill),
-            "twice_at_kill": len(at_kill),
-            "twice_detail": [(key[1], _to_next_kill(sorted(shown_at[key]), killed_at))
-                             for key in twice if key not in at_kill],
-        }
+        twice_at_kill = [key for key in twice if again_after_a_kill(shown_at[key])]
+        result[who] = {"answers": len(given), "lost": len(lost), "in_flight": len(in_flight),
+                       "unheard": sum(1 for key in given if shown[key] == 0 and key in unheard),
+                       "twice": len(twice) - len(twice_at_kill),
+                       "twice_at_kill": len(twice_at_kill)}
+        result["detail"] += [f"lost: {timeline.answer(key)}" for key in lost]
+        result["detail"] += [f"twice: {timeline.answer(key)}; "
+                             + timeline.copies("shown", shown_at[key])
+                             for key in twice if key not in twice_at_kill]
+        result["windows"] += [f"in flight at a kill: {timeline.answer(key)}"
+                              for key in in_flight]
+        result["windows"] += [f"sent while the bridge was down: {timeline.answer(key)}"
+                              for key in given if shown[key] == 0 and key in unheard]
+        result["windows"] += [f"twice, sent at a kill: {timeline.answer(key)}; "
+                              + timeline.copies("shown", shown_at[key])
+                              for key in twice_at_kill]
     return result
-
-
-def _to_next_kill(times: list[float], killed_at: list[float]) -> list[tuple[float, float | None]]:
-    """Each time (seconds after the first), with the seconds from it to the next SIGKILL."""
-    start = times[0]
-    return [(t - start, min((k - t for k in killed_at if k >= t), default=None)) for t in times]
 
 
 def main() -> None:
@@ -322,6 +384,8 @@ def main() -> None:
     parser.add_argument("--customers", type=int, default=50)
     parser.add_argument("--minutes", type=float, default=8)
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--explain", action="store_true",
+                        help="also name each message counted in the protocol's windows")
     args = parser.parse_args()
     if args.db:
         reset(args.db)
@@ -341,15 +405,11 @@ def main() -> None:
         row = result[who]
         print(f"{label:<14} {row['answers']:>7} {row['lost']:>5} {row['twice']:>6} "
               f"{row['twice_at_kill']:>22} {row['unheard']:>23} {row['in_flight']:>20}")
-    for who, label in (("sate", "SATE answer"), ("agent", "agent answer")):
-        for marker, to_kill in result[who]["lost_detail"]:  # for a post-mortem
-            print(f"lost: {label} to {marker}, emitted " + (
-                f"{to_kill:.1f} s before a SIGKILL" if to_kill is not None
-                else "after the last SIGKILL"))
-        for marker, to_kill in result[who]["twice_detail"]:
-            print(f"twice: {label} to {marker}, shown at " + ", ".join(
-                f"{when:.1f} s (next SIGKILL: " + (f"{kill:.1f} s later)" if kill is not None
-                                                   else "none)") for when, kill in to_kill))
+    for line in result["detail"]:  # each loss and double, for a post-mortem
+        print(line)
+    if args.explain:
+        for line in result["windows"]:
+            print(f"protocol window: {line}")
     if "kept" in result:
         print(f"the bridge's log (and SQLite database) kept in {result['kept']}")
     expected_agent = result["sent"] // AGENT_EVERY
