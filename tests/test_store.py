@@ -22,6 +22,16 @@ async def test_a_customer_read_after_a_change_sees_the_change(store):
     assert (await store.customer(ann.id)).chat_id == "200"
 
 
+async def test_a_change_to_a_column_that_does_not_exist_is_refused_and_writes_nothing(store):
+    """Column names are written into the statement, so only the model's own are taken."""
+    ann = await store.customer_for("telegram", "bot", "1", "100", "en")
+    with pytest.raises(ValueError, match="no column"):
+        await store.set_customer(ann.id, language="de", **{"id = 0; --": 1})
+    assert (await store.customer(ann.id)).language == "en"
+    store._customers.changed(ann.id)  # read from the database, not the cache
+    assert (await store.customer(ann.id)).language == "en"
+
+
 async def test_the_active_conversation_is_never_read_stale(store):
     ann = await store.customer_for("telegram", "bot", "1", "100")
     await store.customer(ann.id)  # cached with no active conversation
