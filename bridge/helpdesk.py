@@ -61,7 +61,6 @@ class HelpdeskLink:
     def __init__(self, url: str, api_key: str, on_event: EventSink, *,
                  namespace: str = "/helpdesk", connections: int = 4,
                  request_timeout: float = 15.0) -> None:
-        self._namespace = namespace
         self._timeout = request_timeout
         self._pool = ConnectionPool(url, api_key, namespace, connections, request_timeout,
                                     on_dropped=self._dropped)
