@@ -27,6 +27,7 @@ from bridge.logs import add_secrets
 from bridge.registry import adapter_schemas, build_adapters
 from bridge.relay import Relay
 from bridge.retention import Pruner
+from bridge.single_daemon import DatabaseLock
 from bridge.store import Store, upgrade
 from bridge.texts import Texts
 
@@ -45,6 +46,7 @@ class Bridge:
         self.relay: Relay | None = None
         self.http: HttpServer | None = None
         self.pruner: Pruner | None = None
+        self._database_lock: DatabaseLock | None = None
         self._closed = asyncio.Event()
         # Registered before anything can log: the key travels in the helpdesk URL.
         add_secrets(settings.secrets())
@@ -55,7 +57,11 @@ class Bridge:
 
     async def start(self) -> None:
         settings = self.settings
-        self.store = Store.from_url(settings.storage.url.get_secret_value())
+        url = settings.storage.url.get_secret_value()
+        self._database_lock = DatabaseLock.for_url(url)
+        if self._database_lock is not None:
+            self._database_lock.acquire()  # AnotherDaemon: this one must not start
+        self.store = Store.from_url(url)
         await upgrade(self.store.engine)
         helpdesk = settings.helpdesk
         link_factory = partial(HelpdeskLink, helpdesk.url, helpdesk.api_key.get_secret_value(),
@@ -91,6 +97,8 @@ class Bridge:
             await self.http.stop()
         if self.store is not None:
             await self.store.close()
+        if self._database_lock is not None:
+            self._database_lock.release()
         self._closed.set()
 
     async def wait_closed(self) -> None:

@@ -17,12 +17,14 @@ from bridge.logs import add_secrets, setup_logging
 from bridge.memory import settle_imports
 from bridge.registry import adapter_classes, build_adapters
 from bridge.sandbox import DEFAULT_API_KEY, SandboxHelpdesk
+from bridge.single_daemon import AnotherDaemon
 from bridge.store import SchemaTooNew, Store, upgrade
 from bridge.store.schema import alembic_config, current_revision
 
 EXIT_FAILED = 1
 EXIT_CONFIG = 2
 EXIT_KEY_REFUSED = 3  # distinct, so a service manager can be told not to restart on it
+EXIT_ANOTHER_DAEMON = 4  # another daemon works this database (SQLite holds one)
 
 log = logging.getLogger("bridge")
 
@@ -57,6 +59,9 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as error:
         print(f"config error: {error}", file=sys.stderr)
         return EXIT_CONFIG
+    except AnotherDaemon as error:  # the demo's (run logs it in its own format)
+        print(f"not starting: {error}", file=sys.stderr)
+        return EXIT_ANOTHER_DAEMON
     except KeyboardInterrupt:
         return 130
 
@@ -74,6 +79,9 @@ async def _serve(bridge: Bridge, stop: asyncio.Event) -> int:
     except SchemaTooNew as error:
         log.error("%s", error)
         return EXIT_FAILED
+    except AnotherDaemon as error:
+        log.error("not starting: %s", error)
+        return EXIT_ANOTHER_DAEMON
     link = bridge.relay.link
     watchers = [asyncio.ensure_future(stop.wait())]
     for adapter in bridge.adapters:

@@ -154,3 +154,24 @@ async def test_the_api_key_is_in_no_log_line_at_debug(tmp_path, sandbox, databas
     # a line about a customer names it by its opaque ids
     opened = next(line for line in output.splitlines() if "conversation opened" in line)
     assert "session_id" in opened and "ticket_chat_id" in opened
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+async def test_a_second_daemon_on_the_same_sqlite_file_refuses_to_start(config, sandbox):
+    """Two daemons on one SQLite file would both work every queue and show each reply
+    twice: the second one says so in one line and exits with its own code."""
+    first = await Daemon(config).start()
+    await first.say("hello")
+    await first.expect('SATE: You said: "hello"')
+    second = await Daemon(config).start()
+    assert await second.wait() == 4
+    refusal = second.stderr.decode()
+    assert "another helpdesk-bridge (pid" in refusal and "SQLite holds one daemon" in refusal
+    await first.say("and again")
+    await first.expect('SATE: You said: "and again"')  # the first one carries on
+    assert await first.stop() == 0
+    assert [m["message"] for m in sandbox.received] == ["hello", "and again"]
+    third = await Daemon(config).start()  # the lock went with the first: a restart starts
+    await third.say("back")
+    await third.expect('SATE: You said: "back"')
+    assert await third.stop() == 0
