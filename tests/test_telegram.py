@@ -536,3 +536,28 @@ def test_a_reply_queued_with_the_raw_metadata_still_shows_its_files():
         Attachment("https://f.example.com/a.png", "a.png", "image/png"),
         Attachment("https://f.example.com/b.pdf", "b.pdf", "")]
     assert Outgoing.from_json(outgoing.to_json()) == outgoing
+
+
+async def test_every_daemon_of_a_bot_expects_the_same_webhook_secret(telegram, sandbox,
+                                                                     tmp_path):
+    """Behind a load balancer, Telegram sends each update with the secret it was last given
+    (by whichever daemon started last): a daemon that made up its own secret at start would
+    refuse every update the balancer brings it."""
+    import aiohttp
+
+    first = await start_bridge(telegram, sandbox, f"sqlite+aiosqlite:///{tmp_path / '1.db'}",
+                               mode="webhook")
+    second = await start_bridge(telegram, sandbox, f"sqlite+aiosqlite:///{tmp_path / '2.db'}",
+                                mode="webhook")
+    try:
+        update = {"update_id": 9002, "message": telegram.text(ANN, "to the first daemon")}
+        async with aiohttp.ClientSession() as http:
+            async with http.post(
+                    f"{first.settings.http.public_url}/telegram/webhook", json=update,
+                    headers={"X-Telegram-Bot-Api-Secret-Token":
+                             telegram.webhook["secret_token"]}) as response:
+                assert response.status == 200
+        await telegram.wait_for_text(ANN, 'You said: "to the first daemon"')
+    finally:
+        for bridge in (first, second):
+            await asyncio.wait_for(bridge.stop(), 20)

@@ -6,9 +6,10 @@ when it *fetches*, so a crash could lose a fetched batch."""
 from __future__ import annotations
 
 import asyncio
+import base64
+import hashlib
 import hmac
 import logging
-import secrets
 import warnings
 from datetime import timedelta
 from typing import Awaitable, Callable
@@ -55,7 +56,7 @@ class UpdateReceiver:
     async def _start_webhook(self, http: HttpServer | None) -> None:
         if http is None or not http.public_url:
             raise RuntimeError('[telegram] mode = "webhook" needs [http] public_url')
-        self._webhook_secret = secrets.token_urlsafe(32)
+        self._webhook_secret = webhook_secret(self._settings.token.get_secret_value())
         add_secrets([self._webhook_secret])
         http.route("POST", WEBHOOK_PATH, self._on_webhook)
         await self._bot.set_webhook(f"{http.public_url}{WEBHOOK_PATH}",
@@ -105,6 +106,15 @@ class UpdateReceiver:
                 offset = last_stored + 1  # confirmed with the next getUpdates
             if failed:
                 await asyncio.sleep(1)
+
+
+def webhook_secret(token: str) -> str:
+    """The secret Telegram sends with each webhook update. Derived from the bot token, not
+    made up at start: every daemon of the bot, behind one load balancer, must accept what
+    Telegram was last told by any of them. (Whoever could compute it holds the token, which
+    is worth far more.) 43 characters of Telegram's allowed A-Z, a-z, 0-9, _ and -."""
+    digest = hmac.new(token.encode(), b"helpdesk-bridge telegram webhook", hashlib.sha256)
+    return base64.urlsafe_b64encode(digest.digest()).rstrip(b"=").decode()
 
 
 def retry_after(error: RetryAfter) -> float:
