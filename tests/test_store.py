@@ -188,3 +188,43 @@ async def test_sqlite_log_is_written_back_as_writes_go_on(store, database_url):
             await checkpoint
         sizes.append(os.path.getsize(wal))
     assert sizes[-1] <= 2 * sizes[1], sizes  # without checkpoints: six times the first
+
+
+@pytest.mark.parametrize("database_url", ["postgres"], indirect=True)
+async def test_a_store_fenced_with_a_lost_lease_claims_and_finishes_nothing(store,
+                                                                         database_url):
+    """Two daemons on one PostgreSQL: once another daemon took the lease over (a new
+    epoch), the first one's claims come back empty and its finishes change nothing, checked
+    in the same statement, whatever its own clock says."""
+    from bridge.store import Store
+    from bridge.store.lease_rows import LeaseLost
+
+    ann = await store.customer_for("telegram", "bot", "1", "100")
+    first = await store.accept_message(ann.id, {"text": "hi"}, "m1")
+    reply = await store.enqueue_to_customer(ann.id, first.conversation_id, {"text": "r"}, "r1")
+    epoch = await store.take_lease("relay", "daemon-a", 0.3, "same")
+    assert epoch == 1
+    assert await store.take_lease("relay", "daemon-b", 5, "same") is None  # held
+    store.fence(("relay", "daemon-a", epoch))
+    assert (await store.next_to_customer(ann.id)).id == reply.id  # its own: claims work
+
+    other = Store.from_url(database_url)
+    try:
+        await asyncio.sleep(0.4)  # daemon-a froze past its lease
+        assert await other.take_lease("relay", "daemon-b", 5, "same") == 2
+        other.fence(("relay", "daemon-b", 2))
+        assert await store.next_to_customer(ann.id) is None
+        assert await store.next_to_helpdesk(ann.id) is None
+        with pytest.raises(LeaseLost):
+            await store.finish_to_customer(reply, "delivered", "ref-a")
+        with pytest.raises(LeaseLost):
+            await store.finish_to_helpdesk(first, "done", opened=(first.conversation_id, "t1"))
+        assert not await store.renew_lease("relay", "daemon-a", epoch, 5)
+        # all still queued, for daemon-b, which works them
+        assert (await other.next_to_customer(ann.id)).id == reply.id
+        assert (await other.next_to_helpdesk(ann.id))[0].id == first.id
+        assert (await other.conversation(first.conversation_id)).ticket_chat_id is None
+        await other.finish_to_customer(reply, "delivered", "ref-b")
+        assert (await other.delivered(reply.id))[0] == "ref-b"
+    finally:
+        await other.close()

@@ -6,14 +6,17 @@ import json
 
 from bridge.store.driver import Duplicate, column_list
 from bridge.store.models import ToCustomer, utcnow
-from bridge.store.queries import TO_CUSTOMER, Queries
+from bridge.store.queries import FENCE, TO_CUSTOMER, Queries
 
 _INSERT = ("INSERT INTO to_customer (customer_id, conversation_id, body, dedupe_key, status, "
            "attempts, created_at) VALUES (?, ?, ?, ?, 'queued', 0, ?) RETURNING id")
-_NEXT = (f"SELECT {column_list(TO_CUSTOMER)} FROM to_customer "
-         "WHERE customer_id = ? AND status = 'queued' ORDER BY id LIMIT 1")
+_NEXT_WHERE = (f"SELECT {column_list(TO_CUSTOMER)} FROM to_customer "
+               "WHERE customer_id = ? AND status = 'queued'")
+_NEXT = f"{_NEXT_WHERE} ORDER BY id LIMIT 1"
+_NEXT_FENCED = f"{_NEXT_WHERE} AND {FENCE} ORDER BY id LIMIT 1"
 _FINISH = ("UPDATE to_customer SET status = ?, platform_ref = ?, error = ?, delivered_at = ?, "
            "attempts = attempts + 1 WHERE id = ?")
+_FINISH_FENCED = f"{_FINISH} AND {FENCE} RETURNING id"
 _REPLACE_BODY = "UPDATE to_customer SET body = ? WHERE id = ?"
 _DELIVERED = "SELECT platform_ref, body FROM to_customer WHERE id = ?"
 
@@ -35,15 +38,18 @@ class CustomerQueue(Queries):
                           delivered_at=None)
 
     async def next_to_customer(self, customer_id: int) -> ToCustomer | None:
-        return self._to_customer(await self._db.read(_NEXT, customer_id))
+        """The oldest row to show (none once a fenced Store has lost its lease)."""
+        if self._fence is None:
+            return self._to_customer(await self._db.read(_NEXT, customer_id))
+        return self._to_customer(await self._db.read(_NEXT_FENCED, customer_id, *self._fence))
 
     async def finish_to_customer(self, row: ToCustomer, status: str,
                                  platform_ref: str | None = None,
                                  error: str | None = None) -> ToCustomer | None:
         """Mark a row delivered, failed or rejected (error: why), and return the customer's
         next one."""
-        await self._db.write(_FINISH, status, platform_ref, error,
-                             self._db.from_time(utcnow()), row.id)
+        await self._finish(self._db.write, _FINISH, _FINISH_FENCED, status, platform_ref,
+                           error, self._db.from_time(utcnow()), row.id)
         return await self.next_to_customer(row.customer_id)
 
     async def replace_body(self, row_id: int, body: dict) -> None:

@@ -8,7 +8,13 @@ from typing import Any, Awaitable, Callable, Optional, Sequence
 from bridge.store.conversation_rows import AWAITING_COMMENT, SET_ACTIVE, ConversationRows
 from bridge.store.driver import Duplicate, column_list, model
 from bridge.store.models import Conversation, ToHelpdesk, utcnow
-from bridge.store.queries import CONVERSATION, OPEN_STATES, SELECT_CONVERSATION, TO_HELPDESK
+from bridge.store.queries import (
+    CONVERSATION,
+    FENCE,
+    OPEN_STATES,
+    SELECT_CONVERSATION,
+    TO_HELPDESK,
+)
 
 NextRequest = tuple[ToHelpdesk, Optional[Conversation]]  # a queued request and its conversation
 
@@ -29,10 +35,13 @@ _THREAD_CONVERSATION = (f"{SELECT_CONVERSATION} WHERE customer_id = ? AND thread
 _ACTIVE_CONVERSATION = (f"SELECT {column_list(CONVERSATION, 'c')} FROM conversations c "
                         "JOIN customers u ON u.active_conversation_id = c.id WHERE u.id = ?")
 _MOVE = "UPDATE to_helpdesk SET conversation_id = ? WHERE id = ?"
-_NEXT = (f"SELECT {column_list(TO_HELPDESK, 't')}, {column_list(CONVERSATION, 'c')} "
-         "FROM to_helpdesk t LEFT JOIN conversations c ON c.id = t.conversation_id "
-         "WHERE t.customer_id = ? AND t.status = 'queued' ORDER BY t.id LIMIT 1")
+_NEXT_WHERE = (f"SELECT {column_list(TO_HELPDESK, 't')}, {column_list(CONVERSATION, 'c')} "
+               "FROM to_helpdesk t LEFT JOIN conversations c ON c.id = t.conversation_id "
+               "WHERE t.customer_id = ? AND t.status = 'queued'")
+_NEXT = f"{_NEXT_WHERE} ORDER BY t.id LIMIT 1"
+_NEXT_FENCED = f"{_NEXT_WHERE} AND {FENCE} ORDER BY t.id LIMIT 1"
 _FINISH = "UPDATE to_helpdesk SET status = ?, error = ?, done_at = ? WHERE id = ?"
+_FINISH_FENCED = f"{_FINISH} AND {FENCE} RETURNING id"
 _OPENED = "UPDATE conversations SET ticket_chat_id = ?, state = 'open' WHERE id = ?"
 _COUNT_ATTEMPT = "UPDATE to_helpdesk SET attempts = attempts + 1 WHERE id = ?"
 
@@ -120,8 +129,10 @@ class HelpdeskQueue(ConversationRows):
             return conversation
 
     async def next_to_helpdesk(self, customer_id: int) -> NextRequest | None:
-        """The customer's oldest queued request, with its conversation as it is now."""
-        found = await self._db.read(_NEXT, customer_id)
+        """The customer's oldest queued request, with its conversation as it is now (none
+        once a fenced Store has lost its lease)."""
+        found = await self._db.read(_NEXT, customer_id) if self._fence is None \
+            else await self._db.read(_NEXT_FENCED, customer_id, *self._fence)
         if found is None:
             return None
         split = len(TO_HELPDESK)
@@ -139,12 +150,12 @@ class HelpdeskQueue(ConversationRows):
         and the message queued, or both done, never the id known and the message queued."""
         finished = (status, error, self._db.from_time(utcnow()), row.id)
         if opened is None:
-            await self._db.write(_FINISH, *finished)
+            await self._finish(self._db.write, _FINISH, _FINISH_FENCED, *finished)
         else:
             async with self._transaction() as transaction:
                 conversation_id, ticket_chat_id = opened
                 await transaction.run(_OPENED, ticket_chat_id, conversation_id)
-                await transaction.run(_FINISH, *finished)
+                await self._finish(transaction.row, _FINISH, _FINISH_FENCED, *finished)
         return await self.next_to_helpdesk(row.customer_id)
 
     async def count_attempt(self, row_id: int) -> None:

@@ -18,12 +18,34 @@ CONVERSATION = columns(Conversation)
 TO_HELPDESK = columns(ToHelpdesk)
 TO_CUSTOMER = columns(ToCustomer)
 SELECT_CONVERSATION = f"SELECT {column_list(CONVERSATION)} FROM conversations"
+# The lease (name, holder, epoch) this daemon works under, still its own and unexpired.
+FENCE = ("EXISTS (SELECT 1 FROM leases WHERE name = ? AND holder = ? AND epoch = ? "
+         "AND expires_at > now())")
+
+
+class LeaseLost(Exception):
+    """This daemon no longer holds the lease: it must not act for the customers any more."""
 
 
 class Queries:
     def __init__(self, driver: Driver) -> None:
         self._db = driver
         self._customers = CustomerCache()
+        self._fence: tuple[str, str, int] | None = None
+
+    def fence(self, lease: tuple[str, str, int] | None) -> None:
+        """Make the queues' claims and finishes check this lease (name, holder, epoch) in
+        the same statement: a daemon that lost it claims nothing and finishes nothing
+        (LeaseLost). None: unfenced, one daemon per database."""
+        self._fence = lease
+
+    async def _finish(self, run, plain: str, fenced: str, *values: Any) -> None:
+        """A finishing statement, fenced when the Store is: `fenced` is `plain` with the
+        lease's check and RETURNING id (run: the driver's write, or a transaction's row)."""
+        if self._fence is None:
+            await run(plain, *values)
+        elif await run(fenced, *values, *self._fence) is None:
+            raise LeaseLost("the lease was lost: the row stays as it was")
 
     async def _write(self, sql: str, *values: Any,
                      changes_customer: int | None = None) -> tuple | None:

@@ -9,6 +9,7 @@ from bridge.store.customer_queue import CustomerQueue
 from bridge.store.customer_rows import CustomerRows
 from bridge.store.driver import driver_for
 from bridge.store.helpdesk_queue import HelpdeskQueue, NextRequest
+from bridge.store.lease_rows import LeaseRows
 from bridge.store.upkeep import Upkeep
 
 __all__ = ["NextRequest", "Store", "make_engine"]
@@ -22,7 +23,7 @@ def make_engine(url: str) -> AsyncEngine:
     return create_async_engine(url)
 
 
-class Store(CustomerRows, HelpdeskQueue, CustomerQueue, Upkeep):
+class Store(CustomerRows, HelpdeskQueue, CustomerQueue, Upkeep, LeaseRows):
     def __init__(self, engine: AsyncEngine) -> None:
         super().__init__(driver_for(engine))
         self.engine = engine
