@@ -23,12 +23,15 @@ from bridge.callpage import CallPage
 from bridge.config import Settings, load_settings, read_config_file
 from bridge.helpdesk import HelpdeskLink
 from bridge.http import HttpServer
+from bridge.leadership import Leadership, fingerprint
 from bridge.logs import add_secrets
+from bridge.metrics import Metrics
 from bridge.registry import adapter_schemas, build_adapters
 from bridge.relay import Relay
 from bridge.retention import Pruner
 from bridge.single_daemon import DatabaseLock
 from bridge.store import Store, upgrade
+from bridge.tasks import Background
 from bridge.texts import Texts
 
 log = logging.getLogger(__name__)
@@ -36,6 +39,10 @@ log = logging.getLogger(__name__)
 
 def load_config(path: str | Path) -> Settings:
     return load_settings(read_config_file(path), adapter_schemas=adapter_schemas())
+
+
+def _unfenced() -> None:
+    """One daemon per database (SQLite): nothing to check before sending."""
 
 
 class Bridge:
@@ -47,7 +54,12 @@ class Bridge:
         self.http: HttpServer | None = None
         self.pruner: Pruner | None = None
         self._database_lock: DatabaseLock | None = None
-        self._closed = asyncio.Event()
+        self.metrics = Metrics()
+        self.leadership: Leadership | None = None
+        self.lost_lease = False  # stopped because another daemon took the customers over
+        self._background = Background()
+        self._stopped = asyncio.Event()
+        self._stopping = asyncio.Event()
         # Registered before anything can log: the key travels in the helpdesk URL.
         add_secrets(settings.secrets())
 
@@ -57,6 +69,8 @@ class Bridge:
 
     async def start(self) -> None:
         settings = self.settings
+        self._stopping.clear()
+        self._stopped.clear()
         url = settings.storage.url.get_secret_value()
         self._database_lock = DatabaseLock.for_url(url)
         if self._database_lock is not None:
@@ -73,36 +87,77 @@ class Bridge:
                                b"helpdesk-bridge signed links", hashlib.sha256).digest()
         self.http = HttpServer(settings.http.listen, settings.http.public_url, signing_key)
         await self.http.start()
-        self.relay = Relay(self.store, link_factory, self.adapters, self.http,
+        self._link_factory = link_factory
+        if self.store.engine.dialect.name == "postgresql":
+            self.leadership = Leadership(self.store, settings.cluster.lease_seconds,
+                                         fingerprint(self._shared_configuration()))
+        ops.mount(self.http, self.store, self.metrics, lambda: self.relay, self.leadership)
+        if self.leadership is not None and not await self.leadership.try_take():
+            log.info("standing by: another daemon works this database's customers; this one "
+                     "takes over when that one stops")
+            self._background.start(self._work_when_free(), name="standby")
+            return
+        await self._work()
+
+    async def _work(self) -> None:
+        """Work the customers: this daemon alone, or the one holding the lease."""
+        settings = self.settings
+        self.relay = Relay(self.store, self._link_factory, self.adapters, self.http,
                            Texts(settings.texts, settings.default_language),
-                           public_url=settings.http.public_url,
-                           calls=bool(settings.calls.livekit_url))
-        ops.mount(self.http, self.relay)
+                           public_url=settings.http.public_url, metrics=self.metrics,
+                           calls=bool(settings.calls.livekit_url),
+                           check_lease=self.leadership.check if self.leadership else _unfenced)
         if settings.calls.livekit_url:
             CallPage(self.http, settings.calls.livekit_url, settings.calls.sdk,
                      self.relay.end_call, self.relay.call_state).mount()
         await self.relay.start()
         if settings.storage.keep_days:
-            self.pruner = Pruner(self.store, settings.storage.keep_days, self.relay.metrics)
+            self.pruner = Pruner(self.store, settings.storage.keep_days, self.metrics)
             self.pruner.start()
+        if self.leadership is not None:
+            self._background.start(self._keep_lease(), name="lease")
         log.info("helpdesk-bridge started with adapters: %s",
                  ", ".join(a.name for a in self.adapters) or "none")
 
+    async def _work_when_free(self) -> None:
+        await self.leadership.wait_to_take()
+        log.info("took over this database's customers")
+        await self._work()
+
+    async def _keep_lease(self) -> None:
+        async def paused() -> None:  # sends stop by themselves (Leadership.check)
+            pass
+
+        await self.leadership.keep(paused, resumed=self.relay.resume)
+        self.lost_lease = True  # for good: another daemon works the customers now
+        await self.stop()
+
+    def _shared_configuration(self) -> list[str]:
+        """What every daemon of one database must have alike: the helpdesk and the bots."""
+        settings = self.settings
+        return [settings.helpdesk.url, *sorted(settings.adapters), *settings.secrets()]
+
     async def stop(self) -> None:
+        if self._stopping.is_set():
+            return
+        self._stopping.set()
+        await self._background.cancel(spare=asyncio.current_task())
         if self.pruner is not None:
             await self.pruner.stop()
         if self.relay is not None:
             await self.relay.stop()
+        if self.leadership is not None:
+            await self.leadership.close()  # hands over: a standby takes over at once
         if self.http is not None:
             await self.http.stop()
         if self.store is not None:
             await self.store.close()
         if self._database_lock is not None:
             self._database_lock.release()
-        self._closed.set()
+        self._stopped.set()
 
     async def wait_closed(self) -> None:
-        await self._closed.wait()
+        await self._stopped.wait()
 
     async def __aenter__(self) -> "Bridge":
         await self.start()

@@ -13,18 +13,23 @@ from bridge import loop
 from bridge.app import Bridge, load_config
 from bridge.config import ConfigError, Settings, load_settings
 from bridge.helpdesk import HelpdeskLink, HelpdeskUnavailable, KeyRefused
+from bridge.leadership import NAME as LEASE_NAME
+from bridge.leadership import DifferentConfig
 from bridge.logs import add_secrets, setup_logging
 from bridge.memory import settle_imports
 from bridge.registry import adapter_classes, build_adapters
 from bridge.sandbox import DEFAULT_API_KEY, SandboxHelpdesk
 from bridge.single_daemon import AnotherDaemon
 from bridge.store import SchemaTooNew, Store, upgrade
+from bridge.store.models import seconds_since
 from bridge.store.schema import alembic_config, current_revision
 
 EXIT_FAILED = 1
 EXIT_CONFIG = 2
 EXIT_KEY_REFUSED = 3  # distinct, so a service manager can be told not to restart on it
-EXIT_ANOTHER_DAEMON = 4  # another daemon works this database (SQLite holds one)
+EXIT_ANOTHER_DAEMON = 4  # another daemon works this database (SQLite holds one), or one
+#                          with another helpdesk or bot configuration (PostgreSQL)
+EXIT_LEASE_LOST = 5  # another daemon took the customers over (this one was frozen or cut off)
 
 log = logging.getLogger("bridge")
 
@@ -43,6 +48,9 @@ def main(argv: list[str] | None = None) -> int:
     sandbox.add_argument("--key", default=DEFAULT_API_KEY, help="the API key it accepts")
     migrate = commands.add_parser("migrate", help="bring the database schema up to date")
     migrate.add_argument("--config", required=True)
+    status = commands.add_parser("status", help="which daemon works the customers, and the "
+                                                "queues")
+    status.add_argument("--config", required=True)
     check = commands.add_parser("check", help="validate the config and test every connection")
     check.add_argument("--config", required=True)
     args = parser.parse_args(argv)
@@ -53,6 +61,8 @@ def main(argv: list[str] | None = None) -> int:
             return loop.run(_demo(Path(args.db)))
         if args.command == "sandbox":
             return loop.run(_sandbox(args.host, args.port, args.key))
+        if args.command == "status":
+            return loop.run(_status(load_config(args.config)))
         if args.command == "migrate":
             return loop.run(_migrate(load_config(args.config)))
         return loop.run(_check(args.config))
@@ -79,17 +89,18 @@ async def _serve(bridge: Bridge, stop: asyncio.Event) -> int:
     except SchemaTooNew as error:
         log.error("%s", error)
         return EXIT_FAILED
-    except AnotherDaemon as error:
+    except (AnotherDaemon, DifferentConfig) as error:
         log.error("not starting: %s", error)
+        await bridge.stop()
         return EXIT_ANOTHER_DAEMON
-    link = bridge.relay.link
-    watchers = [asyncio.ensure_future(stop.wait())]
+    watchers = [asyncio.ensure_future(stop.wait()), asyncio.ensure_future(bridge.wait_closed())]
     for adapter in bridge.adapters:
         if hasattr(adapter, "closed"):
             watchers.append(asyncio.ensure_future(adapter.closed.wait()))
     code = 0
     while not any(w.done() for w in watchers):
-        if link.failure is not None and not link.connected:
+        link = bridge.relay.link if bridge.relay is not None else None  # None: standing by
+        if link is not None and link.failure is not None and not link.connected:
             log.error("stopping: %s", link.failure)
             code = EXIT_KEY_REFUSED
             break
@@ -97,6 +108,9 @@ async def _serve(bridge: Bridge, stop: asyncio.Event) -> int:
     for watcher in watchers:
         watcher.cancel()
     await bridge.stop()
+    if bridge.lost_lease:
+        log.error("stopped: another daemon took this database's customers over")
+        code = EXIT_LEASE_LOST
     return code
 
 
@@ -192,6 +206,34 @@ async def _migrate(settings: Settings) -> int:
         return EXIT_FAILED
     finally:
         await store.close()
+
+
+async def _status(settings: Settings) -> int:
+    """What an operator asks first: who works the customers, and how much waits."""
+    setup_logging("WARNING", secrets=settings.secrets())
+    store = Store.from_url(settings.storage.url.get_secret_value())
+    try:
+        lease = await store.lease(LEASE_NAME)
+        stats = await store.stats()
+    except Exception as error:  # the reason, never the URL (it may hold a password)
+        print(f"database: {type(error).__name__}: {error}", file=sys.stderr)
+        return EXIT_FAILED
+    finally:
+        await store.close()
+    if store.engine.dialect.name != "postgresql":
+        print("working daemon: the one daemon SQLite holds (no leases)")
+    elif lease is None or not lease["valid"]:
+        print("working daemon: none (no daemon holds the lease)")
+    else:
+        print(f"working daemon: {lease['holder']} (epoch {lease['epoch']}, lease renewed "
+              f"until {lease['expires_at']:%H:%M:%S} UTC)")
+    for direction in ("to_helpdesk", "to_customer"):
+        count, oldest = stats[direction]
+        age = f", oldest {seconds_since(oldest):.0f} s" if oldest else ""
+        print(f"queued {direction.replace('_', ' ')}: {count}{age}")
+    print(f"customers: {stats['customers']}, open conversations: "
+          f"{stats['open_conversations']}")
+    return 0
 
 
 async def _check(path: str) -> int:

@@ -113,6 +113,12 @@ class CallsSettings(StrictModel):
         return LIVEKIT_SDK_URL, LIVEKIT_SDK_INTEGRITY
 
 
+class ClusterSettings(StrictModel):
+    # PostgreSQL: how long a daemon's lease on the customers lasts unless renewed (every
+    # third of it), so how long its customers wait when it dies without a stop.
+    lease_seconds: float = Field(10.0, ge=2, le=300)
+
+
 class LoggingSettings(StrictModel):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     format: Literal["text", "json"] = "text"
@@ -123,6 +129,7 @@ class Settings(StrictModel):
     storage: StorageSettings = StorageSettings()
     http: HttpSettings = HttpSettings()
     calls: CallsSettings = CallsSettings()
+    cluster: ClusterSettings = ClusterSettings()
     logging: LoggingSettings = LoggingSettings()
     # language -> key -> template; "" is the default language.
     texts: dict[str, dict[str, str]] = Field(default_factory=dict)
@@ -233,7 +240,7 @@ def _placeholders(template: str) -> set[str]:
     return {name for _text, name, _spec, _conv in string.Formatter().parse(template) if name}
 
 
-CORE_SECTIONS = {"helpdesk", "storage", "http", "calls", "logging", "texts"}
+CORE_SECTIONS = {"helpdesk", "storage", "http", "calls", "cluster", "logging", "texts"}
 
 
 def load_settings(raw: dict[str, Any], env: dict[str, str] | None = None,

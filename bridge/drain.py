@@ -6,6 +6,8 @@ import asyncio
 import logging
 from typing import Awaitable, Callable, Hashable
 
+from bridge.store.queries import LeaseLost
+
 log = logging.getLogger(__name__)
 
 
@@ -34,6 +36,12 @@ class Drainer:
                     await self._work(key)
                 except asyncio.CancelledError:
                     raise
+                except LeaseLost:
+                    # another daemon works this customer now, or will once this one's
+                    # lease is taken back (then the relay kicks every worker again)
+                    log.info("%s worker stopped: this daemon does not hold the lease",
+                             self._name)
+                    break
                 except Exception:
                     # A bug must not silently park a customer's queue: log, pause, retry.
                     log.exception("%s worker failed; retrying in 1s", self._name)

@@ -48,6 +48,15 @@ class Metrics:
         self.tasks = Gauge("bridge_asyncio_tasks", "asyncio tasks alive", registry=r)
         self.db_connections = Gauge("bridge_db_connections",
                                     "Database connections open in the pool", registry=r)
+        # Several daemons on one PostgreSQL (bridge/leadership.py)
+        self.leading = Gauge("bridge_lease_held",
+                             "1 while this daemon holds the lease on the customers", registry=r)
+        self.lease_renewals = Gauge("bridge_lease_renewals", "Lease renewals so far",
+                                    registry=r)
+        self.lease_losses = Gauge("bridge_lease_losses",
+                                  "Times the lease expired before it was renewed", registry=r)
+        self.takeovers = Gauge("bridge_lease_takeovers", "Times this daemon took the lease",
+                               registry=r)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

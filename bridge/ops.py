@@ -2,45 +2,64 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Callable
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from bridge.http import HttpServer
+from bridge.leadership import Leadership
+from bridge.metrics import Metrics
 from bridge.relay import Relay
+from bridge.store import Store
 from bridge.store.models import seconds_since
 
 
-def mount(http: HttpServer, relay: Relay) -> None:
+def mount(http: HttpServer, store: Store, metrics: Metrics,
+          working: Callable[[], Relay | None], leadership: Leadership | None) -> None:
+    """working: the relay while this daemon works the customers, else None (standing by)."""
     async def readyz(_request: web.Request) -> web.Response:
+        relay = working()
+        if relay is None:  # a load balancer sends webhooks to the daemon that works them
+            return web.Response(status=503, text="standing by: another daemon works this "
+                                                 "database's customers\n")
         problems = []
+        if leadership is not None and not leadership.leading:
+            problems.append("lease: not renewed in time; paused")
         link = relay.link
         if not link.connected:
             problems.append(f"helpdesk: {link.failure}" if link.failure
                             else "helpdesk: not connected")
         try:
-            await relay.store.ping()
+            await store.ping()
         except Exception as error:  # the reason, never the URL (it may hold a password)
             problems.append(f"database: {type(error).__name__}")
         if problems:
             return web.Response(status=503, text="\n".join(problems) + "\n")
         return web.Response(text="ready\n")
 
-    async def metrics(_request: web.Request) -> web.Response:
-        m = relay.metrics
-        stats = await relay.store.stats()
+    async def render(_request: web.Request) -> web.Response:
+        m = metrics
+        stats = await store.stats()
         for direction in ("to_helpdesk", "to_customer"):
             count, oldest = stats[direction]
             m.queue_depth.labels(direction).set(count)
             m.oldest.labels(direction).set(seconds_since(oldest) if oldest else 0)
         m.customers.set(stats["customers"])
         m.open_conversations.set(stats["open_conversations"])
-        m.reconnects.set(relay.link.reconnects)
-        m.disconnected.set(relay.link.seconds_disconnected)
-        m.malformed.set(relay.link.malformed)
+        relay = working()
+        if relay is not None:
+            m.reconnects.set(relay.link.reconnects)
+            m.disconnected.set(relay.link.seconds_disconnected)
+            m.malformed.set(relay.link.malformed)
+        if leadership is not None:
+            m.leading.set(1 if leadership.leading else 0)
+            m.lease_renewals.set(leadership.renewals)
+            m.lease_losses.set(leadership.losses)
+            m.takeovers.set(leadership.takeovers)
         m.tasks.set(len(asyncio.all_tasks()))
-        m.db_connections.set(relay.store.connections_open())
+        m.db_connections.set(store.connections_open())
         return web.Response(body=m.render(), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     http.route("GET", "/readyz", readyz)
-    http.route("GET", "/metrics", metrics)
+    http.route("GET", "/metrics", render)

@@ -9,6 +9,7 @@ from typing import Awaitable, Callable, TypeVar
 
 from bridge.backoff import backoff
 from bridge.store.driver import Duplicate
+from bridge.store.queries import LeaseLost
 
 log = logging.getLogger(__name__)
 
@@ -20,12 +21,12 @@ ATTEMPTS = 6
 
 async def record(write: Callable[[], Awaitable[T]], what: str) -> T:
     """Run write, retrying for a while when the database fails (then it raises). A write
-    refused as a duplicate is not retried."""
+    refused as a duplicate, or for a lost lease, is not retried."""
     for attempt in range(ATTEMPTS - 1):
         try:
             return await write()
-        except Duplicate:
-            raise  # a unique key already taken stays taken: no retry can make it fit
+        except (Duplicate, LeaseLost):
+            raise  # a unique key already taken stays taken, a lost lease lost
         except Exception:
             log.warning("could not record that %s; retrying", what, exc_info=True)
             await asyncio.sleep(backoff(attempt, 0.2))

@@ -44,7 +44,7 @@ class Relay:
     def __init__(self, store: Store, link_factory: Callable[..., HelpdeskLink],
                  adapters: list[Adapter], http: HttpServer, texts: Texts | None = None,
                  public_url: str = "", metrics: Metrics | None = None,
-                 calls: bool = False) -> None:
+                 calls: bool = False, check_lease: Callable[[], None] = lambda: None) -> None:
         self.store = store
         self.http = http
         self.metrics = metrics or Metrics()
@@ -59,9 +59,10 @@ class Relay:
                                      kick_to_helpdesk=lambda c: self._to_helpdesk.kick(c))
         self._to_helpdesk = HelpdeskOutbox(store, self.link, self.flow, self._locks,
                                            self.adapters, self.metrics, tickets,
-                                           on_event=self.on_helpdesk_event)
+                                           on_event=self.on_helpdesk_event,
+                                           check_lease=check_lease)
         self._to_customer = CustomerOutbox(store, self.link, display, self.adapters,
-                                           self.metrics, tickets)
+                                           self.metrics, tickets, check_lease=check_lease)
 
     # --- lifecycle ---------------------------------------------------------------
 
@@ -77,6 +78,10 @@ class Relay:
         await self.link.start()
         for adapter in self.adapters.values():
             await adapter.start(self.handle, self.http)
+        await self.resume()
+
+    async def resume(self) -> None:
+        """Work whatever is queued (at start, and when a paused daemon has its lease back)."""
         up, down = await self.store.customers_with_work()
         for customer_id in up:
             self._to_helpdesk.kick(customer_id)

@@ -18,9 +18,10 @@ class Background:
         task.add_done_callback(self._tasks.discard)
         return task
 
-    async def cancel(self) -> None:
-        """Cancel what still runs, and wait for it to end."""
-        tasks = list(self._tasks)
+    async def cancel(self, spare: asyncio.Task | None = None) -> None:
+        """Cancel what still runs, and wait for it to end (all but `spare`: the task asking,
+        when it is one of these)."""
+        tasks = [task for task in self._tasks if task is not spare]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)

@@ -8,7 +8,8 @@ from pathlib import Path
 
 
 def write_config(path: Path, helpdesk_url: str, api_key: str, database_url: str,
-                 level: str = "INFO", fmt: str = "text", user: str = "kim") -> Path:
+                 level: str = "INFO", fmt: str = "text", user: str = "kim",
+                 extra: str = "") -> Path:
     path.write_text(f'''
 [helpdesk]
 url = "{helpdesk_url}"
@@ -27,6 +28,7 @@ format = "{fmt}"
 
 [console]
 user = "{user}"
+{extra}
 ''')
     os.environ["TEST_HELPDESK_KEY"] = api_key
     return path
@@ -44,6 +46,7 @@ class Daemon:
         self.process: asyncio.subprocess.Process | None = None
         self.lines: list[str] = []
         self.stderr = b""
+        self._log = bytearray()
 
     async def start(self) -> "Daemon":
         env = dict(os.environ)
@@ -54,8 +57,16 @@ class Daemon:
             sys.executable, "-m", "bridge", *self.args, cwd=self.cwd,
             stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE, env=env)
-        self._stderr_task = asyncio.create_task(self.process.stderr.read())
+        self._stderr_task = asyncio.create_task(self._read_stderr())
         return self
+
+    async def _read_stderr(self) -> None:
+        while chunk := await self.process.stderr.read(4096):
+            self._log += chunk
+
+    def log(self) -> bytes:
+        """What it has logged so far."""
+        return bytes(self._log)
 
     async def say(self, text: str) -> None:
         self.process.stdin.write(text.encode() + b"\n")
@@ -80,8 +91,12 @@ class Daemon:
 
     async def wait(self, timeout: float = 20) -> int:
         code = await asyncio.wait_for(self.process.wait(), timeout)
-        self.stderr = await self._stderr_task
+        await self._stderr_task
+        self.stderr = bytes(self._log)
         return code
+
+    def signal(self, signum: int) -> None:
+        self.process.send_signal(signum)
 
     async def stop(self) -> int:
         """SIGTERM, as systemd would, and collect what it printed."""

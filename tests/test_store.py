@@ -191,40 +191,51 @@ async def test_sqlite_log_is_written_back_as_writes_go_on(store, database_url):
 
 
 @pytest.mark.parametrize("database_url", ["postgres"], indirect=True)
-async def test_a_store_fenced_with_a_lost_lease_claims_and_finishes_nothing(store,
-                                                                         database_url):
-    """Two daemons on one PostgreSQL: once another daemon took the lease over (a new
-    epoch), the first one's claims come back empty and its finishes change nothing, checked
-    in the same statement, whatever its own clock says."""
+async def test_a_daemon_that_lost_its_lease_claims_finishes_and_sends_nothing(store,
+                                                                              database_url):
+    """Two daemons on one PostgreSQL. Once another daemon took the lease over (a new epoch),
+    the first one's claims come back empty and its finishes change nothing, checked in the
+    same statement, and its own clock refuses to send. A lease expires when its holder
+    stops renewing it, or at once when the holder's session is gone (it died)."""
+    from bridge.leadership import Leadership
     from bridge.store import Store
-    from bridge.store.lease_rows import LeaseLost
+    from bridge.store.queries import LeaseLost
 
     ann = await store.customer_for("telegram", "bot", "1", "100")
     first = await store.accept_message(ann.id, {"text": "hi"}, "m1")
     reply = await store.enqueue_to_customer(ann.id, first.conversation_id, {"text": "r"}, "r1")
-    epoch = await store.take_lease("relay", "daemon-a", 0.3, "same")
-    assert epoch == 1
-    assert await store.take_lease("relay", "daemon-b", 5, "same") is None  # held
-    store.fence(("relay", "daemon-a", epoch))
-    assert (await store.next_to_customer(ann.id)).id == reply.id  # its own: claims work
-
-    other = Store.from_url(database_url)
+    others = [Store.from_url(database_url) for _ in range(2)]
+    a, b, c = (Leadership(s, 2, "same config") for s in (store, *others))
     try:
-        await asyncio.sleep(0.4)  # daemon-a froze past its lease
-        assert await other.take_lease("relay", "daemon-b", 5, "same") == 2
-        other.fence(("relay", "daemon-b", 2))
+        assert await a.try_take()
+        assert not await b.try_take()  # held, and its holder lives
+        a.check()
+        assert (await store.next_to_customer(ann.id)).id == reply.id  # its own: claims work
+
+        await asyncio.sleep(2.1)  # a froze past its lease (it renews nothing)
+        with pytest.raises(LeaseLost):
+            a.check()
+        assert await b.try_take()
         assert await store.next_to_customer(ann.id) is None
         assert await store.next_to_helpdesk(ann.id) is None
         with pytest.raises(LeaseLost):
             await store.finish_to_customer(reply, "delivered", "ref-a")
         with pytest.raises(LeaseLost):
             await store.finish_to_helpdesk(first, "done", opened=(first.conversation_id, "t1"))
-        assert not await store.renew_lease("relay", "daemon-a", epoch, 5)
-        # all still queued, for daemon-b, which works them
-        assert (await other.next_to_customer(ann.id)).id == reply.id
-        assert (await other.next_to_helpdesk(ann.id))[0].id == first.id
-        assert (await other.conversation(first.conversation_id)).ticket_chat_id is None
-        await other.finish_to_customer(reply, "delivered", "ref-b")
-        assert (await other.delivered(reply.id))[0] == "ref-b"
+        assert (await others[0].next_to_customer(ann.id)).id == reply.id  # still queued
+        assert (await others[0].next_to_helpdesk(ann.id))[0].id == first.id
+        assert (await others[0].conversation(first.conversation_id)).ticket_chat_id is None
+
+        assert not await c.try_take()
+        b._connection.terminate()  # b dies: its session ends, its lock with it
+        await asyncio.sleep(0.2)  # the server sees the socket close
+        with pytest.raises(LeaseLost):
+            b.check()
+        assert await c.try_take()  # at once, long before b's lease would run out
+        await others[1].finish_to_customer(reply, "delivered", "ref-c")
+        assert (await others[1].delivered(reply.id))[0] == "ref-c"
     finally:
-        await other.close()
+        for leadership in (a, b, c):
+            await leadership.close()
+        for other in others:
+            await other.close()

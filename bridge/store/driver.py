@@ -45,6 +45,8 @@ class Driver:
     values go in as the database stores them (JSON as text, times through from_time), and
     `model` reads rows back."""
 
+    dialect = ""
+
     async def read(self, sql: str, *values: Any) -> tuple | None:
         """The first row of one statement, outside any transaction."""
         return _first(await self.read_all(sql, *values))
@@ -73,6 +75,9 @@ class Driver:
 
     def connections(self) -> int:
         return 0
+
+    async def dedicated(self) -> Any:
+        raise NotImplementedError("a dedicated connection is for PostgreSQL")
 
     async def close(self) -> None:
         pass
@@ -113,6 +118,7 @@ async def _session_as_it_was(_connection: asyncpg.Connection) -> None:
 
 
 class PostgresDriver(Driver):
+    dialect = "postgresql"
     # An idle connection is closed after this long, so one left over from before a database
     # restart is never handed out (as the engine's ping after 5 s idle does, without a trip).
     IDLE_LIFETIME = 5.0
@@ -166,6 +172,9 @@ class PostgresDriver(Driver):
     def connections(self) -> int:
         return self._pool.get_size() if self._pool is not None else 0
 
+    async def dedicated(self) -> asyncpg.Connection:
+        return await asyncpg.connect(**self._connect)
+
     async def close(self) -> None:
         if self._pool is not None:
             await self._pool.close()
@@ -189,6 +198,7 @@ class SqliteTransaction(Transaction):
 
 
 class SqliteDriver(Driver):
+    dialect = "sqlite"
     """SQLite's one-statement reads and writes run right here in the event loop; its
     transactions, and whatever must wait for a lock, on connections with a thread each.
 

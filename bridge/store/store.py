@@ -9,7 +9,6 @@ from bridge.store.customer_queue import CustomerQueue
 from bridge.store.customer_rows import CustomerRows
 from bridge.store.driver import driver_for
 from bridge.store.helpdesk_queue import HelpdeskQueue, NextRequest
-from bridge.store.lease_rows import LeaseRows
 from bridge.store.upkeep import Upkeep
 
 __all__ = ["NextRequest", "Store", "make_engine"]
@@ -23,7 +22,7 @@ def make_engine(url: str) -> AsyncEngine:
     return create_async_engine(url)
 
 
-class Store(CustomerRows, HelpdeskQueue, CustomerQueue, Upkeep, LeaseRows):
+class Store(CustomerRows, HelpdeskQueue, CustomerQueue, Upkeep):
     def __init__(self, engine: AsyncEngine) -> None:
         super().__init__(driver_for(engine))
         self.engine = engine
@@ -42,3 +41,8 @@ class Store(CustomerRows, HelpdeskQueue, CustomerQueue, Upkeep, LeaseRows):
 
     async def ping(self) -> None:
         await self._db.read("SELECT 1")
+
+    async def dedicated_connection(self):
+        """A connection of its own, outside the pool (PostgreSQL): for what must stay on
+        one session, such as an advisory lock (bridge/leadership.py)."""
+        return await self._db.dedicated()

@@ -13,6 +13,8 @@ _WITH_WORK = "SELECT DISTINCT customer_id FROM {table} WHERE status = 'queued'"
 _WAITING = "SELECT count(*), min(created_at) FROM {table} WHERE status = 'queued'"
 _CUSTOMERS = "SELECT count(*) FROM customers"
 _OPEN = f"SELECT count(*) FROM conversations WHERE {IS_OPEN}"
+_LEASE = ("SELECT holder, epoch, expires_at, expires_at > now() AS valid FROM leases "
+          "WHERE name = ?")
 
 # Oldest first, a batch at a time. A message whose buttons a conversation still waits on
 # (its prompt_ref) is kept whatever its age: the edit that settles the prompt needs it.
@@ -47,6 +49,13 @@ class Upkeep(Queries):
         result["customers"] = (await self._db.read(_CUSTOMERS))[0]
         result["open_conversations"] = (await self._db.read(_OPEN))[0]
         return result
+
+    async def lease(self, name: str) -> dict | None:
+        """Who holds a lease (PostgreSQL; bridge/leadership.py)."""
+        if self._db.dialect != "postgresql":
+            return None
+        found = await self._db.read(_LEASE, name)
+        return dict(zip(("holder", "epoch", "expires_at", "valid"), found)) if found else None
 
     async def prune(self, finished_before: datetime, batch: int = 1000) -> tuple[int, int]:
         """Delete queue rows finished (done, delivered, failed) before a moment: (to the

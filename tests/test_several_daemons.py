@@ -1,0 +1,114 @@
+"""Several daemons on one PostgreSQL, as real processes: one works the customers, the
+others stand by; a stop hands over, a death is noticed at once, a daemon frozen past its
+lease sends nothing when it wakes, and a daemon with another configuration is refused."""
+from __future__ import annotations
+
+import asyncio
+import signal
+import time
+
+import pytest
+
+from bridge.sandbox import DEFAULT_API_KEY
+from tests.daemon import Daemon, write_config
+
+pytestmark = pytest.mark.parametrize("database_url", ["postgres"], indirect=True)
+
+
+def config(tmp_path, sandbox, database_url, lease_seconds: float, name: str = "bridge",
+           helpdesk_url: str | None = None):
+    return write_config(tmp_path / f"{name}.toml", helpdesk_url or sandbox.url, DEFAULT_API_KEY,
+                        database_url, extra=f"[cluster]\nlease_seconds = {lease_seconds}\n")
+
+
+async def _standing_by(daemon: Daemon) -> None:
+    """Started, and not working: it says so in its log."""
+    for _ in range(100):
+        if daemon.process.returncode is not None:
+            raise AssertionError(f"exited with {daemon.process.returncode}")
+        await asyncio.sleep(0.1)
+        if b"standing by" in daemon.log():
+            return
+    raise AssertionError("the second daemon never said it stands by")
+
+
+@pytest.mark.parametrize("how", ["SIGTERM", "SIGKILL"])
+async def test_a_standby_takes_over_at_once_when_the_working_daemon_stops_or_dies(
+        tmp_path, sandbox, database_url, how):
+    """A rolling deploy (SIGTERM) or a crash (SIGKILL): the standby carries on within a
+    second or two, not after the lease (30 s here) runs out, and nothing is doubled."""
+    path = config(tmp_path, sandbox, database_url, lease_seconds=30)
+    first = await Daemon(path).start()
+    await first.say("hello")
+    await first.expect('SATE: You said: "hello"')
+    second = await Daemon(path).start()
+    await _standing_by(second)
+    await second.say("and now?")  # waits in its input until it works the customers
+    await asyncio.sleep(0.5)
+    assert [m["message"] for m in sandbox.received] == ["hello"]  # the standby sent nothing
+    started = time.monotonic()
+    first.signal(getattr(signal, how))
+    await first.wait()
+    await second.expect('SATE: You said: "and now?"', timeout=15)
+    assert time.monotonic() - started < 10
+    assert await second.stop() == 0
+    assert [m["message"] for m in sandbox.received] == ["hello", "and now?"]
+    assert not [line for line in first.lines if "and now?" in line]
+
+
+async def test_a_daemon_frozen_past_its_lease_sends_nothing_when_it_wakes(
+        tmp_path, sandbox, database_url):
+    """SIGSTOP for longer than the lease: the standby takes the customers over and shows
+    SATE's answer; the frozen daemon, woken, shows nothing and exits with code 5."""
+    path = config(tmp_path, sandbox, database_url, lease_seconds=3)
+    first = await Daemon(path).start()
+    await first.say("warm up")
+    await first.expect('SATE: You said: "warm up"')
+    second = await Daemon(path).start()
+    await _standing_by(second)
+    sandbox.behaviour.sate_delay = 6  # SATE answers after the takeover
+    await first.say("hello")
+    for _ in range(100):
+        if "hello" in [m["message"] for m in sandbox.received]:
+            break
+        await asyncio.sleep(0.05)
+    await asyncio.sleep(0.5)  # the first daemon has recorded that the helpdesk has it
+    first.signal(signal.SIGSTOP)
+    try:
+        await second.expect('SATE: You said: "hello"', timeout=20)
+    finally:
+        first.signal(signal.SIGCONT)
+    assert await first.wait(timeout=20) == 5
+    await first.stop()
+    assert not [line for line in first.lines if 'You said: "hello"' in line]
+    assert b"another daemon took this database's customers over" in first.stderr
+    assert await second.stop() == 0
+    assert [m["message"] for m in sandbox.received] == ["warm up", "hello"]
+
+
+async def test_a_daemon_with_another_helpdesk_configuration_is_refused(
+        tmp_path, sandbox, database_url):
+    """Two deployments on one database would answer each other's customers."""
+    first = await Daemon(config(tmp_path, sandbox, database_url, lease_seconds=10)).start()
+    await first.say("hello")
+    await first.expect('SATE: You said: "hello"')
+    other = config(tmp_path, sandbox, database_url, lease_seconds=10, name="other",
+                   helpdesk_url=sandbox.url.replace("127.0.0.1", "localhost"))
+    second = await Daemon(other).start()
+    assert await second.wait() == 4
+    assert b"different helpdesk or bot configuration" in second.stderr
+    assert await first.stop() == 0
+
+
+async def test_status_names_the_working_daemon_and_the_queues(tmp_path, sandbox, database_url):
+    path = config(tmp_path, sandbox, database_url, lease_seconds=10)
+    first = await Daemon(path).start()
+    await first.say("hello")
+    await first.expect('SATE: You said: "hello"')
+    status = await Daemon(None, args=["status", "--config", str(path)]).start()
+    assert await status.wait() == 0
+    await status.stop()
+    said = "\n".join(status.lines)
+    assert f":{first.process.pid}:" in said.split("working daemon: ")[1].splitlines()[0]
+    assert "queued to helpdesk: 0" in said and "open conversations: 1" in said
+    assert await first.stop() == 0
