@@ -87,7 +87,7 @@ class Bridge:
                                b"helpdesk-bridge signed links", hashlib.sha256).digest()
         self.http = HttpServer(settings.http.listen, settings.http.public_url, signing_key)
         await self.http.start()
-        self._link_factory = link_factory
+        self._link_factory = link_factory  # a relay is made when this daemon works
         if self.store.engine.dialect.name == "postgresql":
             self.leadership = Leadership(self.store, settings.cluster.lease_seconds,
                                          fingerprint(self._shared_configuration()))
@@ -125,10 +125,7 @@ class Bridge:
         await self._work()
 
     async def _keep_lease(self) -> None:
-        async def paused() -> None:  # sends stop by themselves (Leadership.check)
-            pass
-
-        await self.leadership.keep(paused, resumed=self.relay.resume)
+        await self.leadership.keep(resumed=self.relay.resume)
         self.lost_lease = True  # for good: another daemon works the customers now
         await self.stop()
 
@@ -138,7 +135,8 @@ class Bridge:
         return [settings.helpdesk.url, *sorted(settings.adapters), *settings.secrets()]
 
     async def stop(self) -> None:
-        if self._stopping.is_set():
+        if self._stopping.is_set():  # stopping already (the lease lost): wait for it
+            await self._stopped.wait()
             return
         self._stopping.set()
         await self._background.cancel(spare=asyncio.current_task())

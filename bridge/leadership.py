@@ -155,20 +155,21 @@ class Leadership:
                             type(error).__name__)
             await asyncio.sleep(STANDBY_POLL)
 
-    async def keep(self, paused: Callable[[], Awaitable[None]],
-                   resumed: Callable[[], Awaitable[None]]) -> None:
+    async def keep(self, resumed: Callable[[], Awaitable[None]]) -> None:
         """Renew until another daemon holds the lease (then return: lost for good). When a
-        renewal does not come in time, `paused()` is awaited (sends have stopped by then:
-        check() refuses them); once the lease is this daemon's again, `resumed()`."""
+        renewal does not come in time this daemon pauses (check() refuses every send, and
+        the queues' workers stop); once the lease is its own again, `resumed()`."""
         while True:
             await asyncio.sleep(self.seconds / 3)
+            was_leading = self.leading
             if await self._renew():
+                if not was_leading:  # its session was cut, and nobody took the lease
+                    await resumed()
                 continue
             if self.leading:
                 continue  # try again while the deadline holds
             self.losses += 1
             log.warning("the lease was not renewed in time; paused (nothing is sent)")
-            await paused()
             if not await self._take_back():
                 log.error("another daemon took this database's customers over")
                 self.epoch = None

@@ -112,3 +112,24 @@ async def test_status_names_the_working_daemon_and_the_queues(tmp_path, sandbox,
     assert f":{first.process.pid}:" in said.split("working daemon: ")[1].splitlines()[0]
     assert "queued to helpdesk: 0" in said and "open conversations: 1" in said
     assert await first.stop() == 0
+
+
+async def test_a_daemon_whose_database_session_is_cut_pauses_and_carries_on(make_bridge,
+                                                                            database_url):
+    """A database restart cuts every session, the one that says this daemon lives too:
+    it stops sending at once (another daemon could take over), then takes its lease back,
+    as nobody else did, and carries on."""
+    from sqlalchemy.engine import make_url
+
+    from tests.conftest import _admin
+
+    bridge, console = await make_bridge()
+    await console.say("ann", "hello")
+    await console.expect("ann", 'You said: "hello"')
+    await _admin("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = "
+                 f"'{make_url(database_url).database}' AND pid <> pg_backend_pid()")
+    await asyncio.sleep(0.2)
+    assert not bridge.leadership.leading  # paused
+    await console.say("ann", "after the cut")
+    await console.expect("ann", 'You said: "after the cut"', timeout=15)
+    assert bridge.leadership.leading and not bridge.lost_lease
