@@ -37,6 +37,7 @@ log = logging.getLogger(__name__)
 NAME = "relay"
 MARGIN = 0.5  # seconds the local deadline keeps from the database's expiry (clock rates)
 STANDBY_POLL = 0.5  # seconds between a standby's tries
+UNREACHABLE = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, asyncio.TimeoutError)
 
 # The advisory lock a daemon holds while it lives: (this namespace, hashtext(holder)).
 _ALIVE = "SELECT pg_advisory_lock(hashtext('helpdesk-bridge'), hashtext($1))"
@@ -142,16 +143,23 @@ class Leadership:
         self.takeovers += 1
         return True
 
-    async def wait_to_take(self) -> None:
-        """Stand by until the lease can be taken, then take it."""
+    async def wait_to_take(self, unless_taken: bool = False) -> bool:
+        """Stand by until the lease can be taken, then take it (True). unless_taken: after
+        a pause, give up (False) as soon as another daemon holds it."""
         while True:
             try:
                 if await self.try_take():
-                    return
+                    return True
+                if unless_taken:
+                    current = await (await self._session()).fetchrow(_HOLDER, NAME)
+                    if current is not None and current["holder"] != self.holder:
+                        return False
             except DifferentConfig:
+                if unless_taken:
+                    return False
                 raise
-            except (OSError, asyncpg.PostgresError, asyncio.TimeoutError) as error:
-                log.warning("standing by: the database is unreachable (%s)",
+            except UNREACHABLE as error:
+                log.warning("the database is unreachable (%s); trying again",
                             type(error).__name__)
             await asyncio.sleep(STANDBY_POLL)
 
@@ -170,7 +178,7 @@ class Leadership:
                 continue  # try again while the deadline holds
             self.losses += 1
             log.warning("the lease was not renewed in time; paused (nothing is sent)")
-            if not await self._take_back():
+            if not await self.wait_to_take(unless_taken=True):
                 log.error("another daemon took this database's customers over")
                 self.epoch = None
                 return
@@ -183,8 +191,7 @@ class Leadership:
             connection = await self._session()
             renewed = await asyncio.wait_for(connection.fetchval(
                 _RENEW, NAME, self.holder, self.epoch, float(self.seconds)), self.seconds / 3)
-        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError,
-                asyncio.TimeoutError) as error:
+        except UNREACHABLE as error:
             log.warning("could not renew the lease (%s)", type(error).__name__)
             return False
         if renewed is None:
@@ -193,22 +200,6 @@ class Leadership:
         self._deadline = sent + self.seconds - MARGIN
         self.renewals += 1
         return True
-
-    async def _take_back(self) -> bool:
-        """After a pause: the lease again, unless another daemon holds it."""
-        while True:
-            try:
-                if await self.try_take():
-                    return True
-                current = await (await self._session()).fetchrow(_HOLDER, NAME)
-                if current is not None and current["holder"] != self.holder:
-                    return False
-            except DifferentConfig:
-                return False
-            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError,
-                    asyncio.TimeoutError) as error:
-                log.warning("could not take the lease back yet (%s)", type(error).__name__)
-            await asyncio.sleep(STANDBY_POLL)
 
     async def close(self) -> None:
         """Hand the customers over at once (a stop), and end the session that says this
@@ -220,7 +211,7 @@ class Leadership:
         try:
             if epoch is not None:
                 await asyncio.wait_for(connection.execute(_RELEASE, NAME, self.holder, epoch), 5)
-        except (OSError, asyncpg.PostgresError, asyncio.TimeoutError) as error:
+        except UNREACHABLE as error:
             log.warning("could not release the lease (%s); it runs out in %.0f s",
                         type(error).__name__, self.seconds)
         finally:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import os
 import uuid
+from contextlib import asynccontextmanager
 
 import pytest
 
@@ -113,12 +114,20 @@ from bridge.sandbox import DEFAULT_API_KEY, SandboxHelpdesk  # noqa: E402
 from testing.console import ConsoleHarness  # noqa: E402
 
 
+@asynccontextmanager
+async def serving(helpdesk: SandboxHelpdesk):
+    """A sandbox helpdesk serving on a free port for the length of the block."""
+    await helpdesk.start(port=0)
+    try:
+        yield helpdesk
+    finally:
+        await asyncio.wait_for(helpdesk.stop(), 20)
+
+
 @pytest.fixture
 async def sandbox():
-    helpdesk = SandboxHelpdesk()
-    await helpdesk.start(port=0)
-    yield helpdesk
-    await asyncio.wait_for(helpdesk.stop(), 20)
+    async with serving(SandboxHelpdesk()) as helpdesk:
+        yield helpdesk
 
 
 @pytest.fixture

@@ -6,15 +6,14 @@ import asyncio
 import pytest
 
 from testing.observed_sandbox import ObservedSandbox
+from tests.conftest import serving
 
 
 @pytest.fixture
 async def sandbox():
     """make_bridge's helpdesk, watched."""
-    helpdesk = ObservedSandbox()
-    await helpdesk.start(port=0)
-    yield helpdesk
-    await asyncio.wait_for(helpdesk.stop(), 20)
+    async with serving(ObservedSandbox()) as helpdesk:
+        yield helpdesk
 
 
 async def test_the_sandbox_says_which_rooms_are_joined_again_after_a_drop(make_bridge, sandbox):

@@ -21,6 +21,16 @@ def config(tmp_path, sandbox, database_url, lease_seconds: float, name: str = "b
                         database_url, extra=f"[cluster]\nlease_seconds = {lease_seconds}\n")
 
 
+async def _working_and_standing_by(path) -> tuple[Daemon, Daemon]:
+    """Two daemons of one config: the first answered a customer, the second stands by."""
+    first = await Daemon(path).start()
+    await first.say("hello")
+    await first.expect('SATE: You said: "hello"')
+    second = await Daemon(path).start()
+    await _standing_by(second)
+    return first, second
+
+
 async def _standing_by(daemon: Daemon) -> None:
     """Started, and not working: it says so in its log."""
     for _ in range(100):
@@ -38,11 +48,7 @@ async def test_a_standby_takes_over_at_once_when_the_working_daemon_stops_or_die
     """A rolling deploy (SIGTERM) or a crash (SIGKILL): the standby carries on within a
     second or two, not after the lease (30 s here) runs out, and nothing is doubled."""
     path = config(tmp_path, sandbox, database_url, lease_seconds=30)
-    first = await Daemon(path).start()
-    await first.say("hello")
-    await first.expect('SATE: You said: "hello"')
-    second = await Daemon(path).start()
-    await _standing_by(second)
+    first, second = await _working_and_standing_by(path)
     await second.say("and now?")  # waits in its input until it works the customers
     await asyncio.sleep(0.5)
     assert [m["message"] for m in sandbox.received] == ["hello"]  # the standby sent nothing
@@ -61,29 +67,25 @@ async def test_a_daemon_frozen_past_its_lease_sends_nothing_when_it_wakes(
     """SIGSTOP for longer than the lease: the standby takes the customers over and shows
     SATE's answer; the frozen daemon, woken, shows nothing and exits with code 5."""
     path = config(tmp_path, sandbox, database_url, lease_seconds=3)
-    first = await Daemon(path).start()
-    await first.say("warm up")
-    await first.expect('SATE: You said: "warm up"')
-    second = await Daemon(path).start()
-    await _standing_by(second)
+    first, second = await _working_and_standing_by(path)
     sandbox.behaviour.sate_delay = 6  # SATE answers after the takeover
-    await first.say("hello")
+    await first.say("and now?")
     for _ in range(100):
-        if "hello" in [m["message"] for m in sandbox.received]:
+        if "and now?" in [m["message"] for m in sandbox.received]:
             break
         await asyncio.sleep(0.05)
     await asyncio.sleep(0.5)  # the first daemon has recorded that the helpdesk has it
     first.signal(signal.SIGSTOP)
     try:
-        await second.expect('SATE: You said: "hello"', timeout=20)
+        await second.expect('SATE: You said: "and now?"', timeout=20)
     finally:
         first.signal(signal.SIGCONT)
     assert await first.wait(timeout=20) == 5
     await first.stop()
-    assert not [line for line in first.lines if 'You said: "hello"' in line]
+    assert not [line for line in first.lines if 'You said: "and now?"' in line]
     assert b"another daemon took this database's customers over" in first.stderr
     assert await second.stop() == 0
-    assert [m["message"] for m in sandbox.received] == ["warm up", "hello"]
+    assert [m["message"] for m in sandbox.received] == ["hello", "and now?"]
 
 
 async def test_a_daemon_with_another_helpdesk_configuration_is_refused(
