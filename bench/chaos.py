@@ -1,4 +1,5 @@
-"""`python -m bench.chaos [--db URL] [--messages 1000] [--customers 50] [--minutes 8] [--explain]`
+"""`python -m bench.chaos [--db URL] [--messages 1000] [--customers 50] [--minutes 8] [--explain]
+[--daemons N --lease S]`
 
 A two-way load between customers on a local Bot API server and the sandbox helpdesk,
 through a real `helpdesk-bridge run` process (Telegram adapter, long polling), while:
@@ -23,6 +24,12 @@ killed: server events have no acknowledgement in this API ("in flight at a kill"
 emitted within the second before a SIGKILL). "lost" and "twice" are everything else, and
 must be 0.
 
+With --daemons N (PostgreSQL), N daemons share the database: one works the customers, the
+others stand by. The kills hit any of them (a kill of a standby is harmless, and only the
+working daemon's count for the windows); the working daemon is also frozen (SIGSTOP) for
+twice the lease, and at the end every daemon is replaced in turn (start a new one, SIGTERM
+the old). Each takeover's time is printed (target: at most the lease + 2 s).
+
 Each loss and each double is printed with its timeline: when it was emitted (or each copy
 arrived), into a room with which sockets of which run of the bridge, and the nearest
 SIGKILL and helpdesk restart. --explain prints the same for every message counted in one
@@ -32,11 +39,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import random
 import re
 import shutil
-import signal
 import sys
 import tempfile
 import time
@@ -44,7 +49,8 @@ from collections import Counter
 from pathlib import Path
 
 from bench.database import reset
-from bridge.sandbox import DEFAULT_API_KEY, NAMESPACE, SandboxHelpdesk
+from bench.fleet import Fleet
+from bridge.sandbox import NAMESPACE, SandboxHelpdesk
 from testing.fake_telegram import FakeTelegram
 
 TOKEN = "123456789:AAHdqTcvCH1vGWJxfSeofSAs0K5PALDsaw"
@@ -110,39 +116,8 @@ class WatchedSandbox(SandboxHelpdesk):
         await super()._emit(event, payload, room)
 
 
-class Bridge:
-    """The daemon as a process that can be killed."""
-
-    def __init__(self, config: Path) -> None:
-        self.config = config
-        self.process: asyncio.subprocess.Process | None = None
-        self.kills = 0
-        self.killed_at: list[float] = []
-
-    async def start(self) -> None:
-        log = open(self.config.parent / "bridge.log", "ab")  # what it said, for a post-mortem
-        self.process = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "bridge", "run", "--config", str(self.config),
-            stdin=asyncio.subprocess.DEVNULL, stdout=log, stderr=log,
-            env={**os.environ, "CHAOS_KEY": DEFAULT_API_KEY})
-        log.close()
-
-    async def kill(self) -> None:
-        if self.process.returncode is not None:
-            log = (self.config.parent / "bridge.log").read_text()[-2000:]
-            raise RuntimeError(f"the bridge exited by itself ({self.process.returncode}):\n{log}")
-        self.process.send_signal(signal.SIGKILL)
-        self.killed_at.append(time.monotonic())
-        await self.process.wait()
-        self.kills += 1
-
-    async def stop(self) -> None:
-        if self.process and self.process.returncode is None:
-            self.process.terminate()
-            await asyncio.wait_for(self.process.wait(), 30)
-
-
-def write_config(folder: Path, sandbox_url: str, telegram_url: str, db: str) -> Path:
+def write_config(folder: Path, sandbox_url: str, telegram_url: str, db: str,
+                 lease_seconds: float) -> Path:
     config = folder / "chaos.toml"
     config.write_text(f'''
 [helpdesk]
@@ -156,6 +131,8 @@ url = "{db or f"sqlite+aiosqlite:///{folder / 'chaos.db'}"}"
 listen = "127.0.0.1:0"
 [logging]
 level = "WARNING"
+[cluster]
+lease_seconds = {lease_seconds}
 [telegram]
 token = "{TOKEN}"
 api_url = "{telegram_url}"
@@ -164,30 +141,34 @@ poll_timeout = 1
     return config
 
 
-async def chaos(messages: int, customers: int, minutes: float, db: str, seed: int) -> dict:
+async def chaos(messages: int, customers: int, minutes: float, db: str, seed: int,
+                daemons: int = 1, lease_seconds: float = 5) -> dict:
     rng = random.Random(seed)
     sandbox, telegram = WatchedSandbox(), FakeTelegram(TOKEN)
     await sandbox.start(port=0)
     await telegram.start()
     deadline = time.monotonic() + minutes * 60
     with tempfile.TemporaryDirectory() as folder:
-        bridge = Bridge(write_config(Path(folder), sandbox.url, telegram.url, db))
-        await bridge.start()
+        fleet = Fleet(write_config(Path(folder), sandbox.url, telegram.url, db, lease_seconds),
+                      daemons, db)
+        await fleet.start()
         load_seconds = messages / 8  # ~8 messages/s: well inside what the bridge sustains
-        events = _schedule(rng, load_seconds)
+        events = _schedule(rng, load_seconds, several=daemons > 1)
         started = time.monotonic()
         sent = 0
         restarts = 0
         injected = 0
+        chores: list[asyncio.Task] = []  # a freeze runs beside the load
         try:
             while sent < messages and time.monotonic() < deadline:
                 now = time.monotonic() - started
                 while events and events[0][0] <= now:
                     _, what = events.pop(0)
                     if what == "kill":
-                        await bridge.kill()
-                        await asyncio.sleep(rng.uniform(0.1, 1.0))
-                        await bridge.start()
+                        await fleet.kill_one(rng)
+                    elif what == "freeze":
+                        chores.append(asyncio.create_task(
+                            fleet.freeze_working(2 * lease_seconds)))
                     elif what == "helpdesk":
                         await sandbox.restart()
                         restarts += 1
@@ -200,6 +181,9 @@ async def chaos(messages: int, customers: int, minutes: float, db: str, seed: in
                 telegram.say(30_000 + customer, f"c{customer}n{sent}x")
                 sent += 1
                 await asyncio.sleep(1 / 8)
+            await asyncio.gather(*chores)
+            if daemons > 1:
+                await fleet.roll()
             # let it drain: until every answer the helpdesk gave is shown, or nothing has
             # moved for a minute (what is left will not come), or the deadline
             progress, quiet_since = None, time.monotonic()
@@ -211,17 +195,18 @@ async def chaos(messages: int, customers: int, minutes: float, db: str, seed: in
                 await asyncio.sleep(0.5)
             timed_out = time.monotonic() >= deadline
         finally:
-            await bridge.stop()
+            await fleet.stop()
             await telegram.stop()
             await sandbox.stop()
-        counts = _count(sandbox, telegram, sent, customers, bridge.killed_at, started)
-        if _went_wrong(counts):  # keep what the bridge said (and its SQLite file)
+        counts = _count(sandbox, telegram, sent, customers, fleet.moments, started)
+        if _went_wrong(counts):  # keep what the daemons said (and the SQLite file)
             kept = Path(tempfile.mkdtemp(prefix="chaos-"))
-            for name in ("bridge.log", "chaos.db", "chaos.db-wal"):
-                if (Path(folder) / name).exists():
-                    shutil.copy(Path(folder) / name, kept)
+            for path in [*fleet.logs(), Path(folder) / "chaos.db", Path(folder) / "chaos.db-wal"]:
+                if path.exists():
+                    shutil.copy(path, kept)
             counts["kept"] = str(kept)
-    return {**counts, "sent": sent, "kills": bridge.kills,
+    return {**counts, "sent": sent, "kills": fleet.kills, "daemons": daemons,
+            "freezes": len(fleet.moments["SIGSTOP"]), "takeovers": fleet.takeovers,
             "helpdesk_restarts": restarts, "errors_injected": injected,
             "seconds": time.monotonic() - started, "timed_out": timed_out}
 
@@ -231,8 +216,10 @@ def _went_wrong(counts: dict) -> bool:
                 or any(counts[who]["lost"] or counts[who]["twice"] for who in ("sate", "agent")))
 
 
-def _schedule(rng: random.Random, seconds: float) -> list[tuple[float, str]]:
+def _schedule(rng: random.Random, seconds: float, several: bool) -> list[tuple[float, str]]:
     events = [(rng.uniform(0.05, 0.95) * seconds, "kill") for _ in range(10)]
+    if several:  # one freeze of the working daemon, for twice the lease
+        events.append((0.6 * seconds, "freeze"))
     events += [(seconds * part, "helpdesk") for part in (0.25, 0.5, 0.75)]
     events += [(rng.uniform(0, seconds), "errors") for _ in range(8)]
     return sorted(events)
@@ -276,25 +263,26 @@ def _settled(sandbox: WatchedSandbox, telegram: FakeTelegram, sent: int) -> bool
 
 
 class Timeline:
-    """Moments of the run, told against what was done to it: each SIGKILL of the bridge and
-    each helpdesk restart (what a loss or a double is explained by, or not)."""
+    """Moments of the run, told against what was done to it: each SIGKILL, SIGSTOP and
+    SIGTERM of the working daemon and each helpdesk restart (what a loss or a double is
+    explained by, or not)."""
 
-    def __init__(self, started: float, killed_at: list[float], sandbox: WatchedSandbox) -> None:
+    def __init__(self, started: float, moments: dict[str, list[float]],
+                 sandbox: WatchedSandbox) -> None:
         self.started = started
-        self.killed_at = killed_at
+        self.moments = {**moments, "helpdesk restart": sandbox.restarted_at}
         self.sandbox = sandbox
 
     def moment(self, when: float) -> str:
-        return (f"{when - self.started:.2f} s ({self._nearest(when, self.killed_at, 'SIGKILL')}; "
-                f"{self._nearest(when, self.sandbox.restarted_at, 'helpdesk restart')})")
+        nearest = "; ".join(self._nearest(when, moments, name)
+                            for name, moments in self.moments.items() if moments)
+        return f"{when - self.started:.2f} s ({nearest})"
 
     def connection(self, sid: str) -> str:
-        """A socket, and which run of the bridge (1 + the SIGKILLs before it) opened it."""
         connected = self.sandbox.connected_at.get(sid)
         if connected is None:
             return f"socket {sid}"
-        run = 1 + sum(1 for kill in self.killed_at if kill < connected)
-        return f"socket {sid} of bridge run {run}"
+        return f"socket {sid} (connected at {connected - self.started:.2f} s)"
 
     @staticmethod
     def _nearest(when: float, moments: list[float], name: str) -> str:
@@ -316,13 +304,15 @@ class Timeline:
 
 
 def _count(sandbox: WatchedSandbox, telegram: FakeTelegram, sent: int, customers: int,
-           killed_at: list[float], started: float) -> dict:
+           moments: dict[str, list[float]], started: float) -> dict:
     """Counts, and each loss and double named with its timeline ("detail"): the protocol's
     windows apart ("windows"), everything else as lost or twice."""
     received, shown, answers, unheard = (_received(sandbox), _shown(telegram),
                                          _answers(sandbox), sandbox.unheard)
     shown_at = _shown_at(telegram)
-    timeline = Timeline(started, killed_at, sandbox)
+    timeline = Timeline(started, moments, sandbox)
+    # the working daemon killed or frozen: what it held unstored, or sent unrecorded
+    killed_at = moments["SIGKILL"] + moments["SIGSTOP"]
 
     def just_before_a_kill(key: tuple[str, str]) -> bool:
         """Emitted within the second before a SIGKILL: in the bridge's inbox or being
@@ -386,14 +376,24 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--explain", action="store_true",
                         help="also name each message counted in the protocol's windows")
+    parser.add_argument("--daemons", type=int, default=1,
+                        help="several daemons on one PostgreSQL (--db): one works, the "
+                             "others stand by; a freeze and a rolling restart are added")
+    parser.add_argument("--lease", type=float, default=5, help="[cluster] lease_seconds")
     args = parser.parse_args()
+    if args.daemons > 1 and not args.db.startswith("postgresql"):
+        parser.error("several daemons share a PostgreSQL database: give --db")
     if args.db:
         reset(args.db)
-    result = asyncio.run(chaos(args.messages, args.customers, args.minutes, args.db, args.seed))
+    result = asyncio.run(chaos(args.messages, args.customers, args.minutes, args.db, args.seed,
+                               args.daemons, args.lease))
     backend = args.db.split(":")[0].split("+")[0] if args.db else "sqlite"
+    several = (f"{args.daemons} daemons, {result['freezes']} SIGSTOP of the working one for "
+               f"{2 * args.lease:.0f} s, a rolling restart; ") if args.daemons > 1 else ""
     print(f"chaos: {result['sent']} customer messages + their answers, {args.customers} "
-          f"customers, {backend}; {result['kills']} SIGKILLs, {result['helpdesk_restarts']} "
-          f"helpdesk restarts, {result['errors_injected']} Bot API errors injected; "
+          f"customers, {backend}; {several}{result['kills']} SIGKILLs, "
+          f"{result['helpdesk_restarts']} helpdesk restarts, "
+          f"{result['errors_injected']} Bot API errors injected; "
           f"{result['seconds']:.0f} s" + (" (stopped at the time limit)"
                                           if result["timed_out"] else ""))
     print(f"{'':<14} {'count':>7} {'lost':>5} {'twice':>6} {'twice, sent at a kill':>22} "
@@ -410,6 +410,9 @@ def main() -> None:
     if args.explain:
         for line in result["windows"]:
             print(f"protocol window: {line}")
+    if result["takeovers"]:
+        print("takeovers (s from the working daemon's kill, freeze or stop to another holding "
+              "the lease): " + ", ".join(f"{t:.2f}" for t in result["takeovers"]))
     if "kept" in result:
         print(f"the bridge's log (and SQLite database) kept in {result['kept']}")
     expected_agent = result["sent"] // AGENT_EVERY

@@ -1,0 +1,154 @@
+"""The daemons of a chaos run, as processes that can be killed, frozen and rolled.
+
+With one daemon (SQLite, or PostgreSQL) it is the classic run: that daemon is killed and
+started again. With several (PostgreSQL), one works the customers and the others stand by
+(bridge/leadership.py): a kill or a freeze of the working one is what can lose or double a
+message, and how long the others take to carry on is measured from the leases table."""
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import signal
+import sys
+import time
+from pathlib import Path
+
+import asyncpg
+
+from bridge.leadership import NAME as LEASE
+from bridge.sandbox import DEFAULT_API_KEY
+
+
+class DaemonProcess:
+    """`helpdesk-bridge run`, its output appended to its own log."""
+
+    def __init__(self, config: Path, index: int) -> None:
+        self.config = config
+        self.log = config.parent / f"bridge-{index}.log"
+        self.process: asyncio.subprocess.Process | None = None
+
+    async def start(self) -> None:
+        log = open(self.log, "ab")  # what it said, for a post-mortem
+        self.process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "bridge", "run", "--config", str(self.config),
+            stdin=asyncio.subprocess.DEVNULL, stdout=log, stderr=log,
+            env={**os.environ, "CHAOS_KEY": DEFAULT_API_KEY})
+        log.close()
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def signal(self, signum: int) -> None:
+        if self.process.returncode is not None:
+            raise RuntimeError(f"the bridge exited by itself ({self.process.returncode}):\n"
+                               + self.log.read_text()[-2000:])
+        self.process.send_signal(signum)
+
+    async def stop(self) -> None:
+        if self.process and self.process.returncode is None:
+            self.process.terminate()
+            await asyncio.wait_for(self.process.wait(), 30)
+
+
+class Fleet:
+    def __init__(self, config: Path, size: int, db: str) -> None:
+        self.daemons = [DaemonProcess(config, index) for index in range(size)]
+        self._config = config
+        self._spawned = size
+        # moments the working daemon was killed or frozen (what the protocol's windows are
+        # counted around), and stopped (SIGTERM: a clean handover, no window)
+        self.moments: dict[str, list[float]] = {"SIGKILL": [], "SIGSTOP": [], "SIGTERM": []}
+        self.kills = 0
+        self.takeovers: list[float] = []  # seconds from a kill or freeze to the next holder
+        self._dsn = db.replace("+asyncpg", "") if db.startswith("postgresql") else ""
+        self._watches: list[asyncio.Task] = []
+        self._frozen: set[DaemonProcess] = set()
+
+    async def start(self) -> None:
+        for daemon in self.daemons:
+            await daemon.start()
+            await asyncio.sleep(1)  # the first one takes the lease
+
+    async def _holder_pid(self) -> int | None:
+        """The pid of the daemon holding the lease (PostgreSQL), None if none does."""
+        connection = await asyncpg.connect(self._dsn)
+        try:
+            holder = await connection.fetchval(
+                "SELECT holder FROM leases WHERE name = $1 AND expires_at > now()", LEASE)
+        finally:
+            await connection.close()
+        return int(holder.split(":")[-2]) if holder else None
+
+    async def _working(self) -> DaemonProcess:
+        if len(self.daemons) == 1:
+            return self.daemons[0]
+        pid = await self._holder_pid()
+        return next((d for d in self.daemons if d.pid == pid), self.daemons[0])
+
+    def _watch_takeover(self, gone: int, since: float) -> None:
+        if self._dsn:
+            self._watches.append(asyncio.create_task(self._takeover(gone, since)))
+
+    async def _takeover(self, gone: int, since: float) -> None:
+        while time.monotonic() - since < 120:
+            holder = await self._holder_pid()
+            if holder is not None and holder != gone:
+                self.takeovers.append(time.monotonic() - since)
+                return
+            await asyncio.sleep(0.02)
+
+    async def kill_one(self, rng: random.Random) -> None:
+        """SIGKILL a daemon (with several, any of them) and start it again."""
+        working = await self._working()
+        daemon = rng.choice([d for d in self.daemons if d not in self._frozen])
+        daemon.signal(signal.SIGKILL)
+        await daemon.process.wait()
+        self.kills += 1
+        if daemon is working:
+            self.moments["SIGKILL"].append(time.monotonic())
+            self._watch_takeover(daemon.pid, time.monotonic())
+        await asyncio.sleep(rng.uniform(0.1, 1.0))
+        await daemon.start()
+
+    async def freeze_working(self, seconds: float) -> None:
+        """SIGSTOP the working daemon, SIGCONT it after `seconds`: it must send nothing
+        then, and exit (code 5) once it sees another daemon took over; it is started again."""
+        daemon = await self._working()
+        self._frozen.add(daemon)
+        daemon.signal(signal.SIGSTOP)
+        self.moments["SIGSTOP"].append(time.monotonic())
+        self._watch_takeover(daemon.pid, time.monotonic())
+        await asyncio.sleep(seconds)
+        daemon.process.send_signal(signal.SIGCONT)
+        code = await asyncio.wait_for(daemon.process.wait(), 60)
+        if code != 5:
+            raise RuntimeError(f"a daemon frozen past its lease exited with {code}, not 5:\n"
+                               + daemon.log.read_text()[-2000:])
+        self._frozen.discard(daemon)
+        await daemon.start()
+
+    async def roll(self) -> None:
+        """A rolling restart: a new daemon started, then an old one stopped (SIGTERM), in
+        turn for each."""
+        for index, old in enumerate(list(self.daemons)):
+            new = DaemonProcess(self._config, self._spawned)
+            self._spawned += 1
+            await new.start()
+            await asyncio.sleep(1)
+            self.moments["SIGTERM"].append(time.monotonic())
+            if old is await self._working():
+                self._watch_takeover(old.pid, time.monotonic())
+            await old.stop()
+            self.daemons[index] = new
+
+    async def stop(self) -> None:
+        for daemon in self.daemons:
+            await daemon.stop()
+        for watch in self._watches:
+            watch.cancel()
+        await asyncio.gather(*self._watches, return_exceptions=True)
+
+    def logs(self) -> list[Path]:
+        return sorted(self._config.parent.glob("bridge-*.log"))
