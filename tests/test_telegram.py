@@ -561,3 +561,24 @@ async def test_every_daemon_of_a_bot_expects_the_same_webhook_secret(telegram, s
     finally:
         for bridge in (first, second):
             await asyncio.wait_for(bridge.stop(), 20)
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+async def test_another_program_polling_the_same_bot_is_said_plainly(telegram, sandbox,
+                                                                    database_url, caplog):
+    """Telegram answers getUpdates with 409 Conflict while another program polls the same
+    bot (a second deployment, a developer's laptop): updates then go to either. The log
+    says so in words an operator acts on, and polling carries on."""
+    import logging
+
+    telegram.fail("getUpdates", 409, "Conflict: terminated by other getUpdates request; "
+                  "make sure that only one bot instance is running", times=2)
+    caplog.set_level(logging.WARNING)
+    bridge = await start_bridge(telegram, sandbox, database_url)
+    try:
+        telegram.say(ANN, "hello")
+        await telegram.wait_for_text(ANN, 'You said: "hello"')
+    finally:
+        await asyncio.wait_for(bridge.stop(), 20)
+    plain = [r for r in caplog.records if "another program is polling this bot" in r.message]
+    assert plain and plain[0].levelname == "ERROR"

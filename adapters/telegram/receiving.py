@@ -16,7 +16,7 @@ from typing import Awaitable, Callable
 
 from aiohttp import web
 from telegram import Update
-from telegram.error import Forbidden, InvalidToken, RetryAfter, TelegramError
+from telegram.error import Conflict, Forbidden, InvalidToken, RetryAfter, TelegramError
 from telegram.ext import ExtBot
 
 from adapters.telegram.batch import dispatch_batch
@@ -95,6 +95,14 @@ class UpdateReceiver:
             except (InvalidToken, Forbidden) as error:
                 log.error("telegram refused the bot token (%s); polling stopped", error)
                 return
+            except Conflict:
+                # Each update then goes to one poller or the other: customers half heard.
+                failures += 1
+                delay = backoff(failures, 1.0, cap=30.0)
+                log.error("telegram: another program is polling this bot (409 Conflict): "
+                          "stop it, or give it another bot; retrying in %.0fs", delay)
+                await asyncio.sleep(delay)
+                continue
             except TelegramError as error:  # network trouble, 5xx, timeouts
                 failures += 1
                 delay = backoff(failures, 0.5, cap=30.0)
