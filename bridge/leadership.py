@@ -36,7 +36,8 @@ log = logging.getLogger(__name__)
 
 NAME = "relay"
 MARGIN = 0.5  # seconds the local deadline keeps from the database's expiry (clock rates)
-STANDBY_POLL = 0.5  # seconds between a standby's tries
+STANDBY_POLL = 0.5  # seconds between a standby's tries, unless woken by a release
+CHANNEL = "helpdesk_bridge_lease"  # NOTIFY on a release: the standbys try at once
 UNREACHABLE = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, asyncio.TimeoutError)
 
 # The advisory lock a daemon holds while it lives: (this namespace, hashtext(holder)).
@@ -58,6 +59,7 @@ _RENEW = ("UPDATE leases SET expires_at = now() + make_interval(secs => $4) "
           "RETURNING epoch")
 _RELEASE = ("UPDATE leases SET expires_at = now() - interval '1 second' "
             "WHERE name = $1 AND holder = $2 AND epoch = $3")
+_RELEASED = f"SELECT pg_notify('{CHANNEL}', $1)"
 _HOLDER = ("SELECT holder, epoch, fingerprint, expires_at > now() AS valid FROM leases "
            "WHERE name = $1")
 
@@ -80,6 +82,7 @@ class Leadership:
         self.epoch: int | None = None
         self._deadline = 0.0
         self._connection: asyncpg.Connection | None = None
+        self._released = asyncio.Event()  # another daemon let go of the lease
         self.renewals = 0
         self.losses = 0
         self.takeovers = 0
@@ -104,8 +107,12 @@ class Leadership:
                 await connection.close()
                 raise
             connection.add_termination_listener(self._session_lost)
+            await connection.add_listener(CHANNEL, self._on_release)
             self._connection = connection
         return self._connection
+
+    def _on_release(self, *_notification) -> None:
+        self._released.set()
 
     def _session_lost(self, _connection: asyncpg.Connection) -> None:
         # Others may now take the lease at once: stop sending this instant.
@@ -161,7 +168,11 @@ class Leadership:
             except UNREACHABLE as error:
                 log.warning("the database is unreachable (%s); trying again",
                             type(error).__name__)
-            await asyncio.sleep(STANDBY_POLL)
+            try:  # a stopping daemon's release wakes this at once; a death, the next poll
+                await asyncio.wait_for(self._released.wait(), STANDBY_POLL)
+            except asyncio.TimeoutError:
+                pass
+            self._released.clear()
 
     async def keep(self, resumed: Callable[[], Awaitable[None]]) -> None:
         """Renew until another daemon holds the lease (then return: lost for good). When a
@@ -211,6 +222,7 @@ class Leadership:
         try:
             if epoch is not None:
                 await asyncio.wait_for(connection.execute(_RELEASE, NAME, self.holder, epoch), 5)
+                await asyncio.wait_for(connection.fetchval(_RELEASED, self.holder), 5)
         except UNREACHABLE as error:
             log.warning("could not release the lease (%s); it runs out in %.0f s",
                         type(error).__name__, self.seconds)

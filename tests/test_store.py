@@ -239,3 +239,27 @@ async def test_a_daemon_that_lost_its_lease_claims_finishes_and_sends_nothing(st
             await leadership.close()
         for other in others:
             await other.close()
+
+
+@pytest.mark.parametrize("database_url", ["postgres"], indirect=True)
+async def test_a_released_lease_wakes_a_standby_at_once(store, database_url, monkeypatch):
+    """A stopping daemon's release is NOTIFYed: a standby takes over then, not at its next
+    poll (made half a minute long here)."""
+    from bridge import leadership
+    from bridge.leadership import Leadership
+    from bridge.store import Store
+
+    monkeypatch.setattr(leadership, "STANDBY_POLL", 30)
+    other = Store.from_url(database_url)
+    working, standby = Leadership(store, 10, "same"), Leadership(other, 10, "same")
+    try:
+        assert await working.try_take()
+        waiting = asyncio.create_task(standby.wait_to_take())
+        await asyncio.sleep(0.3)
+        assert not waiting.done()
+        await working.close()
+        assert await asyncio.wait_for(waiting, 10)
+        assert standby.leading
+    finally:
+        await standby.close()
+        await other.close()
