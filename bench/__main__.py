@@ -61,20 +61,24 @@ def run_relay(args) -> None:
         print(f"{'PTB echo bot':<22} {rate:>9.0f} {echo['rate']:>7.1f} {'':>8} {'':>8} {'':>8} "
               f"{'':>8} {echo['trip'][0]:>9.1f} {echo['trip'][1]:>9.1f} "
               f"{_cpu(echo['cpu_ms']):>10}", flush=True)
-        if args.db:
-            reset(args.db)
-        with database(args.db) as url:
-            row = asyncio.run(bridge_run(url, args.customers, rate, args.messages, apart))
-        (in50, in99), (out50, out99), (trip50, trip99) = \
-            row["inbound"], row["outbound"], row["trip"]
-        print(f"{'bridge':<22} {rate:>9.0f} {row['rate']:>7.1f} {in50:>8.1f} {in99:>8.1f} "
-              f"{out50:>8.1f} {out99:>8.1f} {trip50:>9.1f} {trip99:>9.1f} "
-              f"{_cpu(row['cpu_ms']):>10}")
-        # added: the bridge's trip less the floors' (echo bot + socket.io), percentile by
-        # percentile (the runs are apart, so message by message is not possible)
-        added50, added99 = (trip50 - echo["trip"][0] - sio[0], trip99 - echo["trip"][1] - sio[1])
-        print(f"{'  bridge / floor; added':<22} {'':>9} {row['rate'] / echo['rate']:>6.2f}x "
-              f"{'':>8} {'':>8} {'':>8} {'':>8} {added50:>9.1f} {added99:>9.1f}", flush=True)
+        for daemons in args.daemons:
+            if args.db:
+                reset(args.db)
+            with database(args.db) as url:
+                row = asyncio.run(bridge_run(url, args.customers, rate, args.messages, apart,
+                                             daemons))
+            (in50, in99), (out50, out99), (trip50, trip99) = \
+                row["inbound"], row["outbound"], row["trip"]
+            label = "bridge" if daemons == 1 else f"bridge, {daemons} daemons"
+            print(f"{label:<22} {rate:>9.0f} {row['rate']:>7.1f} {in50:>8.1f} {in99:>8.1f} "
+                  f"{out50:>8.1f} {out99:>8.1f} {trip50:>9.1f} {trip99:>9.1f} "
+                  f"{_cpu(row['cpu_ms']):>10}")
+            # added: the bridge's trip less the floors' (echo bot + socket.io), percentile by
+            # percentile (the runs are apart, so message by message is not possible)
+            added50, added99 = (trip50 - echo["trip"][0] - sio[0],
+                                trip99 - echo["trip"][1] - sio[1])
+            print(f"{'  bridge / floor; added':<22} {'':>9} {row['rate'] / echo['rate']:>6.2f}x "
+                  f"{'':>8} {'':>8} {'':>8} {'':>8} {added50:>9.1f} {added99:>9.1f}", flush=True)
 
 
 def _cpu(ms: float | None) -> str:
@@ -106,6 +110,9 @@ def main() -> None:
     relay_args.add_argument("--customers", type=int, default=50)
     relay_args.add_argument("--messages", type=int, default=300)
     relay_args.add_argument("--rates", type=float, nargs="+", default=[10, 20, 40])
+    relay_args.add_argument("--daemons", type=int, nargs="+", default=[1],
+                            help="daemons on the database (several: PostgreSQL; one works, "
+                                 "the others stand by); CPU per message is all of theirs")
     relay_args.add_argument("--one-process", action="store_true",
                             help="run the bridge and the echo bot in the bench's own loop")
     limits_args = commands.add_parser("limits")

@@ -27,7 +27,7 @@ import os
 import statistics
 import sys
 import time
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 
 from bench.relay_peer import TOKEN, echo_bot, unlimited_bridge
 from bridge.sandbox import DEFAULT_API_KEY, NAMESPACE, SandboxHelpdesk
@@ -137,21 +137,27 @@ async def _echo_bot(telegram_url: str, apart: bool):
 
 
 async def _measure(telegram: TimedTelegram, customers: int, rate: float, total: int,
-                   pid: int | None) -> tuple[float, float | None]:
+                   pids: list[int | None]) -> tuple[float, float | None]:
     """Warm up (each customer's first message, not measured), then offer the load and wait
-    for every answer: the seconds it took, and the CPU time the peer process spent per
-    message meanwhile (ms; None when it runs in this process, or without /proc)."""
+    for every answer: the seconds it took, and the CPU time the peer processes spent per
+    message meanwhile, all together (ms; None when it runs in this process, or without
+    /proc)."""
     for n in range(customers):
         telegram.offer(10_000 + n, f"w#{n:012d}")
     await _wait_all_warm(telegram, customers)
     telegram.offered.clear()
-    started, cpu_before = time.perf_counter(), _cpu_seconds(pid)
+    started, cpu_before = time.perf_counter(), _cpu_sum(pids)
     await _offer_load(telegram, customers, rate, total)
     await _wait_all(telegram.answered, total, timeout=120)
-    cpu_after = _cpu_seconds(pid)
+    cpu_after = _cpu_sum(pids)
     cpu_ms = None if cpu_before is None or cpu_after is None else \
         (cpu_after - cpu_before) * 1000 / max(1, len(telegram.answered))
     return time.perf_counter() - started, cpu_ms
+
+
+def _cpu_sum(pids: list[int | None]) -> float | None:
+    seconds = [_cpu_seconds(pid) for pid in pids]
+    return None if None in seconds else sum(seconds)
 
 
 def _cpu_seconds(pid: int | None) -> float | None:
@@ -164,13 +170,21 @@ def _cpu_seconds(pid: int | None) -> float | None:
 
 
 async def bridge_run(db_url: str, customers: int, rate: float, total: int,
-                     apart: bool = True) -> dict:
+                     apart: bool = True, daemons: int = 1) -> dict:
+    """daemons: with more than one (PostgreSQL), the others stand by beside the first,
+    which works the customers; the CPU per message is theirs all together."""
     sandbox, telegram = TimedSandbox(), TimedTelegram(TOKEN)
     await sandbox.start(port=0)
     await telegram.start()
     try:
-        async with _bridge(telegram.url, sandbox.url, db_url, apart) as pid:
-            elapsed, cpu_ms = await _measure(telegram, customers, rate, total, pid)
+        async with AsyncExitStack() as stack:
+            pids = [await stack.enter_async_context(
+                _bridge(telegram.url, sandbox.url, db_url, apart))]
+            await asyncio.sleep(2 if daemons > 1 else 0)  # the first takes the lease
+            for _ in range(daemons - 1):
+                pids.append(await stack.enter_async_context(
+                    _bridge(telegram.url, sandbox.url, db_url, apart)))
+            elapsed, cpu_ms = await _measure(telegram, customers, rate, total, pids)
     finally:
         await telegram.stop()
         await sandbox.stop()
