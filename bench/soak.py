@@ -27,8 +27,9 @@ from pathlib import Path
 import aiohttp
 from aiolimiter import AsyncLimiter
 
-from bench.chaos import Bridge, write_config
+from bench.chaos import write_config
 from bench.database import reset
+from bench.fleet import DaemonProcess
 from bridge.sandbox import SandboxHelpdesk
 from testing.fake_telegram import FakeTelegram
 
@@ -129,10 +130,10 @@ async def soak(minutes: float, rate: float, db: str, seed: int, population: int)
     port = free_port()
     samples: list[tuple[float, dict]] = []
     with tempfile.TemporaryDirectory() as folder:
-        config = write_config(Path(folder), sandbox.url, telegram.url, db)
+        config = write_config(Path(folder), sandbox.url, telegram.url, db, lease_seconds=10)
         config.write_text(config.read_text().replace('listen = "127.0.0.1:0"',
                                                      f'listen = "127.0.0.1:{port}"'))
-        bridge = Bridge(config)
+        bridge = DaemonProcess(config, 0)
         await bridge.start()
         customers = Customers(telegram, random.Random(seed), rate, population)
         started = time.monotonic()
