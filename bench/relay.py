@@ -218,7 +218,7 @@ async def echo_floor(customers: int, rate: float, total: int, apart: bool = True
     await telegram.start()
     try:
         async with _echo_bot(telegram.url, apart) as pid:
-            elapsed, cpu_ms = await _measure(telegram, customers, rate, total, pid)
+            elapsed, cpu_ms = await _measure(telegram, customers, rate, total, [pid])
     finally:
         await telegram.stop()
     trip = [(telegram.answered[m] - t) * 1000 for m, t in telegram.offered.items()
