@@ -14,7 +14,7 @@ from bridge.app import Bridge, load_config
 from bridge.config import ConfigError, Settings, load_settings
 from bridge.helpdesk import HelpdeskLink, HelpdeskUnavailable, KeyRefused
 from bridge.leadership import NAME as LEASE_NAME
-from bridge.leadership import DifferentConfig
+from bridge.leadership import SESSION_PREFIX, DifferentConfig
 from bridge.logs import add_secrets, setup_logging
 from bridge.memory import settle_imports
 from bridge.registry import adapter_classes, build_adapters
@@ -214,6 +214,7 @@ async def _status(settings: Settings) -> int:
     store = Store.from_url(settings.storage.url.get_secret_value())
     try:
         lease = await store.lease(LEASE_NAME)
+        daemons = await store.sessions(SESSION_PREFIX)
         stats = await store.stats()
     except Exception as error:  # the reason, never the URL (it may hold a password)
         print(f"database: {type(error).__name__}: {error}", file=sys.stderr)
@@ -227,6 +228,9 @@ async def _status(settings: Settings) -> int:
     else:
         print(f"working daemon: {lease['holder']} (epoch {lease['epoch']}, lease renewed "
               f"until {lease['expires_at']:%H:%M:%S} UTC)")
+    for daemon in daemons:
+        working = lease is not None and lease["valid"] and daemon == lease["holder"]
+        print(f"daemon {daemon}: {'working' if working else 'standing by'}")
     for direction in ("to_helpdesk", "to_customer"):
         count, oldest = stats[direction]
         age = f", oldest {seconds_since(oldest):.0f} s" if oldest else ""

@@ -38,6 +38,8 @@ NAME = "relay"
 MARGIN = 0.5  # seconds the local deadline keeps from the database's expiry (clock rates)
 STANDBY_POLL = 0.5  # seconds between a standby's tries, unless woken by a release
 CHANNEL = "helpdesk_bridge_lease"  # NOTIFY on a release: the standbys try at once
+# Each daemon's own session is named so: `helpdesk-bridge status` lists the live daemons.
+SESSION_PREFIX = "helpdesk-bridge "
 UNREACHABLE = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, asyncio.TimeoutError)
 
 # The advisory lock a daemon holds while it lives: (this namespace, hashtext(holder)).
@@ -100,7 +102,7 @@ class Leadership:
     async def _session(self) -> asyncpg.Connection:
         """The connection holding this daemon's advisory lock (opened, or opened again)."""
         if self._connection is None or self._connection.is_closed():
-            connection = await self.store.dedicated_connection()
+            connection = await self.store.dedicated_connection(SESSION_PREFIX + self.holder)
             try:
                 await asyncio.wait_for(connection.execute(_ALIVE, self.holder), self.seconds)
             except BaseException:

@@ -102,17 +102,22 @@ async def test_a_daemon_with_another_helpdesk_configuration_is_refused(
     assert await first.stop() == 0
 
 
-async def test_status_names_the_working_daemon_and_the_queues(tmp_path, sandbox, database_url):
+async def test_status_names_the_daemons_and_the_queues(tmp_path, sandbox, database_url):
     path = config(tmp_path, sandbox, database_url, lease_seconds=10)
-    first = await Daemon(path).start()
-    await first.say("hello")
-    await first.expect('SATE: You said: "hello"')
+    first, second = await _working_and_standing_by(path)
     status = await Daemon(None, args=["status", "--config", str(path)]).start()
     assert await status.wait() == 0
     await status.stop()
     said = "\n".join(status.lines)
     assert f":{first.process.pid}:" in said.split("working daemon: ")[1].splitlines()[0]
+    daemons = [line for line in status.lines if line.startswith("daemon ")]
+    assert any(f":{first.process.pid}:" in line and line.endswith("working")
+               for line in daemons)
+    assert any(f":{second.process.pid}:" in line and line.endswith("standing by")
+               for line in daemons)
+    assert len(daemons) == 2
     assert "queued to helpdesk: 0" in said and "open conversations: 1" in said
+    assert await second.stop() == 0
     assert await first.stop() == 0
 
 

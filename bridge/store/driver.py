@@ -76,7 +76,7 @@ class Driver:
     def connections(self) -> int:
         return 0
 
-    async def dedicated(self) -> Any:
+    async def dedicated(self, name: str) -> Any:
         raise NotImplementedError("a dedicated connection is for PostgreSQL")
 
     async def close(self) -> None:
@@ -172,8 +172,10 @@ class PostgresDriver(Driver):
     def connections(self) -> int:
         return self._pool.get_size() if self._pool is not None else 0
 
-    async def dedicated(self) -> asyncpg.Connection:
-        return await asyncpg.connect(**self._connect)
+    async def dedicated(self, name: str) -> asyncpg.Connection:
+        """name: its application_name, which pg_stat_activity shows."""
+        settings = {**self._connect.get("server_settings", {}), "application_name": name}
+        return await asyncpg.connect(**{**self._connect, "server_settings": settings})
 
     async def close(self) -> None:
         if self._pool is not None:

@@ -42,7 +42,8 @@ class Store(CustomerRows, HelpdeskQueue, CustomerQueue, Upkeep):
     async def ping(self) -> None:
         await self._db.read("SELECT 1")
 
-    async def dedicated_connection(self):
-        """A connection of its own, outside the pool (PostgreSQL): for what must stay on
-        one session, such as an advisory lock (bridge/leadership.py)."""
-        return await self._db.dedicated()
+    async def dedicated_connection(self, name: str):
+        """A connection of its own, outside the pool (PostgreSQL), named `name` in
+        pg_stat_activity: for what must stay on one session, such as an advisory lock
+        (bridge/leadership.py)."""
+        return await self._db.dedicated(name)

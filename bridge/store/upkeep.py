@@ -13,6 +13,8 @@ _WITH_WORK = "SELECT DISTINCT customer_id FROM {table} WHERE status = 'queued'"
 _WAITING = "SELECT count(*), min(created_at) FROM {table} WHERE status = 'queued'"
 _CUSTOMERS = "SELECT count(*) FROM customers"
 _OPEN = f"SELECT count(*) FROM conversations WHERE {IS_OPEN}"
+_SESSIONS = ("SELECT application_name FROM pg_stat_activity "
+             "WHERE datname = current_database() AND application_name LIKE ?")
 _LEASE = ("SELECT holder, epoch, expires_at, expires_at > now() AS valid FROM leases "
           "WHERE name = ?")
 
@@ -56,6 +58,13 @@ class Upkeep(Queries):
             return None
         found = await self._db.read(_LEASE, name)
         return dict(zip(("holder", "epoch", "expires_at", "valid"), found)) if found else None
+
+    async def sessions(self, prefix: str) -> list[str]:
+        """The names of the live sessions (PostgreSQL) whose name starts with prefix."""
+        if self._db.dialect != "postgresql":
+            return []
+        rows = await self._db.read_all(_SESSIONS, prefix + "%")
+        return sorted(found[0][len(prefix):] for found in rows)
 
     async def prune(self, finished_before: datetime, batch: int = 1000) -> tuple[int, int]:
         """Delete queue rows finished (done, delivered, failed) before a moment: (to the
