@@ -14,10 +14,9 @@ import sys
 import time
 from pathlib import Path
 
-import asyncpg
-
 from bridge.leadership import NAME as LEASE
 from bridge.sandbox import DEFAULT_API_KEY
+from bridge.store import Store
 
 
 class DaemonProcess:
@@ -62,7 +61,7 @@ class Fleet:
         self.moments: dict[str, list[float]] = {"SIGKILL": [], "SIGSTOP": [], "SIGTERM": []}
         self.kills = 0
         self.takeovers: list[float] = []  # seconds from a kill or freeze to the next holder
-        self._dsn = db.replace("+asyncpg", "") if db.startswith("postgresql") else ""
+        self._store = Store.from_url(db) if db.startswith("postgresql") else None
         self._watches: list[asyncio.Task] = []
         self._frozen: set[DaemonProcess] = set()
 
@@ -73,13 +72,8 @@ class Fleet:
 
     async def _holder_pid(self) -> int | None:
         """The pid of the daemon holding the lease (PostgreSQL), None if none does."""
-        connection = await asyncpg.connect(self._dsn)
-        try:
-            holder = await connection.fetchval(
-                "SELECT holder FROM leases WHERE name = $1 AND expires_at > now()", LEASE)
-        finally:
-            await connection.close()
-        return int(holder.split(":")[-2]) if holder else None
+        lease = await self._store.lease(LEASE)
+        return int(lease["holder"].split(":")[-2]) if lease and lease["valid"] else None
 
     async def _working(self) -> DaemonProcess:
         if len(self.daemons) == 1:
@@ -88,7 +82,7 @@ class Fleet:
         return next((d for d in self.daemons if d.pid == pid), self.daemons[0])
 
     def _watch_takeover(self, gone: int, since: float) -> None:
-        if self._dsn:
+        if self._store is not None:
             self._watches.append(asyncio.create_task(self._takeover(gone, since)))
 
     async def _takeover(self, gone: int, since: float) -> None:
@@ -149,6 +143,8 @@ class Fleet:
         for watch in self._watches:
             watch.cancel()
         await asyncio.gather(*self._watches, return_exceptions=True)
+        if self._store is not None:
+            await self._store.close()
 
     def logs(self) -> list[Path]:
         return sorted(self._config.parent.glob("bridge-*.log"))

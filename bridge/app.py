@@ -41,10 +41,6 @@ def load_config(path: str | Path) -> Settings:
     return load_settings(read_config_file(path), adapter_schemas=adapter_schemas())
 
 
-def _unfenced() -> None:
-    """One daemon per database (SQLite): nothing to check before sending."""
-
-
 class Bridge:
     def __init__(self, settings: Settings, adapters: list[Adapter] | None = None) -> None:
         self.settings = settings
@@ -105,8 +101,7 @@ class Bridge:
         self.relay = Relay(self.store, self._link_factory, self.adapters, self.http,
                            Texts(settings.texts, settings.default_language),
                            public_url=settings.http.public_url, metrics=self.metrics,
-                           calls=bool(settings.calls.livekit_url),
-                           check_lease=self.leadership.check if self.leadership else _unfenced)
+                           calls=bool(settings.calls.livekit_url))
         if settings.calls.livekit_url:
             CallPage(self.http, settings.calls.livekit_url, settings.calls.sdk,
                      self.relay.end_call, self.relay.call_state).mount()

@@ -62,8 +62,6 @@ _RENEW = ("UPDATE leases SET expires_at = now() + make_interval(secs => $4) "
 _RELEASE = ("UPDATE leases SET expires_at = now() - interval '1 second' "
             "WHERE name = $1 AND holder = $2 AND epoch = $3")
 _RELEASED = f"SELECT pg_notify('{CHANNEL}', $1)"
-_HOLDER = ("SELECT holder, epoch, fingerprint, expires_at > now() AS valid FROM leases "
-           "WHERE name = $1")
 
 
 def fingerprint(values: list[str]) -> str:
@@ -88,6 +86,11 @@ class Leadership:
         self.renewals = 0
         self.losses = 0
         self.takeovers = 0
+
+    @property
+    def token(self) -> tuple[str, str, int]:
+        """What the queue statements check (bridge/store/queries.py, FENCE)."""
+        return NAME, self.holder, self.epoch
 
     @property
     def leading(self) -> bool:
@@ -130,7 +133,7 @@ class Leadership:
         args = (NAME, self.holder, float(self.seconds), self.fingerprint)
         epoch = await connection.fetchval(_TAKE_FREE, *args)
         if epoch is None:
-            current = await connection.fetchrow(_HOLDER, NAME)
+            current = await self.store.lease(NAME)
             if current["holder"] == self.holder:
                 epoch = await connection.fetchval(_TAKE_FROM, *args, self.holder,
                                                   current["epoch"])
@@ -148,7 +151,7 @@ class Leadership:
         if epoch is None:
             return False
         self.epoch, self._deadline = epoch, sent + self.seconds - MARGIN
-        self.store.fence((NAME, self.holder, epoch))
+        self.store.fence(self)
         self.takeovers += 1
         return True
 
@@ -160,7 +163,7 @@ class Leadership:
                 if await self.try_take():
                     return True
                 if unless_taken:
-                    current = await (await self._session()).fetchrow(_HOLDER, NAME)
+                    current = await self.store.lease(NAME)
                     if current is not None and current["holder"] != self.holder:
                         return False
             except DifferentConfig:

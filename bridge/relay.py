@@ -44,7 +44,7 @@ class Relay:
     def __init__(self, store: Store, link_factory: Callable[..., HelpdeskLink],
                  adapters: list[Adapter], http: HttpServer, texts: Texts | None = None,
                  public_url: str = "", metrics: Metrics | None = None,
-                 calls: bool = False, check_lease: Callable[[], None] = lambda: None) -> None:
+                 calls: bool = False) -> None:
         self.store = store
         self.http = http
         self.metrics = metrics or Metrics()
@@ -59,10 +59,9 @@ class Relay:
                                      kick_to_helpdesk=lambda c: self._to_helpdesk.kick(c))
         self._to_helpdesk = HelpdeskOutbox(store, self.link, self.flow, self._locks,
                                            self.adapters, self.metrics, tickets,
-                                           on_event=self.on_helpdesk_event,
-                                           check_lease=check_lease)
+                                           on_event=self.on_helpdesk_event)
         self._to_customer = CustomerOutbox(store, self.link, display, self.adapters,
-                                           self.metrics, tickets, check_lease=check_lease)
+                                           self.metrics, tickets)
 
     # --- lifecycle ---------------------------------------------------------------
 

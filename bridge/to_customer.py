@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import replace
-from typing import Callable
 
 from cachetools import LRUCache
 
@@ -37,15 +36,13 @@ UNSHOWABLE_ATTEMPTS = 3  # tries for a row that fails for a reason other than th
 class CustomerOutbox:
     def __init__(self, store: Store, link: HelpdeskLink, display: Display,
                  adapters: dict[str, Adapter], metrics: Metrics,
-                 tickets: LRUCache[int, str],
-                 check_lease: Callable[[], None] = lambda: None) -> None:
+                 tickets: LRUCache[int, str]) -> None:
         self.store = store
         self.link = link
         self.display = display
         self.adapters = adapters
         self.metrics = metrics
         self.tickets = tickets  # conversation id -> ticket_chat_id, for read receipts
-        self._check_lease = check_lease  # raises LeaseLost: another daemon may show it
         self._workers = Drainer(self._drain, "to-customer")
 
     def kick(self, customer_id: int) -> None:
@@ -78,7 +75,7 @@ class CustomerOutbox:
             threaded = adapter.threads and row.conversation_id is not None
             if threaded:
                 outgoing.thread = (await self.store.conversation(row.conversation_id)).thread_ref
-            self._check_lease()
+            self.store.check_fence()  # LeaseLost: another daemon may show it
             try:
                 ref = await _show(adapter, customer, outgoing)
             except DeliveryError as error:

@@ -34,8 +34,7 @@ class HelpdeskOutbox:
     def __init__(self, store: Store, link: HelpdeskLink, flow: ConversationFlow,
                  locks: CustomerLocks, adapters: dict[str, Adapter], metrics: Metrics,
                  tickets: LRUCache[int, str],
-                 on_event: Callable[[HelpdeskEvent], Awaitable[None]],
-                 check_lease: Callable[[], None] = lambda: None) -> None:
+                 on_event: Callable[[HelpdeskEvent], Awaitable[None]]) -> None:
         self.store = store
         self.link = link
         self.flow = flow
@@ -44,7 +43,6 @@ class HelpdeskOutbox:
         self.metrics = metrics
         self.tickets = tickets  # conversation id -> ticket_chat_id, filled as they open
         self._on_event = on_event  # the relay's: an answer that is an event (call_support)
-        self._check_lease = check_lease  # raises LeaseLost: another daemon may send it
         self._workers = Drainer(self._drain, "to-helpdesk")
         self._courtesies = Background()  # typing indicators: never awaited by a send
 
@@ -106,7 +104,7 @@ class HelpdeskOutbox:
 
     async def _send(self, customer: Customer, row: ToHelpdesk,
                     conversation: Conversation | None, delivery: Delivery) -> None:
-        self._check_lease()
+        self.store.check_fence()  # LeaseLost: another daemon may send it
         session = customer.session_id
         if row.kind == "message":
             if conversation.state in ("closed", "failed"):

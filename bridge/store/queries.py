@@ -4,7 +4,7 @@ customer row from that cache."""
 from __future__ import annotations
 
 from contextlib import asynccontextmanager
-from typing import Any, AsyncIterator, Sequence
+from typing import Any, AsyncIterator, Protocol, Sequence
 
 from bridge.store.customer_cache import CustomerCache
 from bridge.store.driver import TIMES, Driver, Transaction, column_list, columns, model
@@ -27,17 +27,33 @@ class LeaseLost(Exception):
     """This daemon no longer holds the lease: it must not act for the customers any more."""
 
 
+class Lease(Protocol):
+    """The lease a daemon works under (bridge/leadership.py)."""
+    token: tuple[str, str, int]  # (name, holder, epoch), as the leases table holds it
+
+    def check(self) -> None:
+        """LeaseLost once the lease may have expired, by this daemon's own clock."""
+
+
 class Queries:
     def __init__(self, driver: Driver) -> None:
         self._db = driver
         self._customers = CustomerCache()
-        self._fence: tuple[str, str, int] | None = None
+        self._lease: Lease | None = None
+        self._fence: tuple[str, str, int] | None = None  # the lease's token, while fenced
 
-    def fence(self, lease: tuple[str, str, int] | None) -> None:
-        """Make the queues' claims and finishes check this lease (name, holder, epoch) in
-        the same statement: a daemon that lost it claims nothing and finishes nothing
-        (LeaseLost). None: unfenced, one daemon per database."""
-        self._fence = lease
+    def fence(self, lease: Lease | None) -> None:
+        """Make the queues' claims and finishes check this lease's token in the same
+        statement: a daemon that lost it claims nothing and finishes nothing (LeaseLost).
+        None: unfenced, one daemon per database."""
+        self._lease = lease
+        self._fence = lease.token if lease is not None else None
+
+    def check_fence(self) -> None:
+        """Called before anything is sent for a customer: LeaseLost once this daemon's
+        lease may have expired (and never, unfenced)."""
+        if self._lease is not None:
+            self._lease.check()
 
     async def _finish(self, run, plain: str, fenced: str, *values: Any) -> None:
         """A finishing statement, fenced when the Store is: `fenced` is `plain` with the

@@ -15,7 +15,7 @@ _CUSTOMERS = "SELECT count(*) FROM customers"
 _OPEN = f"SELECT count(*) FROM conversations WHERE {IS_OPEN}"
 _SESSIONS = ("SELECT application_name FROM pg_stat_activity "
              "WHERE datname = current_database() AND application_name LIKE ?")
-_LEASE = ("SELECT holder, epoch, expires_at, expires_at > now() AS valid FROM leases "
+_LEASE = ("SELECT holder, epoch, fingerprint, expires_at, expires_at > now() FROM leases "
           "WHERE name = ?")
 
 # Oldest first, a batch at a time. A message whose buttons a conversation still waits on
@@ -57,7 +57,8 @@ class Upkeep(Queries):
         if self._db.dialect != "postgresql":
             return None
         found = await self._db.read(_LEASE, name)
-        return dict(zip(("holder", "epoch", "expires_at", "valid"), found)) if found else None
+        keys = ("holder", "epoch", "fingerprint", "expires_at", "valid")
+        return dict(zip(keys, found)) if found else None
 
     async def sessions(self, prefix: str) -> list[str]:
         """The names of the live sessions (PostgreSQL) whose name starts with prefix."""
