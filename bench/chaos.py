@@ -73,6 +73,9 @@ class WatchedSandbox(SandboxHelpdesk):
         self.heard: set[tuple[str, str]] = set()
         self.received_at: dict[str, list[float]] = {}  # marker -> when each copy came
         self.connected_at: dict[str, float] = {}  # sid -> when it connected
+        # (agent, marker) -> replies the agent gave: one per SATE answer it follows, so
+        # two when the message came twice
+        self.agent_replies: Counter = Counter()
         self.restarted_at: list[float] = []
 
     async def _on_connect(self, sid: str, environ: dict, auth=None) -> None:
@@ -101,6 +104,7 @@ class WatchedSandbox(SandboxHelpdesk):
     async def _agent_answers(self, ticket_chat_id: str, marker: str) -> None:
         await asyncio.sleep(0.3)
         await self.agent_reply(ticket_chat_id, f"{AGENT_SAYS} {marker}")
+        self.agent_replies["agent", marker] += 1
 
     async def _emit(self, event: str, payload: dict, room: str) -> None:
         data = payload.get("data") if isinstance(payload, dict) else None
@@ -250,9 +254,9 @@ def _shown_at(telegram: FakeTelegram) -> dict[tuple[str, str], list[float]]:
 
 def _answers(sandbox: WatchedSandbox) -> Counter:
     """Every answer the helpdesk gave, and how often: SATE answers each message it got
-    (twice if it got it twice); the agent answers are the ones emitted."""
+    (twice if it got it twice), and the agent follows every 4th of SATE's answers."""
     answers = Counter({("sate", m): n for m, n in _received(sandbox).items()})
-    answers.update(key for key in sandbox.emitted if key[0] == "agent")
+    answers.update(sandbox.agent_replies)
     return answers
 
 

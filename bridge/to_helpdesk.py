@@ -59,6 +59,7 @@ class HelpdeskOutbox:
         pending = await self.store.next_to_helpdesk(customer_id)
         while pending is not None:
             row, conversation = pending
+            self.store.check_fence()  # LeaseLost: not even the typing indicator
             if row.kind == "message" and attempt == 0:
                 # before sending: a first message is done only when SATE's reply is in
                 self._show_awaiting(customer, conversation)
@@ -104,7 +105,7 @@ class HelpdeskOutbox:
 
     async def _send(self, customer: Customer, row: ToHelpdesk,
                     conversation: Conversation | None, delivery: Delivery) -> None:
-        self.store.check_fence()  # LeaseLost: another daemon may send it
+        self.store.check_fence()  # again, as close to the send as here allows
         session = customer.session_id
         if row.kind == "message":
             if conversation.state in ("closed", "failed"):
