@@ -53,6 +53,14 @@ class Adapter(ABC):
     #: conversation without a thread becomes that conversation's thread.
     threads: ClassVar[bool] = False
 
+    @property
+    def receives_alone(self) -> bool:
+        """True when only one daemon of a database may receive for this adapter (a
+        Telegram bot polled with getUpdates: a second poller gets 409 Conflict). It then
+        receives on the daemon that works the customers only; any other adapter receives on
+        every daemon, which stores what it gets for the working one (bridge/forwarding.py)."""
+        return False
+
     @abstractmethod
     async def start(self, sink: Sink, http: HttpServer) -> None:
         """Begin receiving; hand every inbound event to sink. http is the daemon's HTTP

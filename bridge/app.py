@@ -21,6 +21,7 @@ from bridge import ops
 from bridge.adapter import Adapter
 from bridge.callpage import CallPage
 from bridge.config import Settings, load_settings, read_config_file
+from bridge.forwarding import EntryPoints
 from bridge.helpdesk import HelpdeskLink
 from bridge.http import HttpServer
 from bridge.leadership import Leadership, fingerprint
@@ -52,6 +53,7 @@ class Bridge:
         self._database_lock: DatabaseLock | None = None
         self.metrics = Metrics()
         self.leadership: Leadership | None = None
+        self.entry_points: EntryPoints | None = None
         self.lost_lease = False  # stopped because another daemon took the customers over
         self._background = Background()
         self._stopped = asyncio.Event()
@@ -87,10 +89,15 @@ class Bridge:
         if self.store.engine.dialect.name == "postgresql":
             self.leadership = Leadership(self.store, settings.cluster.lease_seconds,
                                          fingerprint(self._shared_configuration()))
+        leadership = self.leadership
+        self.entry_points = EntryPoints(
+            self.store, self.adapters, self.http, self.metrics,
+            working=lambda: leadership is None or leadership.leading)
         ops.mount(self.http, self.store, self.metrics, lambda: self.relay, self.leadership)
         if self.leadership is not None and not await self.leadership.try_take():
             log.info("standing by: another daemon works this database's customers; this one "
-                     "takes over when that one stops")
+                     "stores what it receives for that one, and takes over when it stops")
+            await self.entry_points.open(alone_too=False)
             self._background.start(self._work_when_free(), name="standby")
             return
         await self._work()
@@ -106,6 +113,10 @@ class Bridge:
             CallPage(self.http, settings.calls.livekit_url, settings.calls.sdk,
                      self.relay.end_call, self.relay.call_state).mount()
         await self.relay.start()
+        self.entry_points.relay = self.relay  # before any adapter receives for it
+        await self.entry_points.open(alone_too=True)
+        if self.leadership is not None:
+            self.entry_points.start_handling()
         if settings.storage.keep_days:
             self.pruner = Pruner(self.store, settings.storage.keep_days, self.metrics)
             self.pruner.start()
@@ -137,8 +148,14 @@ class Bridge:
         await self._background.cancel(spare=asyncio.current_task())
         if self.pruner is not None:
             await self.pruner.stop()
+        if self.entry_points is not None:
+            await self.entry_points.stop_handling()
         if self.relay is not None:
             await self.relay.stop()
+        if self.entry_points is not None:
+            await self.entry_points.close()
+        if self.relay is not None:
+            await self.relay.close()
         if self.leadership is not None:
             await self.leadership.close()  # hands over: a standby takes over at once
         if self.http is not None:

@@ -231,10 +231,12 @@ async def _status(settings: Settings) -> int:
     for daemon in daemons:
         working = lease is not None and lease["valid"] and daemon == lease["holder"]
         print(f"daemon {daemon}: {'working' if working else 'standing by'}")
-    for direction in ("to_helpdesk", "to_customer"):
+    for direction, label in (("to_helpdesk", "queued to helpdesk"),
+                             ("to_customer", "queued to customer"),
+                             ("forwarded", "forwarded to the working daemon")):
         count, oldest = stats[direction]
         age = f", oldest {seconds_since(oldest):.0f} s" if oldest else ""
-        print(f"queued {direction.replace('_', ' ')}: {count}{age}")
+        print(f"{label}: {count}{age}")
     print(f"customers: {stats['customers']}, open conversations: "
           f"{stats['open_conversations']}")
     return 0

@@ -55,6 +55,20 @@ class Command:
 
 
 Inbound = InboundMessage | ButtonPress | Command
+_INBOUND_KINDS = {"message": InboundMessage, "press": ButtonPress, "command": Command}
+
+
+def inbound_to_json(event: Inbound) -> dict:
+    """An inbound event as JSON, for a daemon that stores it for another
+    (bridge/forwarding.py)."""
+    kind = next(name for name, cls in _INBOUND_KINDS.items() if isinstance(event, cls))
+    return {"kind": kind, **asdict(event)}
+
+
+def inbound_from_json(data: dict) -> Inbound:
+    data = dict(data)
+    cls = _INBOUND_KINDS[data.pop("kind")]
+    return cls(**{**data, "user": ChatUser(**data["user"])})
 
 
 @dataclass(frozen=True)

@@ -57,6 +57,9 @@ class Metrics:
                                   "Times the lease expired before it was renewed", registry=r)
         self.takeovers = Gauge("bridge_lease_takeovers", "Times this daemon took the lease",
                                registry=r)
+        self.forwarded = Counter("bridge_events_forwarded",
+                                 "Inbound events stored for the working daemon (bridge/"
+                                 "forwarding.py)", registry=r)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

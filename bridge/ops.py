@@ -19,29 +19,31 @@ def mount(http: HttpServer, store: Store, metrics: Metrics,
           working: Callable[[], Relay | None], leadership: Leadership | None) -> None:
     """working: the relay while this daemon works the customers, else None (standing by)."""
     async def readyz(_request: web.Request) -> web.Response:
-        relay = working()
-        if relay is None:  # a load balancer sends webhooks to the daemon that works them
-            return web.Response(status=503, text="standing by: another daemon works this "
-                                                 "database's customers\n")
         problems = []
-        if leadership is not None and not leadership.leading:
-            problems.append("lease: not renewed in time; paused")
-        link = relay.link
-        if not link.connected:
-            problems.append(f"helpdesk: {link.failure}" if link.failure
-                            else "helpdesk: not connected")
         try:
             await store.ping()
         except Exception as error:  # the reason, never the URL (it may hold a password)
             problems.append(f"database: {type(error).__name__}")
+        relay = working()
+        if relay is not None:
+            if leadership is not None and not leadership.leading:
+                problems.append("lease: not renewed in time; paused")
+            if not relay.link.connected:
+                problems.append(f"helpdesk: {relay.link.failure}" if relay.link.failure
+                                else "helpdesk: not connected")
         if problems:
             return web.Response(status=503, text="\n".join(problems) + "\n")
+        if relay is None:
+            # It stores what it receives for the working daemon (bridge/forwarding.py), so
+            # a load balancer may send it webhooks, and a rolling deploy may go on.
+            return web.Response(text="ready, standing by: another daemon works this "
+                                     "database's customers\n")
         return web.Response(text="ready\n")
 
     async def render(_request: web.Request) -> web.Response:
         m = metrics
         stats = await store.stats()
-        for direction in ("to_helpdesk", "to_customer"):
+        for direction in ("to_helpdesk", "to_customer", "forwarded"):
             count, oldest = stats[direction]
             m.queue_depth.labels(direction).set(count)
             m.oldest.labels(direction).set(seconds_since(oldest) if oldest else 0)

@@ -66,7 +66,8 @@ class Relay:
     # --- lifecycle ---------------------------------------------------------------
 
     async def start(self) -> None:
-        """Re-join every room, then resume whatever the last run left queued."""
+        """Re-join every room, then resume whatever the last run left queued. The adapters
+        receive once this has started (bridge/forwarding.py)."""
         # Only customers with an open conversation have anything to hear; others join their
         # room again when they next write. Keeps re-joins after a reconnect proportional to
         # the active customers, not to everyone ever seen.
@@ -75,8 +76,6 @@ class Relay:
             if ticket is not None:
                 await self.link.watch_conversation(session_id, ticket)
         await self.link.start()
-        for adapter in self.adapters.values():
-            await adapter.start(self.handle, self.http)
         await self.resume()
 
     async def resume(self) -> None:
@@ -88,13 +87,14 @@ class Relay:
             self._to_customer.kick(customer_id)
 
     async def stop(self, grace: float = 5.0) -> None:
-        """Stop in order: no new delivery starts, those in flight finish within grace (or
-        stay queued), and only then do the adapters stop receiving and close their clients,
-        and the helpdesk link closes. What arrives meanwhile is stored, for the next start."""
+        """Stop delivering: no new delivery starts, those in flight finish within grace (or
+        stay queued). The adapters stop receiving after this (bridge/forwarding.py), and
+        only then does the helpdesk link close (close()): what arrives meanwhile is stored,
+        for the next start."""
         await self._to_helpdesk.stop(grace)
         await self._to_customer.stop(grace)
-        for adapter in self.adapters.values():
-            await adapter.stop()
+
+    async def close(self) -> None:
         await self.link.stop()
 
     # --- from the adapters -------------------------------------------------------

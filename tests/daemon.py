@@ -9,7 +9,7 @@ from pathlib import Path
 
 def write_config(path: Path, helpdesk_url: str, api_key: str, database_url: str,
                  level: str = "INFO", fmt: str = "text", user: str = "kim",
-                 extra: str = "") -> Path:
+                 extra: str = "", port: int = 0, public_url: str = "") -> Path:
     path.write_text(f'''
 [helpdesk]
 url = "{helpdesk_url}"
@@ -20,7 +20,8 @@ request_timeout = 3
 url = "{database_url}"
 
 [http]
-listen = "127.0.0.1:0"
+listen = "127.0.0.1:{port}"
+public_url = "{public_url}"
 
 [logging]
 level = "{level}"

@@ -1,16 +1,20 @@
 """Several daemons on one PostgreSQL, as real processes: one works the customers, the
-others stand by; a stop hands over, a death is noticed at once, a daemon frozen past its
-lease sends nothing when it wakes, and a daemon with another configuration is refused."""
+others stand by and store what the platforms send them for it; a stop hands over, a death
+is noticed at once, a daemon frozen past its lease sends nothing when it wakes, and a
+daemon with another configuration is refused."""
 from __future__ import annotations
 
 import asyncio
 import signal
 import time
 
+import aiohttp
 import pytest
 
 from bridge.sandbox import DEFAULT_API_KEY
+from testing.fake_telegram import FakeTelegram
 from tests.daemon import Daemon, write_config
+from tests.test_telegram import ANN, TOKEN, _free_port
 
 pytestmark = pytest.mark.parametrize("database_url", ["postgres"], indirect=True)
 
@@ -140,3 +144,86 @@ async def test_a_daemon_whose_database_session_is_cut_pauses_and_carries_on(make
     await console.say("ann", "after the cut")
     await console.expect("ann", 'You said: "after the cut"', timeout=15)
     assert bridge.leadership.leading and not bridge.lost_lease
+
+
+async def _telegram_daemon(tmp_path, sandbox, database_url, telegram: FakeTelegram,
+                           mode: str, name: str) -> Daemon:
+    """A daemon with the Telegram adapter, on its own port: its public URL."""
+    port = _free_port()
+    path = write_config(
+        tmp_path / f"{name}.toml", sandbox.url, DEFAULT_API_KEY, database_url,
+        port=port, public_url=f"http://127.0.0.1:{port}",
+        extra=f'[telegram]\ntoken = "{TOKEN}"\napi_url = "{telegram.url}"\n'
+              f'mode = "{mode}"\npoll_timeout = 1\n\n[cluster]\nlease_seconds = 10\n')
+    daemon = await Daemon(path).start()
+    daemon.port = port
+    return daemon
+
+
+async def test_a_webhook_update_that_reaches_a_standing_by_daemon_is_answered_once(
+        tmp_path, sandbox, database_url):
+    """Behind a load balancer any daemon may get an update: the one standing by stores it,
+    and the working one answers it, once. The standby is ready for the balancer."""
+    telegram = FakeTelegram(TOKEN)
+    await telegram.start()
+    first = second = None
+    try:
+        first = await _telegram_daemon(tmp_path, sandbox, database_url, telegram, "webhook",
+                                       "first")
+        await telegram.wait_for(lambda: telegram.webhook and
+                                f":{first.port}/" in telegram.webhook["url"], timeout=20)
+        telegram.say(ANN, "hello")
+        await telegram.wait_for_text(ANN, 'You said: "hello"', timeout=20)
+        second = await _telegram_daemon(tmp_path, sandbox, database_url, telegram, "webhook",
+                                        "second")
+        await _standing_by(second)
+        # Telegram now posts to the second daemon (the last to set the webhook).
+        await telegram.wait_for(lambda: f":{second.port}/" in telegram.webhook["url"],
+                                timeout=20)
+        async with aiohttp.ClientSession() as http:
+            async with http.get(f"http://127.0.0.1:{second.port}/readyz") as response:
+                assert response.status == 200
+                assert "standing by" in await response.text()
+        telegram.say(ANN, "and now?")
+        await telegram.wait_for_text(ANN, 'You said: "and now?"', timeout=20)
+        await asyncio.sleep(1)  # nothing more comes
+        answers = [m for m in telegram.sent_to(ANN) if "You said" in m.get("text", "")]
+        assert len(answers) == 2
+        async with aiohttp.ClientSession() as http:
+            async with http.get(f"http://127.0.0.1:{second.port}/metrics") as response:
+                assert "bridge_events_forwarded_total 1.0" in await response.text()
+        assert [m["message"] for m in sandbox.received] == ["hello", "and now?"]
+        assert b"forwarded event" not in second.log()  # none dropped
+    finally:
+        for daemon in (second, first):
+            if daemon is not None:
+                assert await daemon.stop() == 0
+        await telegram.stop()
+
+
+async def test_only_the_working_daemon_polls_telegram(tmp_path, sandbox, database_url):
+    """Telegram answers a second poller with 409 Conflict, and each update goes to one of
+    them: the standby does not poll until it works the customers."""
+    telegram = FakeTelegram(TOKEN)
+    await telegram.start()
+    first = second = None
+    try:
+        first = await _telegram_daemon(tmp_path, sandbox, database_url, telegram, "polling",
+                                       "first")
+        telegram.say(ANN, "hello")
+        await telegram.wait_for_text(ANN, 'You said: "hello"', timeout=20)
+        second = await _telegram_daemon(tmp_path, sandbox, database_url, telegram, "polling",
+                                        "second")
+        await _standing_by(second)
+        await asyncio.sleep(1.5)
+        assert b"receiving by polling" not in second.log()
+        assert await first.stop() == 0
+        first = None
+        telegram.say(ANN, "and now?")
+        await telegram.wait_for_text(ANN, 'You said: "and now?"', timeout=20)
+        assert b"receiving by polling" in second.log()
+    finally:
+        for daemon in (second, first):
+            if daemon is not None:
+                assert await daemon.stop() == 0
+        await telegram.stop()

@@ -204,6 +204,8 @@ async def test_a_daemon_that_lost_its_lease_claims_finishes_and_sends_nothing(st
     ann = await store.customer_for("telegram", "bot", "1", "100")
     first = await store.accept_message(ann.id, {"text": "hi"}, "m1")
     reply = await store.enqueue_to_customer(ann.id, first.conversation_id, {"text": "r"}, "r1")
+    await store.forward({"kind": "command", "user": {}, "name": "start"})  # from a standby
+    [(forwarded, _event)] = await store.oldest_forwarded(10)
     others = [Store.from_url(database_url) for _ in range(2)]
     a, b, c = (Leadership(s, 2, "same config") for s in (store, *others))
     try:
@@ -222,6 +224,9 @@ async def test_a_daemon_that_lost_its_lease_claims_finishes_and_sends_nothing(st
             await store.finish_to_customer(reply, "delivered", "ref-a")
         with pytest.raises(LeaseLost):
             await store.finish_to_helpdesk(first, "done", opened=(first.conversation_id, "t1"))
+        with pytest.raises(LeaseLost):
+            await store.finish_forwarded(forwarded)
+        assert [row_id for row_id, _ in await others[0].oldest_forwarded(10)] == [forwarded]
         assert (await others[0].next_to_customer(ann.id)).id == reply.id  # still queued
         assert (await others[0].next_to_helpdesk(ann.id))[0].id == first.id
         assert (await others[0].conversation(first.conversation_id)).ticket_chat_id is None
@@ -263,3 +268,27 @@ async def test_a_released_lease_wakes_a_standby_at_once(store, database_url, mon
     finally:
         await standby.close()
         await other.close()
+
+
+async def test_forwarded_events_come_back_as_they_were_received_oldest_first(store):
+    """What a standing-by daemon stores is what the working one handles, in order."""
+    from bridge.events import (
+        ButtonPress,
+        ChatUser,
+        Command,
+        InboundMessage,
+        inbound_from_json,
+        inbound_to_json,
+    )
+
+    ann = ChatUser("telegram", "bot", "1", "100", "de")
+    events = [InboundMessage(ann, "Grüße <b>", "m1", attachment={"url": "https://x/y",
+                                                                "name": "a.pdf"}),
+              ButtonPress(ann, "rate:4:5", text="great"), Command(ann, "close")]
+    for event in events:
+        await store.forward(inbound_to_json(event))
+    stored = await store.oldest_forwarded(10)
+    assert [inbound_from_json(data) for _id, data in stored] == events
+    await store.finish_forwarded(stored[0][0])
+    assert [row_id for row_id, _ in await store.oldest_forwarded(10)] == \
+        [row_id for row_id, _ in stored[1:]]

@@ -52,6 +52,10 @@ class ConsoleAdapter(Adapter):
 
     # --- the adapter contract ------------------------------------------------------
 
+    @property
+    def receives_alone(self) -> bool:
+        return True  # this process's terminal: what is typed here is answered here
+
     async def start(self, sink: Sink, http: HttpServer | None = None) -> None:
         self._sink = sink
         if self.settings.stdin:

@@ -72,6 +72,11 @@ class TelegramAdapter(Adapter):
 
     # --- running -----------------------------------------------------------------
 
+    @property
+    def receives_alone(self) -> bool:
+        # getUpdates has one poller per bot; a webhook may land on any daemon
+        return self._owns_bot and self.settings.mode == "polling"
+
     async def start(self, sink: Sink, http: HttpServer | None = None) -> None:
         self._sink = sink
         self._http = http

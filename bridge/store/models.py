@@ -114,3 +114,13 @@ class Lease(Base):
     epoch: Mapped[int] = mapped_column(BigInteger)
     expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     fingerprint: Mapped[str] = mapped_column(String(64))
+
+
+class Forwarded(Base):
+    """An inbound event (bridge/events.py, as JSON) that a daemon received while another
+    works the customers: stored here until that one has handled it (bridge/forwarding.py)."""
+    __tablename__ = "forwarded"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    event: Mapped[dict] = mapped_column(JSON)
+    received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

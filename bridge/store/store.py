@@ -8,6 +8,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from bridge.store.customer_queue import CustomerQueue
 from bridge.store.customer_rows import CustomerRows
 from bridge.store.driver import driver_for
+from bridge.store.forwarded_queue import ForwardedQueue
 from bridge.store.helpdesk_queue import HelpdeskQueue, NextRequest
 from bridge.store.upkeep import Upkeep
 
@@ -22,7 +23,7 @@ def make_engine(url: str) -> AsyncEngine:
     return create_async_engine(url)
 
 
-class Store(CustomerRows, HelpdeskQueue, CustomerQueue, Upkeep):
+class Store(CustomerRows, HelpdeskQueue, CustomerQueue, ForwardedQueue, Upkeep):
     def __init__(self, engine: AsyncEngine) -> None:
         super().__init__(driver_for(engine))
         self.engine = engine

@@ -11,6 +11,7 @@ _ROOMS = ("SELECT u.session_id, c.ticket_chat_id FROM customers u "
           f"JOIN conversations c ON c.customer_id = u.id WHERE c.{IS_OPEN}")
 _WITH_WORK = "SELECT DISTINCT customer_id FROM {table} WHERE status = 'queued'"
 _WAITING = "SELECT count(*), min(created_at) FROM {table} WHERE status = 'queued'"
+_FORWARDED = "SELECT count(*), min(received_at) FROM forwarded"
 _CUSTOMERS = "SELECT count(*) FROM customers"
 _OPEN = f"SELECT count(*) FROM conversations WHERE {IS_OPEN}"
 _SESSIONS = ("SELECT application_name FROM pg_stat_activity "
@@ -42,12 +43,14 @@ class Upkeep(Queries):
         return up, down
 
     async def stats(self) -> dict:
-        """For the metrics: rows waiting and the oldest one's time, per direction; customers;
-        conversations open."""
+        """For the metrics: rows waiting and the oldest one's time, per direction (and the
+        events forwarded to the working daemon); customers; conversations open."""
         result = {}
         for direction in ("to_helpdesk", "to_customer"):
             count, oldest = await self._db.read(_WAITING.format(table=direction))
             result[direction] = (count, self._db.to_time(oldest) if oldest else None)
+        count, oldest = await self._db.read(_FORWARDED)
+        result["forwarded"] = (count, self._db.to_time(oldest) if oldest else None)
         result["customers"] = (await self._db.read(_CUSTOMERS))[0]
         result["open_conversations"] = (await self._db.read(_OPEN))[0]
         return result
