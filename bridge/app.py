@@ -20,6 +20,7 @@ from pathlib import Path
 from bridge import ops
 from bridge.adapter import Adapter
 from bridge.callpage import CallPage
+from bridge.calls import Calls
 from bridge.config import Settings, load_settings, read_config_file
 from bridge.forwarding import EntryPoints
 from bridge.helpdesk import HelpdeskLink
@@ -54,6 +55,7 @@ class Bridge:
         self.metrics = Metrics()
         self.leadership: Leadership | None = None
         self.entry_points: EntryPoints | None = None
+        self.calls: Calls | None = None  # voice calls, with a LiveKit server and a public URL
         self.lost_lease = False  # stopped because another daemon took the customers over
         self._background = Background()
         self._stopped = asyncio.Event()
@@ -94,6 +96,11 @@ class Bridge:
             self.store, self.adapters, self.http, self.metrics,
             working=lambda: leadership is None or leadership.leading)
         ops.mount(self.http, self.store, self.metrics, lambda: self.relay, self.leadership)
+        calls = settings.calls
+        if calls.livekit_url and settings.http.public_url:  # on every daemon: any may serve it
+            self.calls = Calls(self.store, self.http, settings.http.public_url)
+            CallPage(self.http, calls.livekit_url, calls.sdk, self.entry_points.end_call,
+                     self.calls.state).mount()
         if self.leadership is not None and not await self.leadership.try_take():
             log.info("standing by: another daemon works this database's customers; this one "
                      "stores what it receives for that one, and takes over when it stops")
@@ -107,11 +114,7 @@ class Bridge:
         settings = self.settings
         self.relay = Relay(self.store, self._link_factory, self.adapters, self.http,
                            Texts(settings.texts, settings.default_language),
-                           public_url=settings.http.public_url, metrics=self.metrics,
-                           calls=bool(settings.calls.livekit_url))
-        if settings.calls.livekit_url:
-            CallPage(self.http, settings.calls.livekit_url, settings.calls.sdk,
-                     self.relay.end_call, self.relay.call_state).mount()
+                           metrics=self.metrics, calls=self.calls)
         await self.relay.start()
         self.entry_points.relay = self.relay  # before any adapter receives for it
         await self.entry_points.open(alone_too=True)

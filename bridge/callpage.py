@@ -44,7 +44,7 @@ def _policy(livekit_url: str, sdk_url: str) -> str:
 class CallPage:
     def __init__(self, http: HttpServer, livekit_url: str, sdk: tuple[str, str],
                  end_call: Callable[[int, str], Awaitable[bool]],
-                 call_state: Callable[[int, str], str | None]) -> None:
+                 call_state: Callable[[int, str], Awaitable[str | None]]) -> None:
         self.http = http
         self.livekit_url = livekit_url
         self.sdk_url, self.sdk_integrity = sdk
@@ -102,4 +102,4 @@ class CallPage:
         if call is None:
             return web.json_response({"error": "this call link is not valid or has expired"},
                                      status=403)
-        return web.json_response({"state": self._call_state(*call) or "live"})
+        return web.json_response({"state": await self._call_state(*call) or "live"})

@@ -200,7 +200,8 @@ class ConversationFlow:
             await self._call_invite(customer, conversation, event)
         elif isinstance(event, CallEnded):
             if self.calls is not None:
-                self.calls.ended(conversation.id, event.reason, event.ticket_call_id)
+                await self.calls.ended(conversation.id, event.reason,
+                                       event.ticket_call_id)
             await self.display.notice(customer, "call_ended", conversation, dedupe_key(event))
 
     async def _on_reply(self, customer: Customer, conversation: Conversation,
@@ -273,7 +274,7 @@ class ConversationFlow:
         language = customer.language
         await self.display.queue(customer, conversation, Outgoing(
             kind="call_invite", text=self.texts.get("call_invite", language),
-            url=self.calls.started(conversation.id, call),
+            url=await self.calls.started(conversation.id, call),
             url_label=self.texts.get("call_join", language)), dedupe_key(call))
 
 

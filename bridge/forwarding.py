@@ -34,6 +34,7 @@ POLL = 2.0  # seconds between looks at the table, should a wake-up be missed
 BATCH = 100
 # Not "helpdesk-bridge <holder>": those sessions are the live daemons (bridge/leadership.py).
 SESSION_NAME = "helpdesk-bridge-forwarded"
+END_CALL = "end_call"  # forwarded beside the adapters' events: the call page's "End call"
 
 
 class EntryPoints:
@@ -74,6 +75,19 @@ class EntryPoints:
         for adapter in self._receiving:
             await adapter.stop()
         self._receiving.clear()
+
+    async def end_call(self, conversation_id: int, key: str) -> bool:
+        """The call page's "End call" (bridge/callpage.py), which may reach any daemon.
+        False: no such conversation."""
+        if self.relay is not None and self._working():
+            return await self.relay.end_call(conversation_id, key)
+        conversation = await self.store.conversation(conversation_id)
+        if conversation is None or conversation.ticket_chat_id is None:
+            return False
+        await self.store.forward({"kind": END_CALL, "conversation_id": conversation_id,
+                                  "key": key})
+        self.metrics.forwarded.inc()
+        return True
 
     # --- what other daemons stored -----------------------------------------------------
 
@@ -117,17 +131,21 @@ class EntryPoints:
         while stored := await self.store.oldest_forwarded(BATCH):
             for row_id, data in stored:
                 self.store.check_fence()
-                # An event at fault is dropped, said in the log: kept, it would stop every
-                # one behind it.
-                try:
-                    event = inbound_from_json(data)
-                except (KeyError, TypeError, ValueError):
-                    log.error("a forwarded event this version cannot read was dropped")
-                    event = None
-                if event is not None:
-                    try:
-                        await self.relay.handle(event)
-                    except Unstorable as error:
-                        log.error("a forwarded event could not be stored (%s); dropped",
-                                  error)
+                await self._handle_one(data)
                 await self.store.finish_forwarded(row_id)
+
+    async def _handle_one(self, data: dict) -> None:
+        """An event at fault is dropped, said in the log: kept, it would stop every one
+        behind it."""
+        if data.get("kind") == END_CALL:
+            await self.relay.end_call(data["conversation_id"], data["key"])
+            return
+        try:
+            event = inbound_from_json(data)
+        except (KeyError, TypeError, ValueError):
+            log.error("a forwarded event this version cannot read was dropped")
+            return
+        try:
+            await self.relay.handle(event)
+        except Unstorable as error:
+            log.error("a forwarded event could not be stored (%s); dropped", error)

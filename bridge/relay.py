@@ -43,15 +43,13 @@ TICKET_CACHE = 10_000  # conversations whose ticket id is kept in memory
 class Relay:
     def __init__(self, store: Store, link_factory: Callable[..., HelpdeskLink],
                  adapters: list[Adapter], http: HttpServer, texts: Texts | None = None,
-                 public_url: str = "", metrics: Metrics | None = None,
-                 calls: bool = False) -> None:
+                 metrics: Metrics | None = None, calls: Calls | None = None) -> None:
         self.store = store
         self.http = http
         self.metrics = metrics or Metrics()
         self.link = link_factory(on_event=self.on_helpdesk_event)
         self.adapters = {adapter.name: adapter for adapter in adapters}
-        # a LiveKit server and the call page (which needs a public URL)
-        self.calls = Calls(http, public_url) if calls and public_url else None
+        self.calls = calls  # None: no LiveKit server, or no public URL for the call page
         self._locks = CustomerLocks()
         tickets: LRUCache[int, str] = LRUCache(TICKET_CACHE)  # a ticket id never changes
         display = Display(store, texts or Texts(), kick=lambda c: self._to_customer.kick(c))
@@ -148,16 +146,13 @@ class Relay:
 
     # --- from the call page --------------------------------------------------------
 
-    def call_state(self, conversation_id: int, key: str) -> str | None:
-        return self.calls.state(conversation_id, key) if self.calls else None
-
     async def end_call(self, conversation_id: int, key: str) -> bool:
         """The customer pressed "End call" on the page of call `key`: close_call_support,
         once, and only while that call is the conversation's latest."""
         conversation = await self.store.conversation(conversation_id)
         if conversation is None or conversation.ticket_chat_id is None or self.calls is None:
             return False
-        if self.calls.end(conversation_id, key):
+        if await self.calls.end(conversation_id, key):
             customer = await self.store.customer(conversation.customer_id)
             async with self._locks(customer.id):
                 await self.flow.request(customer, conversation, "close_call", {})

@@ -243,3 +243,28 @@ livekit_url = "{livekit_url}"
     bad = await asyncio.to_thread(_cli, "check", "--config", config(f"ws://127.0.0.1:{closed}"))
     assert bad.returncode == 1
     assert f"FAIL calls: the LiveKit server 127.0.0.1:{closed} is not reachable" in bad.stdout
+
+
+async def test_the_call_state_and_its_end_hold_across_a_restart(call, sandbox):
+    """Ended by the helpdesk, then the bridge restarted: the page still says the call ended
+    (it said "live" when the state was kept in memory), and "End call" sends nothing."""
+    import aiohttp
+
+    bridge, console, url = call
+    end = parse_qs(urlsplit(url).fragment)["end"][0]
+    conversation = next(iter(sandbox.conversations.values()))
+    await sandbox.sate_left_call(conversation.ticket_chat_id)
+    await console.expect("lee", "The call has ended.")
+    await bridge.stop()
+    restarted = Bridge(bridge.settings, [ConsoleHarness()])
+    await restarted.start()
+    try:
+        async with aiohttp.ClientSession() as http:
+            async with http.post(f"{restarted.http.url}/call/state", json={"end": end}) as answer:
+                assert (await answer.json())["state"] == "sate_left"
+            async with http.post(f"{restarted.http.url}/call/end", json={"end": end}) as answer:
+                assert answer.status == 202
+        await asyncio.sleep(0.5)
+        assert not [e for e, _ in sandbox.requests if e == "close_call_support"]
+    finally:
+        await restarted.stop()

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import signal
 import time
+from urllib.parse import parse_qs, urlsplit
 
 import aiohttp
 import pytest
@@ -227,3 +228,54 @@ async def test_only_the_working_daemon_polls_telegram(tmp_path, sandbox, databas
             if daemon is not None:
                 assert await daemon.stop() == 0
         await telegram.stop()
+
+
+async def test_the_call_page_works_on_a_standing_by_daemon(sandbox, database_url):
+    """A balancer may send the customer's call page to any daemon: a standby reads the
+    call's state from the database, and its "End call" reaches the helpdesk once, through
+    the working daemon."""
+    from bridge.app import Bridge
+    from bridge.config import load_settings
+    from testing.console import ConsoleHarness
+
+    def settings():
+        port = _free_port()
+        return load_settings({
+            "helpdesk": {"url": sandbox.url, "api_key": DEFAULT_API_KEY, "request_timeout": 3},
+            "storage": {"url": database_url},
+            "http": {"listen": f"127.0.0.1:{port}", "public_url": "https://bridge.example.com"},
+            "calls": {"livekit_url": "wss://livekit.example.com"},
+        }, env={})
+
+    console = ConsoleHarness()
+    first, second = Bridge(settings(), [console]), Bridge(settings(), [ConsoleHarness()])
+    await first.start()
+    try:
+        await first.relay.link.wait_connected(10)
+        await console.say("lee", "hello")
+        await console.expect("lee", "You said")
+        await console.command("lee", "call")
+        invite = await console.expect("lee", "Your voice call is ready")
+        end = parse_qs(urlsplit(invite.message.url).fragment)["end"][0]
+        await second.start()
+        assert second.relay is None  # standing by
+        async with aiohttp.ClientSession() as http:
+            page = f"{second.http.url}/call"
+            async with http.post(f"{page}/state", json={"end": end}) as answer:
+                assert (await answer.json())["state"] == "live"
+            async with http.post(f"{page}/end", json={"end": end}) as answer:
+                assert answer.status == 202
+            async with http.post(f"{page}/end", json={"end": end}) as answer:
+                assert answer.status == 202  # pressed twice: still one request
+            for _ in range(100):
+                if [e for e, _ in sandbox.requests if e == "close_call_support"]:
+                    break
+                await asyncio.sleep(0.05)
+            await asyncio.sleep(0.5)
+            assert [e for e, _ in sandbox.requests if e == "close_call_support"] == \
+                ["close_call_support"]
+            async with http.post(f"{page}/state", json={"end": end}) as answer:
+                assert (await answer.json())["state"] == "closed"
+    finally:
+        await second.stop()
+        await first.stop()

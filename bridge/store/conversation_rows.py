@@ -17,6 +17,10 @@ _HIGHEST_NUMBER = "SELECT max(number) FROM conversations WHERE customer_id = ?"
 _INSERT = ("INSERT INTO conversations (customer_id, number, state, handler, thread_ref, "
            "created_at) VALUES (?, ?, 'opening', 'sate', ?, ?) RETURNING id")
 SET_ACTIVE = "UPDATE customers SET active_conversation_id = ? WHERE id = ?"
+_CALL_ENDED = "UPDATE conversations SET call_state = ? WHERE id = ? AND call_key = ?"
+# A call ends once: only while it is the latest and live (or the call was never recorded).
+_END_CALL = ("UPDATE conversations SET call_state = 'closed' WHERE id = ? "
+             "AND (call_state IS NULL OR (call_key = ? AND call_state = 'live')) RETURNING id")
 
 
 class ConversationRows(Queries):
@@ -36,6 +40,18 @@ class ConversationRows(Queries):
 
     async def set_conversation(self, conversation_id: int, **fields: Any) -> None:
         await self._update(Conversation, conversation_id, fields)
+
+    async def call_ended(self, conversation_id: int, state: str, key: str | None) -> None:
+        """The helpdesk ended a call: the latest one (key None), or the one named, if it
+        is still the latest."""
+        if key is None:
+            await self._update(Conversation, conversation_id, {"call_state": state})
+        else:
+            await self._write(_CALL_ENDED, state, conversation_id, key)
+
+    async def end_call_if_live(self, conversation_id: int, key: str) -> bool:
+        """Mark call `key` closed, if it is the latest and live: True when it was."""
+        return await self._write(_END_CALL, conversation_id, key) is not None
 
     async def start_conversation(self, customer_id: int) -> Conversation:
         """A new conversation row (state "opening"), made the customer's active one."""

@@ -65,6 +65,9 @@ class Conversation(Base):
     rating: Mapped[int | None] = mapped_column(Integer)
     # Where the platform shows it, on platforms with threads (a Slack thread's ts).
     thread_ref: Mapped[str | None] = mapped_column(String(128))
+    # Its latest voice call (bridge/calls.py): its key, and live | closed | sate_left.
+    call_key: Mapped[str | None] = mapped_column(String(16))
+    call_state: Mapped[str | None] = mapped_column(String(16))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     closed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
