@@ -1,5 +1,5 @@
 """`python -m bench.chaos [--db URL] [--messages 1000] [--customers 50] [--minutes 8] [--explain]
-[--daemons N --lease S]`
+[--daemons N --lease S] [--telegram polling|webhook]`
 
 A two-way load between customers on a local Bot API server and the sandbox helpdesk,
 through a real `helpdesk-bridge run` process (Telegram adapter, long polling), while:
@@ -28,7 +28,10 @@ With --daemons N (PostgreSQL), N daemons share the database: one works the custo
 others stand by. The kills hit any of them (a kill of a standby is harmless, and only the
 working daemon's count for the windows); the working daemon is also frozen (SIGSTOP) for
 twice the lease, and at the end every daemon is replaced in turn (start a new one, SIGTERM
-the old). Each takeover's time is printed (target: at most the lease + 2 s).
+the old). Each takeover's time is printed (target: at most the lease + 2 s). With
+--telegram webhook each daemon listens on its own port behind a round-robin balancer
+(bench/balancer.py), so most updates reach a daemon standing by, which stores them for the
+working one (bridge/forwarding.py).
 
 Each loss and each double is printed with its timeline: when it was emitted (or each copy
 arrived), into a room with which sockets of which run of the bridge, and the nearest
@@ -48,6 +51,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
+from bench.balancer import RoundRobin, free_port
 from bench.database import reset
 from bench.fleet import Fleet
 from bridge.sandbox import NAMESPACE, SandboxHelpdesk
@@ -121,8 +125,11 @@ class WatchedSandbox(SandboxHelpdesk):
 
 
 def write_config(folder: Path, sandbox_url: str, telegram_url: str, db: str,
-                 lease_seconds: float) -> Path:
-    config = folder / "chaos.toml"
+                 lease_seconds: float, name: str = "chaos", port: int = 0,
+                 webhook_url: str = "") -> Path:
+    """webhook_url: Telegram in webhook mode, its updates posted there (the balancer in
+    front of the daemons); otherwise long polling."""
+    config = folder / f"{name}.toml"
     config.write_text(f'''
 [helpdesk]
 url = "{sandbox_url}"
@@ -132,7 +139,8 @@ connections = 4
 [storage]
 url = "{db or f"sqlite+aiosqlite:///{folder / 'chaos.db'}"}"
 [http]
-listen = "127.0.0.1:0"
+listen = "127.0.0.1:{port}"
+public_url = "{webhook_url}"
 [logging]
 level = "WARNING"
 [cluster]
@@ -141,21 +149,38 @@ lease_seconds = {lease_seconds}
 token = "{TOKEN}"
 api_url = "{telegram_url}"
 poll_timeout = 1
+mode = "{'webhook' if webhook_url else 'polling'}"
 ''')
     return config
 
 
 async def chaos(messages: int, customers: int, minutes: float, db: str, seed: int,
-                daemons: int = 1, lease_seconds: float = 5) -> dict:
+                daemons: int = 1, lease_seconds: float = 5, webhook: bool = False) -> dict:
     rng = random.Random(seed)
     sandbox, telegram = WatchedSandbox(), FakeTelegram(TOKEN)
     await sandbox.start(port=0)
     await telegram.start()
     deadline = time.monotonic() + minutes * 60
+    ports: dict[int, int] = {}  # webhook mode: each daemon's own, behind the balancer
+    balancer = RoundRobin(lambda: [ports[daemon.index] for daemon in fleet.daemons])
     with tempfile.TemporaryDirectory() as folder:
-        fleet = Fleet(write_config(Path(folder), sandbox.url, telegram.url, db, lease_seconds),
-                      daemons, db)
+        if webhook:
+            await balancer.start()
+
+            def config_for(index: int) -> Path:
+                ports[index] = free_port()
+                return write_config(Path(folder), sandbox.url, telegram.url, db, lease_seconds,
+                                    name=f"chaos-{index}", port=ports[index],
+                                    webhook_url=balancer.url)
+        else:
+            shared = write_config(Path(folder), sandbox.url, telegram.url, db, lease_seconds)
+
+            def config_for(_index: int) -> Path:
+                return shared
+        fleet = Fleet(config_for, daemons, db)
         await fleet.start()
+        if webhook:  # until then, updates would wait for a getUpdates nobody sends
+            await telegram.wait_for(lambda: telegram.webhook, timeout=30)
         load_seconds = messages / 8  # ~8 messages/s: well inside what the bridge sustains
         events = _schedule(rng, load_seconds, several=daemons > 1)
         started = time.monotonic()
@@ -200,6 +225,7 @@ async def chaos(messages: int, customers: int, minutes: float, db: str, seed: in
             timed_out = time.monotonic() >= deadline
         finally:
             await fleet.stop()
+            await balancer.stop()
             await telegram.stop()
             await sandbox.stop()
         counts = _count(sandbox, telegram, sent, customers, fleet.moments, started)
@@ -212,6 +238,7 @@ async def chaos(messages: int, customers: int, minutes: float, db: str, seed: in
     return {**counts, "sent": sent, "kills": fleet.kills, "daemons": daemons,
             "freezes": len(fleet.moments["SIGSTOP"]), "takeovers": fleet.takeovers,
             "helpdesk_restarts": restarts, "errors_injected": injected,
+            "passed_on": balancer.retried,
             "seconds": time.monotonic() - started, "timed_out": timed_out}
 
 
@@ -384,22 +411,28 @@ def main() -> None:
                         help="several daemons on one PostgreSQL (--db): one works, the "
                              "others stand by; a freeze and a rolling restart are added")
     parser.add_argument("--lease", type=float, default=5, help="[cluster] lease_seconds")
+    parser.add_argument("--telegram", choices=("polling", "webhook"), default="polling",
+                        help="webhook: each daemon on its own port, behind a round-robin "
+                             "balancer")
     args = parser.parse_args()
     if args.daemons > 1 and not args.db.startswith("postgresql"):
         parser.error("several daemons share a PostgreSQL database: give --db")
     if args.db:
         reset(args.db)
+    webhook = args.telegram == "webhook"
     result = asyncio.run(chaos(args.messages, args.customers, args.minutes, args.db, args.seed,
-                               args.daemons, args.lease))
+                               args.daemons, args.lease, webhook))
     backend = args.db.split(":")[0].split("+")[0] if args.db else "sqlite"
     several = (f"{args.daemons} daemons, {result['freezes']} SIGSTOP of the working one for "
                f"{2 * args.lease:.0f} s, a rolling restart; ") if args.daemons > 1 else ""
     print(f"chaos: {result['sent']} customer messages + their answers, {args.customers} "
           f"customers, {backend}; {several}{result['kills']} SIGKILLs, "
           f"{result['helpdesk_restarts']} helpdesk restarts, "
-          f"{result['errors_injected']} Bot API errors injected; "
-          f"{result['seconds']:.0f} s" + (" (stopped at the time limit)"
-                                          if result["timed_out"] else ""))
+          f"{result['errors_injected']} Bot API errors injected; Telegram by "
+          + (f"webhook behind a round-robin balancer ({result['passed_on']} requests passed "
+             "on to the next daemon); " if webhook else "long polling; ")
+          + f"{result['seconds']:.0f} s" + (" (stopped at the time limit)"
+                                            if result["timed_out"] else ""))
     print(f"{'':<14} {'count':>7} {'lost':>5} {'twice':>6} {'twice, sent at a kill':>22} "
           f"{'sent while bridge down':>23} {'in flight at a kill':>20}")
     print(f"{'to helpdesk':<14} {result['sent']:>7} {result['to_helpdesk_lost']:>5} "

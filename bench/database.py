@@ -25,7 +25,7 @@ def reset(url: str) -> None:
         store = Store.from_url(url)
         async with store.engine.begin() as connection:
             for table in ("to_customer", "to_helpdesk", "conversations", "customers",
-                          "leases", "alembic_version"):
+                          "leases", "forwarded", "alembic_version"):
                 await connection.execute(text(f"DROP TABLE IF EXISTS {table}"))
         await store.close()
 

@@ -13,6 +13,7 @@ import signal
 import sys
 import time
 from pathlib import Path
+from typing import Callable
 
 from bridge.leadership import NAME as LEASE
 from bridge.sandbox import DEFAULT_API_KEY
@@ -24,6 +25,7 @@ class DaemonProcess:
 
     def __init__(self, config: Path, index: int) -> None:
         self.config = config
+        self.index = index
         self.log = config.parent / f"bridge-{index}.log"
         self.process: asyncio.subprocess.Process | None = None
 
@@ -48,13 +50,22 @@ class DaemonProcess:
     async def stop(self) -> None:
         if self.process and self.process.returncode is None:
             self.process.terminate()
-            await asyncio.wait_for(self.process.wait(), 30)
+            try:
+                await asyncio.wait_for(self.process.wait(), 30)
+            except asyncio.TimeoutError:
+                self.process.send_signal(signal.SIGUSR1)  # its tasks' stacks, in its log
+                await asyncio.sleep(1)
+                self.process.kill()
+                raise RuntimeError("a daemon did not stop within 30 s of SIGTERM:\n"
+                                   + self.log.read_text()[-12000:]) from None
 
 
 class Fleet:
-    def __init__(self, config: Path, size: int, db: str) -> None:
-        self.daemons = [DaemonProcess(config, index) for index in range(size)]
-        self._config = config
+    def __init__(self, config_for: Callable[[int], Path], size: int, db: str) -> None:
+        """config_for(index): the config file of the index-th daemon started (all may share
+        one; in webhook mode each has its own port)."""
+        self.daemons = [DaemonProcess(config_for(index), index) for index in range(size)]
+        self._config_for = config_for
         self._spawned = size
         # moments the working daemon was killed or frozen (what the protocol's windows are
         # counted around), and stopped (SIGTERM: a clean handover, no window)
@@ -116,7 +127,13 @@ class Fleet:
         self._watch_takeover(daemon.pid, time.monotonic())
         await asyncio.sleep(seconds)
         daemon.process.send_signal(signal.SIGCONT)
-        code = await asyncio.wait_for(daemon.process.wait(), 60)
+        try:
+            code = await asyncio.wait_for(daemon.process.wait(), 60)
+        except asyncio.TimeoutError:
+            daemon.process.send_signal(signal.SIGUSR1)
+            await asyncio.sleep(1)
+            raise RuntimeError("a daemon frozen past its lease did not exit within 60 s of "
+                               "waking:\n" + daemon.log.read_text()[-12000:]) from None
         if code != 5:
             raise RuntimeError(f"a daemon frozen past its lease exited with {code}, not 5:\n"
                                + daemon.log.read_text()[-2000:])
@@ -127,7 +144,7 @@ class Fleet:
         """A rolling restart: a new daemon started, then an old one stopped (SIGTERM), in
         turn for each."""
         for index, old in enumerate(list(self.daemons)):
-            new = DaemonProcess(self._config, self._spawned)
+            new = DaemonProcess(self._config_for(self._spawned), self._spawned)
             self._spawned += 1
             await new.start()
             await asyncio.sleep(1)
@@ -147,4 +164,4 @@ class Fleet:
             await self._store.close()
 
     def logs(self) -> list[Path]:
-        return sorted(self._config.parent.glob("bridge-*.log"))
+        return sorted(self.daemons[0].log.parent.glob("bridge-*.log"))

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import io
 import logging
 import signal
 import sys
@@ -80,6 +81,15 @@ def _stop_on_signals(stop: asyncio.Event) -> None:
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
+    loop.add_signal_handler(signal.SIGUSR1, _log_tasks)
+
+
+def _log_tasks() -> None:
+    """SIGUSR1: what every task of the daemon waits on, in the log (a daemon that hangs)."""
+    for task in asyncio.all_tasks():
+        stack = io.StringIO()
+        task.print_stack(limit=12, file=stack)
+        log.warning("task %s:\n%s", task.get_name(), stack.getvalue())
 
 
 async def _serve(bridge: Bridge, stop: asyncio.Event) -> int:

@@ -27,6 +27,7 @@ from bridge.relay import Relay
 from bridge.store import Store
 from bridge.store.forwarded_queue import CHANNEL
 from bridge.store.queries import LeaseLost
+from bridge.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
@@ -97,8 +98,7 @@ class EntryPoints:
 
     async def stop_handling(self) -> None:
         if self._worker is not None:
-            self._worker.cancel()
-            await asyncio.gather(self._worker, return_exceptions=True)
+            await cancel_and_wait([self._worker])
             self._worker = None
         if self._listener is not None:
             await self._listener.close()

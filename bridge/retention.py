@@ -12,6 +12,7 @@ from datetime import timedelta
 from bridge.metrics import Metrics
 from bridge.store import Store
 from bridge.store.models import utcnow
+from bridge.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
@@ -32,8 +33,7 @@ class Pruner:
 
     async def stop(self) -> None:
         if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
+            await cancel_and_wait([self._task])
 
     async def prune_once(self) -> tuple[int, int]:
         up, down = await self.store.prune(utcnow() - timedelta(days=self.keep_days))

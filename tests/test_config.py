@@ -30,6 +30,18 @@ def test_the_example_config_is_valid_and_documents_the_defaults():
     assert "1:abcdef" in settings.secrets()  # so the log redactor knows the bot token
 
 
+def test_the_compose_deployments_config_is_valid():
+    """deploy/compose.yaml's daemons start with it: two on PostgreSQL, with the sandbox."""
+    raw = tomllib.loads((ROOT / "deploy" / "compose-bridge.toml").read_text())
+    settings = _load(raw, {"HELPDESK_API_KEY": "sandbox-key", "DB_PASSWORD": "pw",
+                           "TELEGRAM_BOT_TOKEN": "1:abcdef"})
+    assert settings.storage.url.get_secret_value() == \
+        "postgresql+asyncpg://bridge:pw@postgres/bridge"
+    assert settings.helpdesk.url == "http://helpdesk:8765"
+    assert settings.http.listen == "0.0.0.0:8080"
+    assert "pw" in settings.secrets()
+
+
 @pytest.mark.parametrize("raw, env, message", [
     ({"helpdesk": {"api_key": "${EUSATE_API_KEY}"}}, {},
      "[helpdesk] api_key: environment variable EUSATE_API_KEY is not set"),

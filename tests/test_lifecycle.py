@@ -326,3 +326,27 @@ async def test_the_standalone_sandbox_keeps_a_bounded_history(make_bridge, sandb
     kept = [m["message"] for m in sandbox.received]
     assert 2 <= len(kept) <= 4 and kept[-1] == "message 7"
     assert len(sandbox.requests) <= 4 and kept == sorted(kept)
+
+
+async def test_a_task_that_swallows_a_cancellation_is_still_stopped():
+    """On Python 3.11 asyncio.wait_for swallows a cancellation that races the end of what
+    it waits on; a loop around one then runs on, and a daemon stopping (SIGTERM, or a lease
+    lost) waited for it forever. The cancellation is sent again until the task ends."""
+    from bridge.tasks import cancel_and_wait
+
+    swallowed = 0
+
+    async def loop_that_swallows_once() -> None:
+        nonlocal swallowed
+        while True:
+            try:
+                await asyncio.sleep(10)
+            except asyncio.CancelledError:
+                if swallowed:
+                    raise
+                swallowed += 1
+
+    task = asyncio.create_task(loop_that_swallows_once())
+    await asyncio.sleep(0)
+    await asyncio.wait_for(cancel_and_wait([task]), 5)
+    assert task.cancelled() and swallowed == 1
