@@ -147,87 +147,80 @@ async def test_a_daemon_whose_database_session_is_cut_pauses_and_carries_on(make
     assert bridge.leadership.leading and not bridge.lost_lease
 
 
-async def _telegram_daemon(tmp_path, sandbox, database_url, telegram: FakeTelegram,
-                           mode: str, name: str) -> Daemon:
-    """A daemon with the Telegram adapter, on its own port: its public URL."""
-    port = _free_port()
-    path = write_config(
-        tmp_path / f"{name}.toml", sandbox.url, DEFAULT_API_KEY, database_url,
-        port=port, public_url=f"http://127.0.0.1:{port}",
-        extra=f'[telegram]\ntoken = "{TOKEN}"\napi_url = "{telegram.url}"\n'
-              f'mode = "{mode}"\npoll_timeout = 1\n\n[cluster]\nlease_seconds = 10\n')
-    daemon = await Daemon(path).start()
-    daemon.port = port
-    return daemon
+@pytest.fixture
+async def telegram():
+    fake = FakeTelegram(TOKEN)
+    await fake.start()
+    yield fake
+    await fake.stop()
+
+
+@pytest.fixture
+async def telegram_daemons(tmp_path, sandbox, database_url, telegram):
+    """start(mode): a daemon with the Telegram adapter, on its own port (its public URL);
+    each one still running at the end is stopped, and must exit cleanly."""
+    started: list[Daemon] = []
+
+    async def start(mode: str) -> Daemon:
+        port = _free_port()
+        path = write_config(
+            tmp_path / f"bridge-{len(started)}.toml", sandbox.url, DEFAULT_API_KEY,
+            database_url, port=port, public_url=f"http://127.0.0.1:{port}",
+            extra=f'[telegram]\ntoken = "{TOKEN}"\napi_url = "{telegram.url}"\n'
+                  f'mode = "{mode}"\npoll_timeout = 1\n\n[cluster]\nlease_seconds = 10\n')
+        daemon = await Daemon(path).start()
+        daemon.port = port
+        started.append(daemon)
+        return daemon
+
+    yield start
+    for daemon in reversed(started):
+        if daemon.process.returncode is None:
+            assert await daemon.stop() == 0
 
 
 async def test_a_webhook_update_that_reaches_a_standing_by_daemon_is_answered_once(
-        tmp_path, sandbox, database_url):
+        sandbox, telegram, telegram_daemons):
     """Behind a load balancer any daemon may get an update: the one standing by stores it,
     and the working one answers it, once. The standby is ready for the balancer."""
-    telegram = FakeTelegram(TOKEN)
-    await telegram.start()
-    first = second = None
-    try:
-        first = await _telegram_daemon(tmp_path, sandbox, database_url, telegram, "webhook",
-                                       "first")
-        await telegram.wait_for(lambda: telegram.webhook and
-                                f":{first.port}/" in telegram.webhook["url"], timeout=20)
-        telegram.say(ANN, "hello")
-        await telegram.wait_for_text(ANN, 'You said: "hello"', timeout=20)
-        second = await _telegram_daemon(tmp_path, sandbox, database_url, telegram, "webhook",
-                                        "second")
-        await _standing_by(second)
-        # Telegram now posts to the second daemon (the last to set the webhook).
-        await telegram.wait_for(lambda: f":{second.port}/" in telegram.webhook["url"],
-                                timeout=20)
-        async with aiohttp.ClientSession() as http:
-            async with http.get(f"http://127.0.0.1:{second.port}/readyz") as response:
-                assert response.status == 200
-                assert "standing by" in await response.text()
+    first = await telegram_daemons("webhook")
+    await telegram.wait_for(lambda: telegram.webhook and
+                            f":{first.port}/" in telegram.webhook["url"], timeout=20)
+    telegram.say(ANN, "hello")
+    await telegram.wait_for_text(ANN, 'You said: "hello"', timeout=20)
+    second = await telegram_daemons("webhook")
+    await _standing_by(second)
+    # Telegram now posts to the second daemon (the last to set the webhook).
+    await telegram.wait_for(lambda: f":{second.port}/" in telegram.webhook["url"], timeout=20)
+    async with aiohttp.ClientSession() as http:
+        async with http.get(f"http://127.0.0.1:{second.port}/readyz") as response:
+            assert response.status == 200
+            assert "standing by" in await response.text()
         telegram.say(ANN, "and now?")
         await telegram.wait_for_text(ANN, 'You said: "and now?"', timeout=20)
         await asyncio.sleep(1)  # nothing more comes
         answers = [m for m in telegram.sent_to(ANN) if "You said" in m.get("text", "")]
         assert len(answers) == 2
-        async with aiohttp.ClientSession() as http:
-            async with http.get(f"http://127.0.0.1:{second.port}/metrics") as response:
-                assert "bridge_events_forwarded_total 1.0" in await response.text()
-        assert [m["message"] for m in sandbox.received] == ["hello", "and now?"]
-        assert b"forwarded event" not in second.log()  # none dropped
-    finally:
-        for daemon in (second, first):
-            if daemon is not None:
-                assert await daemon.stop() == 0
-        await telegram.stop()
+        async with http.get(f"http://127.0.0.1:{second.port}/metrics") as response:
+            assert "bridge_events_forwarded_total 1.0" in await response.text()
+    assert [m["message"] for m in sandbox.received] == ["hello", "and now?"]
+    assert b"forwarded event" not in second.log()  # none dropped
 
 
-async def test_only_the_working_daemon_polls_telegram(tmp_path, sandbox, database_url):
+async def test_only_the_working_daemon_polls_telegram(telegram, telegram_daemons):
     """Telegram answers a second poller with 409 Conflict, and each update goes to one of
     them: the standby does not poll until it works the customers."""
-    telegram = FakeTelegram(TOKEN)
-    await telegram.start()
-    first = second = None
-    try:
-        first = await _telegram_daemon(tmp_path, sandbox, database_url, telegram, "polling",
-                                       "first")
-        telegram.say(ANN, "hello")
-        await telegram.wait_for_text(ANN, 'You said: "hello"', timeout=20)
-        second = await _telegram_daemon(tmp_path, sandbox, database_url, telegram, "polling",
-                                        "second")
-        await _standing_by(second)
-        await asyncio.sleep(1.5)
-        assert b"receiving by polling" not in second.log()
-        assert await first.stop() == 0
-        first = None
-        telegram.say(ANN, "and now?")
-        await telegram.wait_for_text(ANN, 'You said: "and now?"', timeout=20)
-        assert b"receiving by polling" in second.log()
-    finally:
-        for daemon in (second, first):
-            if daemon is not None:
-                assert await daemon.stop() == 0
-        await telegram.stop()
+    first = await telegram_daemons("polling")
+    telegram.say(ANN, "hello")
+    await telegram.wait_for_text(ANN, 'You said: "hello"', timeout=20)
+    second = await telegram_daemons("polling")
+    await _standing_by(second)
+    await asyncio.sleep(1.5)
+    assert b"receiving by polling" not in second.log()
+    assert await first.stop() == 0
+    telegram.say(ANN, "and now?")
+    await telegram.wait_for_text(ANN, 'You said: "and now?"', timeout=20)
+    assert b"receiving by polling" in second.log()
 
 
 async def test_the_call_page_works_on_a_standing_by_daemon(sandbox, database_url):
