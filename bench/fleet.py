@@ -155,13 +155,21 @@ class Fleet:
             self.daemons[index] = new
 
     async def stop(self) -> None:
+        """Stop every daemon (none is left running when one fails to stop: it is killed,
+        and the first such failure raised once all are down)."""
+        failures = []
         for daemon in self.daemons:
-            await daemon.stop()
+            try:
+                await daemon.stop()
+            except RuntimeError as failure:
+                failures.append(failure)
         for watch in self._watches:
             watch.cancel()
         await asyncio.gather(*self._watches, return_exceptions=True)
         if self._store is not None:
             await self._store.close()
+        if failures:
+            raise failures[0]
 
     def logs(self) -> list[Path]:
         return sorted(self.daemons[0].log.parent.glob("bridge-*.log"))
