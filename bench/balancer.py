@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import socket
 from typing import Callable
 
 import aiohttp
@@ -64,8 +63,3 @@ class RoundRobin:
             self.retried += 1
         return web.Response(status=502, text="no daemon answered")
 
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]

@@ -51,11 +51,12 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from bench.balancer import RoundRobin, free_port
+from bench.balancer import RoundRobin
 from bench.database import reset
 from bench.fleet import Fleet
 from bridge.sandbox import NAMESPACE, SandboxHelpdesk
 from testing.fake_telegram import FakeTelegram
+from testing.local import free_port
 
 TOKEN = "123456789:AAHdqTcvCH1vGWJxfSeofSAs0K5PALDsaw"
 MARKER = re.compile(r"c\d+n\d+x")

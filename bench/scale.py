@@ -18,11 +18,11 @@ import time
 
 import aiohttp
 
-from bench.soak import free_port
 from bridge.app import Bridge
 from bridge.config import load_settings
 from bridge.sandbox import DEFAULT_API_KEY
 from testing.console import ConsoleHarness
+from testing.local import free_port
 
 
 def rss_mb() -> float:

@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import random
-import socket
 import statistics
 import tempfile
 import time
@@ -32,17 +31,13 @@ from bench.database import reset
 from bench.fleet import DaemonProcess
 from bridge.sandbox import SandboxHelpdesk
 from testing.fake_telegram import FakeTelegram
+from testing.local import free_port
 
 TOKEN = "123456789:AAHdqTcvCH1vGWJxfSeofSAs0K5PALDsaw"
 SAMPLED = {"rss_mb": "process_resident_memory_bytes", "open_fds": "process_open_fds",
            "tasks": "bridge_asyncio_tasks", "db_connections": "bridge_db_connections"}
 PAUSE = 2.0  # seconds a customer waits after an answer before writing again
 
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def _buttons(message: dict) -> list[dict]:

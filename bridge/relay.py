@@ -45,7 +45,6 @@ class Relay:
                  adapters: list[Adapter], http: HttpServer, texts: Texts | None = None,
                  metrics: Metrics | None = None, calls: Calls | None = None) -> None:
         self.store = store
-        self.http = http
         self.metrics = metrics or Metrics()
         self.link = link_factory(on_event=self.on_helpdesk_event)
         self.adapters = {adapter.name: adapter for adapter in adapters}

@@ -1,6 +1,8 @@
 """Serving a test's aiohttp app on this machine."""
 from __future__ import annotations
 
+import socket
+
 from aiohttp import web
 
 
@@ -11,3 +13,11 @@ async def serve(app: web.Application, host: str = "127.0.0.1") -> tuple[web.AppR
     site = web.TCPSite(runner, host, 0)
     await site.start()
     return runner, site._server.sockets[0].getsockname()[1]
+
+
+def free_port() -> int:
+    """A port free on this machine now, for a server that must know its URL before it
+    listens (a public_url in its config)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]

@@ -22,8 +22,7 @@ from bridge.app import Bridge
 from bridge.config import load_settings
 from bridge.sandbox import DEFAULT_API_KEY
 from testing.console import ConsoleHarness
-from testing.local import serve
-from tests.test_slack import _free_port
+from testing.local import free_port, serve
 
 SDK = Path(os.environ.get("BRIDGE_TEST_LIVEKIT_SDK", "node_modules/livekit-client/dist/"
                                                     "livekit-client.umd.js"))
@@ -103,7 +102,7 @@ async def browser():
 @pytest.fixture
 async def call(sandbox, livekit, tmp_path):
     """A bridge with calls on, and a customer with a call invite."""
-    port = _free_port()
+    port = free_port()
     digest = base64.b64encode(hashlib.sha384(SDK.read_bytes()).digest()).decode()
     settings = load_settings({
         "helpdesk": {"url": sandbox.url, "api_key": DEFAULT_API_KEY, "request_timeout": 3},
@@ -239,7 +238,7 @@ livekit_url = "{livekit_url}"
     good = await asyncio.to_thread(_cli, "check", "--config", config(f"ws://{livekit.url}"))
     assert good.returncode == 0, good.stdout + good.stderr
     assert f"ok   calls: the LiveKit server {livekit.url} answers" in good.stdout
-    closed = _free_port()
+    closed = free_port()
     bad = await asyncio.to_thread(_cli, "check", "--config", config(f"ws://127.0.0.1:{closed}"))
     assert bad.returncode == 1
     assert f"FAIL calls: the LiveKit server 127.0.0.1:{closed} is not reachable" in bad.stdout

@@ -18,6 +18,7 @@ from bridge.app import Bridge
 from bridge.helpdesk import MAX_EVENT_BYTES
 from bridge.store import ToCustomer
 from testing.fake_telegram import JPEG
+from testing.local import free_port
 from tests.conftest import fail_once, queue_rows
 from tests.test_slack import ANN as SLACK_ANN
 from tests.test_slack import _start as start_slack_bridge
@@ -25,7 +26,6 @@ from tests.test_slack import _ticket_after_hello, slack  # noqa: F401 (a fixture
 from tests.test_telegram import (
     ANN,
     BOB,
-    _free_port,
     start_bridge,
     telegram,  # noqa: F401 (a fixture)
 )
@@ -382,7 +382,7 @@ async def test_the_daemon_answers_healthz_throughout_the_hostile_inputs(
     from tests.test_slack import BOT_TOKEN, SIGNING_SECRET
     from tests.test_telegram import TOKEN
 
-    port = _free_port()
+    port = free_port()
     settings = load_settings({
         "helpdesk": {"url": sandbox.url, "api_key": DEFAULT_API_KEY, "request_timeout": 3},
         "storage": {"url": database_url},

@@ -13,9 +13,9 @@ import aiohttp
 import pytest
 
 from bridge.sandbox import DEFAULT_API_KEY
-from testing.fake_telegram import FakeTelegram
+from testing.local import free_port
 from tests.daemon import Daemon, write_config
-from tests.test_telegram import ANN, TOKEN, _free_port
+from tests.test_telegram import ANN, TOKEN, telegram  # noqa: F401 (a fixture)
 
 pytestmark = pytest.mark.parametrize("database_url", ["postgres"], indirect=True)
 
@@ -148,21 +148,13 @@ async def test_a_daemon_whose_database_session_is_cut_pauses_and_carries_on(make
 
 
 @pytest.fixture
-async def telegram():
-    fake = FakeTelegram(TOKEN)
-    await fake.start()
-    yield fake
-    await fake.stop()
-
-
-@pytest.fixture
-async def telegram_daemons(tmp_path, sandbox, database_url, telegram):
+async def telegram_daemons(tmp_path, sandbox, database_url, telegram):  # noqa: F811
     """start(mode): a daemon with the Telegram adapter, on its own port (its public URL);
     each one still running at the end is stopped, and must exit cleanly."""
     started: list[Daemon] = []
 
     async def start(mode: str) -> Daemon:
-        port = _free_port()
+        port = free_port()
         path = write_config(
             tmp_path / f"bridge-{len(started)}.toml", sandbox.url, DEFAULT_API_KEY,
             database_url, port=port, public_url=f"http://127.0.0.1:{port}",
@@ -180,7 +172,7 @@ async def telegram_daemons(tmp_path, sandbox, database_url, telegram):
 
 
 async def test_a_webhook_update_that_reaches_a_standing_by_daemon_is_answered_once(
-        sandbox, telegram, telegram_daemons):
+        sandbox, telegram, telegram_daemons):  # noqa: F811
     """Behind a load balancer any daemon may get an update: the one standing by stores it,
     and the working one answers it, once. The standby is ready for the balancer."""
     first = await telegram_daemons("webhook")
@@ -207,7 +199,7 @@ async def test_a_webhook_update_that_reaches_a_standing_by_daemon_is_answered_on
     assert b"forwarded event" not in second.log()  # none dropped
 
 
-async def test_only_the_working_daemon_polls_telegram(telegram, telegram_daemons):
+async def test_only_the_working_daemon_polls_telegram(telegram, telegram_daemons):  # noqa: F811
     """Telegram answers a second poller with 409 Conflict, and each update goes to one of
     them: the standby does not poll until it works the customers."""
     first = await telegram_daemons("polling")
@@ -232,7 +224,7 @@ async def test_the_call_page_works_on_a_standing_by_daemon(sandbox, database_url
     from testing.console import ConsoleHarness
 
     def settings():
-        port = _free_port()
+        port = free_port()
         return load_settings({
             "helpdesk": {"url": sandbox.url, "api_key": DEFAULT_API_KEY, "request_timeout": 3},
             "storage": {"url": database_url},

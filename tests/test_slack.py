@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import socket
 import time
 
 import pytest
@@ -17,7 +16,7 @@ from bridge.config import load_settings
 from bridge.registry import adapter_schemas
 from bridge.sandbox import DEFAULT_API_KEY
 from testing.fake_slack import BOT_USER, FakeSlack, buttons_of, pattern, sign
-from testing.local import serve
+from testing.local import free_port, serve
 
 BOT_TOKEN = "xoxb-1234567890-0987654321-AbCdEfGhIjKlMnOpQrStUvWx"
 APP_TOKEN = "xapp-1-A0BRIDGE-1234567890-0a1b2c3d4e5f60718293a4b5c6d7e8f9"
@@ -33,11 +32,6 @@ async def slack():
     await fake.stop()
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
 
 # The local Slack (its /cdn/ stands for the helpdesk's file host) is on loopback, which
 # the bridge never fetches from unless told to (bridge/files.py).
@@ -45,7 +39,7 @@ LOCAL_FILES = ["127.0.0.1/32"]
 
 
 def _settings(slack, sandbox, database_url, mode="http", file_networks=LOCAL_FILES):
-    port = _free_port()
+    port = free_port()
     section = {"bot_token": BOT_TOKEN, "api_url": slack.api_url, "mode": mode,
                "file_networks": file_networks}
     section.update({"signing_secret": SIGNING_SECRET} if mode == "http"
@@ -346,7 +340,7 @@ async def test_embedded_in_an_existing_slack_app(slack, sandbox, database_url, m
     import importlib.util
     from pathlib import Path
 
-    port = _free_port()
+    port = free_port()
     monkeypatch.setenv("SLACK_BOT_TOKEN", BOT_TOKEN)
     monkeypatch.setenv("SLACK_SIGNING_SECRET", SIGNING_SECRET)
     monkeypatch.setenv("SLACK_API_URL", slack.api_url)

@@ -13,6 +13,7 @@ from bridge.config import load_settings
 from bridge.registry import adapter_schemas
 from bridge.sandbox import DEFAULT_API_KEY
 from testing.fake_telegram import FakeTelegram
+from testing.local import free_port
 from tests.conftest import fail_once
 
 TOKEN = "123456789:AAHdqTcvCH1vGWJxfSeofSAs0K5PALDsaw"
@@ -36,17 +37,9 @@ def _settings(telegram, sandbox, database_url, mode="polling", public_url=""):
     }, env={}, adapter_schemas=adapter_schemas())
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 async def start_bridge(telegram, sandbox, database_url, mode: str = "polling") -> Bridge:
     """A started bridge with its Telegram adapter, and a public URL on its own port."""
-    port = _free_port()
+    port = free_port()
     settings = _settings(telegram, sandbox, database_url, mode=mode,
                          public_url=f"http://127.0.0.1:{port}")
     settings = settings.model_copy(update={"http": settings.http.model_copy(
@@ -264,7 +257,7 @@ async def test_the_bot_token_is_in_no_log_line(bridge, telegram, caplog):
 async def test_webhook_mode_checks_the_secret_token(telegram, sandbox, database_url):
     import aiohttp
 
-    port = _free_port()
+    port = free_port()
     public_url = f"http://127.0.0.1:{port}"
     settings = _settings(telegram, sandbox, database_url, mode="webhook", public_url=public_url)
     settings = settings.model_copy(update={"http": settings.http.model_copy(
