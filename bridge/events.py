@@ -3,6 +3,10 @@ the core says *what* to show (a prompt with its choices), each adapter draws it 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+from functools import cached_property
+
+from bridge.markdown import Document, parse
+from bridge.sanitize import strip_controls
 
 
 @dataclass(frozen=True)
@@ -106,6 +110,12 @@ class Outgoing:
     final: bool = False                  # the last word of a conversation (after the rating)
     thread: str | None = None            # the conversation's platform thread, filled at
     #                                      delivery for adapters with threads (Slack)
+
+    @cached_property
+    def document(self) -> Document:
+        """The text as the adapters render it: Markdown, parsed once (bridge/markdown.py),
+        without control characters (bridge/sanitize.py)."""
+        return parse(strip_controls(self.text))
 
     def to_json(self) -> dict:
         return asdict(self)

@@ -27,6 +27,7 @@ from urllib.parse import urlencode
 import aiohttp
 from aiohttp import web
 
+from testing import slack_blocks
 from testing.local import serve
 
 TEAM = "T0ACME"
@@ -130,7 +131,7 @@ class FakeSlack:
 
     def find(self, user: str, needle: str) -> dict | None:
         return next((m for m in self.messages.get(self.dm(user), []) if needle in m["text"]
-                     or needle in json.dumps(m.get("blocks", []), ensure_ascii=False)), None)
+                     or needle in shown_text(m)), None)
 
     async def wait_for_text(self, user: str, needle: str, timeout: float = 10.0) -> dict:
         return await self.wait_for(lambda: self.find(user, needle), timeout)
@@ -318,6 +319,7 @@ class FakeSlack:
         return {"no_op": True, "already_open": True, "channel": {"id": self.dm(params["users"])}}
 
     def _chat_postMessage(self, params: dict) -> dict:
+        _check_blocks(params)
         ts = self.next_ts()
         message = {"type": "message", "user": BOT_USER, "bot_id": BOT_ID, "ts": ts,
                    "channel": params["channel"], "text": params.get("text", ""),
@@ -329,6 +331,7 @@ class FakeSlack:
         return {"channel": params["channel"], "ts": ts, "message": shown}
 
     def _chat_update(self, params: dict) -> dict:
+        _check_blocks(params)
         for message in self.messages.get(params["channel"], []):
             if message["ts"] == params["ts"]:
                 message["text"] = params.get("text", message["text"])
@@ -401,10 +404,28 @@ def pattern(size: int) -> bytes:
     return (block * (size // len(block) + 1))[:size]
 
 
+def shown_text(message: dict) -> str:
+    """The words a Slack client shows for a message's blocks (the texts of its sections,
+    headers, context lines, rich-text elements and buttons), in order."""
+    def texts(value) -> list[str]:
+        if isinstance(value, list):
+            return [t for v in value for t in texts(v)]
+        if not isinstance(value, dict):
+            return []
+        own = [value["text"]] if isinstance(value.get("text"), str) else []
+        return own + texts(value.get("text")) + texts(value.get("elements"))
+    return "".join(texts(message.get("blocks", [])))
+
+
 def buttons_of(message: dict) -> list[dict]:
     return [{**element, "block_id": block.get("block_id", "")}
             for block in message.get("blocks", []) if block["type"] == "actions"
             for element in block["elements"]]
+
+
+def _check_blocks(params: dict) -> None:
+    if "blocks" in params and slack_blocks.problems(_json(params["blocks"]) or []):
+        raise SlackError("invalid_blocks")
 
 
 def _json(value: Any) -> Any:

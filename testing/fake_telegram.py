@@ -16,6 +16,7 @@ from typing import Any
 
 from aiohttp import web
 
+from testing import telegram_entities
 from testing.local import serve
 
 BOT_ID = 777000111
@@ -242,18 +243,35 @@ class FakeTelegram:
 
     async def _api_sendMessage(self, params: dict) -> dict | web.Response:
         text = str(params.get("text", ""))
-        if len(text) > 4096:
+        refused = self._refused_text(text, params)
+        if refused is not None:
+            return refused
+        return self._message(params, text=text, parse_mode=params.get("parse_mode"),
+                             **_entities_of(params))
+
+    def _refused_text(self, text: str, params: dict) -> web.Response | None:
+        """Telegram's answer to a text it will not show as sent, or None."""
+        if len(telegram_entities.utf16(text)) // 2 > telegram_entities.MAX_LENGTH:
             return self._error(400, "Bad Request: message is too long")
         if params.get("parse_mode") == "HTML" and not _balanced_html(text):
             return self._error(400, "Bad Request: can't parse entities: Unexpected end tag")
-        return self._message(params, text=text, parse_mode=params.get("parse_mode"))
+        if "entities" in params:
+            found = telegram_entities.problems(text, _entities_of(params).get("entities", []))
+            if found:
+                return self._error(400, f"Bad Request: can't parse entities: {found[0]}")
+        return None
 
     async def _api_editMessageText(self, params: dict) -> dict | web.Response:
         chat_id, message_id = int(params["chat_id"]), int(params["message_id"])
         message = self.sent.get(chat_id, {}).get(message_id)
         if message is None:
             return self._error(400, "Bad Request: message to edit not found")
+        refused = self._refused_text(str(params["text"]), params)
+        if refused is not None:
+            return refused
         message["text"] = str(params["text"])
+        message.pop("entities", None)
+        message.update(_entities_of(params))
         message["edit_date"] = int(time.time())
         if params.get("reply_markup"):
             message["reply_markup"] = params["reply_markup"]
@@ -297,6 +315,13 @@ class FakeTelegram:
     async def _api_sendDocument(self, params: dict) -> dict:
         return self._message(params, document={"file_id": "d1", "file_unique_id": "u2"},
                              caption=params.get("caption"), source=params.get("document"))
+
+
+def _entities_of(params: dict) -> dict:
+    entities = params.get("entities")
+    if isinstance(entities, str):
+        entities = json.loads(entities)
+    return {"entities": entities} if entities else {}
 
 
 def _balanced_html(text: str) -> bool:

@@ -15,7 +15,7 @@ from bridge.app import Bridge
 from bridge.config import load_settings
 from bridge.registry import adapter_schemas
 from bridge.sandbox import DEFAULT_API_KEY
-from testing.fake_slack import BOT_USER, FakeSlack, buttons_of, pattern, sign
+from testing.fake_slack import BOT_USER, FakeSlack, buttons_of, pattern, shown_text, sign
 from testing.local import free_port, serve
 
 BOT_TOKEN = "xoxb-1234567890-0987654321-AbCdEfGhIjKlMnOpQrStUvWx"
@@ -84,7 +84,8 @@ async def _lifecycle(slack, sandbox) -> None:
     assert reply["thread_ts"] == root  # answered in the conversation's thread
     assert reply["blocks"][0] == {"type": "context", "elements": [
         {"type": "mrkdwn", "text": "*SATE*"}]}
-    assert "hello &amp; &lt;welcome&gt;" in reply["blocks"][1]["text"]["text"]
+    assert reply["blocks"][1]["type"] == "rich_text"  # its text is literal: nothing to escape
+    assert 'You said: "hello & <welcome>"' in shown_text({"blocks": reply["blocks"][1:]})
     assert sandbox.received[0]["message"] == "hello & <welcome>"
 
     await slack.say(ANN, "it is resolved", thread_ts=root)
@@ -94,7 +95,7 @@ async def _lifecycle(slack, sandbox) -> None:
     assert (yes["style"], no["style"]) == ("primary", "danger")
     await slack.press(ANN, prompt, 0)
     await slack.wait_for(lambda: prompt.get("edited"))
-    assert not buttons_of(prompt) and "Yes, solved" in prompt["blocks"][0]["text"]["text"]
+    assert not buttons_of(prompt) and "Yes, solved" in shown_text(prompt)
 
     rating = await slack.wait_for_text(ANN, "How would you rate")
     assert rating["thread_ts"] == root
@@ -202,17 +203,23 @@ async def test_ratelimited_is_waited_out_and_delivered_once(bridge, slack):
     assert len([m for m in slack.messages[slack.dm(ANN)] if "You said" in m["text"]]) == 1
 
 
-async def test_server_errors_are_retried_and_a_refused_message_is_dropped(bridge, slack, sandbox):
+async def test_server_errors_are_retried_and_refused_blocks_go_as_plain_text(
+        bridge, slack, sandbox):
     slack.fail_next("chat.postMessage", "internal_error", status=500, times=3)
     await slack.say(ANN, "hello")
     await slack.wait_for_text(ANN, 'You said: "hello"', timeout=20)
     slack.fail_next("chat.postMessage", "invalid_blocks")
     await slack.say(ANN, "second")
-    await slack.wait_for(lambda: len(sandbox.received) == 2)
-    await asyncio.sleep(1)
+    plain = await slack.wait_for_text(ANN, 'You said: "second"')
+    assert [(b["type"], b["text"]["type"]) for b in plain["blocks"]] == [
+        ("section", "plain_text")]
+    slack.fail_next("chat.postMessage", "invalid_blocks", times=2)  # even plain: dropped
     await slack.say(ANN, "third")
-    await slack.wait_for_text(ANN, 'You said: "third"')  # the queue did not stick
-    assert not slack.find(ANN, 'You said: "second"')
+    await slack.wait_for(lambda: len(sandbox.received) == 3)
+    await asyncio.sleep(1)
+    await slack.say(ANN, "fourth")
+    await slack.wait_for_text(ANN, 'You said: "fourth"')  # the queue did not stick
+    assert not slack.find(ANN, 'You said: "third"')
 
 
 async def test_agent_handover_is_a_context_block_and_replies_carry_the_name(

@@ -69,7 +69,8 @@ async def test_whole_lifecycle_with_native_buttons(bridge, telegram, sandbox):
 
     telegram.say(ANN, "hello")
     reply = await telegram.wait_for_text(ANN, 'You said: "hello"')
-    assert reply["text"].startswith("<b>SATE:</b>") and reply["parse_mode"] == "HTML"
+    assert reply["text"].startswith("SATE: ") and reply.get("parse_mode") is None
+    assert reply["entities"][0] == {"type": "bold", "offset": 0, "length": 5}
 
     telegram.say(ANN, "it is resolved")
     prompt = await telegram.wait_for_text(ANN, "Did this solve your issue?")
@@ -97,7 +98,8 @@ async def test_agent_takeover_shows_the_agent_name(bridge, telegram):
     telegram.say(ANN, "a human please")
     await telegram.wait_for_text(ANN, "You're now chatting with Alice.")
     message = await telegram.wait_for_text(ANN, "Hi, Alice here")
-    assert message["text"].startswith("<b>Alice:</b>")
+    assert message["text"].startswith("Alice: ")
+    assert message["entities"][0] == {"type": "bold", "offset": 0, "length": 6}
 
 
 async def test_a_forged_button_from_another_user_is_refused(bridge, telegram, sandbox):
@@ -186,7 +188,7 @@ async def test_a_10000_character_reply_is_split_at_word_boundaries(bridge, teleg
     await asyncio.sleep(0.3)
     parts = [m["text"] for m in telegram.sent_to(ANN) if "word" in m["text"]]
     assert all(len(p) <= 4096 for p in parts)
-    joined = " ".join(parts).replace("<b>Agent:</b> ", "")
+    joined = " ".join(parts).replace("Agent: ", "")
     assert joined.split() == long_text.split()  # nothing lost, no word cut in half
 
 
@@ -196,13 +198,14 @@ async def test_html_and_unbalanced_markdown_are_shown_as_written(bridge, telegra
     ticket = sandbox.received[0]["ticket_chat_id"]
     await sandbox.agent_reply(ticket, "Use <b>Save</b> & then **really** save *now")
     message = await telegram.wait_for_text(ANN, "Save")
-    assert message["text"] == ("<b>Agent:</b> Use &lt;b&gt;Save&lt;/b&gt; &amp; then "
-                               "<b>really</b> save *now")
+    assert message["text"] == "Agent: Use <b>Save</b> & then really save *now"
+    really = message["text"].index("really")
+    assert {"type": "bold", "offset": really, "length": 6} in message["entities"]
     # if Telegram still refuses the entities, the words go out as plain text
     telegram.fail("sendMessage", 400, "Bad Request: can't parse entities: Unsupported start tag")
     await sandbox.agent_reply(ticket, "second **try**")
     plain = await telegram.wait_for_text(ANN, "second")
-    assert plain["text"] == "**Agent:** second **try**" and plain.get("parse_mode") is None
+    assert plain["text"] == "Agent: second try" and "entities" not in plain
 
 
 async def test_repeated_and_edited_messages(bridge, telegram, sandbox):

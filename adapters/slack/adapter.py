@@ -31,8 +31,8 @@ from slack_sdk.http_retry.builtin_async_handlers import (
 )
 from slack_sdk.web.async_client import AsyncWebClient
 
-from adapters.slack import blocks, inbound
-from adapters.slack.errors import delivery_error, error_code
+from adapters.slack import blocks, inbound, rich_text
+from adapters.slack.errors import BLOCKS_REFUSED, delivery_error, error_code
 from adapters.slack.files import FILES_PATH, SlackFiles
 from adapters.slack.form_body import read_form_body_again
 from adapters.slack.settings import SlackSettings
@@ -245,7 +245,11 @@ class SlackAdapter(Adapter):
             except SlackApiError as error:
                 if error_code(error) in ("message_not_found", "cant_update_message"):
                     raise EditTargetGone() from None
-                raise
+                if error_code(error) not in BLOCKS_REFUSED:
+                    raise
+                await self.client.chat_update(channel=channel, ts=message.edit_ref,
+                                              text=fallback,
+                                              blocks=rich_text.plain_blocks(answered))
             return message.edit_ref
         first = None
         if message.kind == "reply" and message.attachments:
@@ -254,11 +258,24 @@ class SlackAdapter(Adapter):
                 return None
         for fallback, rendered in blocks.render(message):
             await self._pacer.wait(channel)
-            posted = await self.client.chat_postMessage(
-                channel=channel, text=fallback, blocks=rendered, thread_ts=message.thread,
-                unfurl_links=False, unfurl_media=False)
+            try:
+                posted = await self._post(channel, fallback, rendered, message.thread)
+            except SlackApiError as error:
+                if error_code(error) not in BLOCKS_REFUSED:
+                    raise
+                # The words matter more than their look.
+                log.warning("slack refused a message's blocks (%s); sent it as plain text",
+                            error_code(error))
+                posted = await self._post(channel, fallback, rich_text.plain_blocks(rendered),
+                                          message.thread)
             first = first or posted.get("ts")
         return first
+
+    async def _post(self, channel: str, fallback: str, rendered: list[dict],
+                    thread: str | None):
+        return await self.client.chat_postMessage(
+            channel=channel, text=fallback, blocks=rendered, thread_ts=thread,
+            unfurl_links=False, unfurl_media=False)
 
 async def _not_started(_event) -> None:
     # Embedded, the company's app may take requests before the bridge has started: the

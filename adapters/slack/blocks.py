@@ -6,22 +6,21 @@ the comment modal) without reading the core's action strings.
 """
 from __future__ import annotations
 
-from adapters.slack.mrkdwn import escape, sections, to_mrkdwn
+from adapters.slack import rich_text
+from adapters.slack.mrkdwn import escape
 from bridge.events import Outgoing
+from bridge.markdown import Document, Span, parse
+from bridge.sanitize import strip_controls
+from bridge.styled import layout
 
 ACTION_PREFIX = "helpdesk."
 LINK_ACTION = "helpdesk.link"
 COMMENT_MODAL = "helpdesk_comment"
 COMMENT_INPUT = ("comment", "text")   # block_id, action_id of the modal's text field
 FALLBACK_LIMIT = 300                  # notification text: a preview, not the message
-SECTIONS_PER_MESSAGE = 20             # Slack allows 50 blocks; keep messages readable
 NOTICES_IN_CONTEXT = {"agent_joined", "switched", "new_conversation"}
 
 Message = tuple[str, list[dict]]
-
-
-def _section(mrkdwn: str) -> dict:
-    return {"type": "section", "text": {"type": "mrkdwn", "text": mrkdwn}}
 
 
 def _context(mrkdwn: str) -> dict:
@@ -33,13 +32,15 @@ def _plain(text: str, limit: int = 75) -> dict:
     return {"type": "plain_text", "text": text[:limit], "emoji": True}
 
 
-def _label(message: Outgoing) -> str:
-    return f"[{escape(message.conversation_label)}] " if message.conversation_label else ""
+def _labelled(message: Outgoing) -> Document:
+    label = message.conversation_label
+    return message.document.with_prefix((Span(f"[{label}] "),) if label else ())
 
 
-def _fallback(text: str) -> str:
-    """The notification text. Slack reads it as mrkdwn too: escaped, so that no reply can
-    notify a whole channel (<!channel>) or someone by name (<@U…>)."""
+def _fallback(document: Document, before: str = "") -> str:
+    """The notification text, plain. Slack reads it as mrkdwn: escaped, so that no reply
+    can notify a whole channel (<!channel>) or someone by name (<@U…>)."""
+    text = before + layout(document).text
     return escape(text if len(text) <= FALLBACK_LIMIT else text[:FALLBACK_LIMIT - 1] + "…")
 
 
@@ -48,27 +49,25 @@ def render(message: Outgoing) -> list[Message]:
         return _reply(message)
     if message.kind == "prompt":
         return [prompt(message)]
+    document = _labelled(message)
     if message.kind == "call_invite":
-        return [(_fallback(message.text), [_section(to_mrkdwn(message.text)), {
+        return [(_fallback(document), rich_text.blocks(document) + [{
             "type": "actions", "elements": [{
                 "type": "button", "action_id": LINK_ACTION, "style": "primary",
                 "text": _plain(message.url_label or "Join"), "url": message.url}]}])]
     if message.notice in NOTICES_IN_CONTEXT:
-        return [(_fallback(message.text), [_context(_label(message) + to_mrkdwn(message.text))])]
-    return [(_fallback(message.text), [_section(_label(message) + piece)
-                                       for piece in sections(message.text)][:SECTIONS_PER_MESSAGE])]
+        return [(_fallback(document), [_context(escape(layout(document).text))])]
+    return [(_fallback(document), group)
+            for group in rich_text.messages(rich_text.blocks(document))]
 
 
 def _reply(message: Outgoing) -> list[Message]:
-    who = f"{_label(message)}*{escape(message.sender_name or '')}*"
-    pieces = sections(message.text) if message.text else []
-    messages: list[Message] = []
-    for start in range(0, max(len(pieces), 1), SECTIONS_PER_MESSAGE):
-        blocks = [_context(who)] if start == 0 else []
-        blocks += [_section(piece) for piece in pieces[start:start + SECTIONS_PER_MESSAGE]]
-        text = f"{message.sender_name}: {message.text}" if start == 0 else message.text
-        messages.append((_fallback(text), blocks))
-    return messages
+    label = f"[{escape(message.conversation_label)}] " if message.conversation_label else ""
+    who = _context(f"{label}*{escape(message.sender_name or '')}*")
+    groups = rich_text.messages(rich_text.blocks(message.document)) or [[]]
+    first = _fallback(message.document, f"{message.sender_name}: ")
+    return [(first if index == 0 else "…", ([who] if index == 0 else []) + group)
+            for index, group in enumerate(groups)]
 
 
 def prompt(message: Outgoing) -> Message:
@@ -79,16 +78,18 @@ def prompt(message: Outgoing) -> Message:
         if message.prompt == "close_confirm":
             element["style"] = "primary" if index == 0 else "danger"
         buttons.append(element)
-    blocks = [_section(_label(message) + to_mrkdwn(message.text))]
+    document = _labelled(message)
+    blocks = rich_text.blocks(document)
     if buttons:
         blocks.append({"type": "actions", "block_id": f"{ACTION_PREFIX}{message.prompt}",
                        "elements": buttons})
-    return _fallback(message.text), blocks
+    return _fallback(document), blocks
 
 
 def answered(text: str) -> Message:
     """A prompt after its choice: the words stay, the buttons go."""
-    return _fallback(text), [_section(to_mrkdwn(text))]
+    document = parse(strip_controls(text))
+    return _fallback(document), rich_text.blocks(document)
 
 
 def comment_modal(action: str, title: str, label: str, submit: str) -> dict:

@@ -9,6 +9,8 @@ from bridge.files import FileRefused
 # Errors after which this customer cannot be reached until they write again.
 UNREACHABLE = {"channel_not_found", "is_archived", "user_disabled", "account_inactive",
                "cannot_dm_bot", "messages_tab_disabled", "user_not_found", "not_in_channel"}
+# The message's blocks were refused: its words can still go as plain text.
+BLOCKS_REFUSED = {"invalid_blocks", "invalid_blocks_format"}
 # Errors that mean this one message will never be taken.
 REFUSED = {"invalid_blocks", "invalid_blocks_format", "msg_too_long", "no_text",
            "invalid_arguments", "too_many_attachments", "invalid_attachments"}

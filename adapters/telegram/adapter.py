@@ -12,19 +12,20 @@ import logging
 from aiohttp import web
 from cachetools import LRUCache
 from telegram import BotCommand, InlineKeyboardButton, InlineKeyboardMarkup, Update
-from telegram.constants import ChatType, MessageEntityType, ParseMode
+from telegram.constants import ChatType, MessageEntityType
 from telegram.error import BadRequest, Forbidden, InvalidToken, RetryAfter, TelegramError
 from telegram.ext import AIORateLimiter, ExtBot
 
 from adapters.telegram import inbound
+from adapters.telegram.entities import messages
 from adapters.telegram.files import FILES_PATH, fetch_customer_file
-from adapters.telegram.markup import LIMIT, split, to_html
 from adapters.telegram.receiving import UpdateReceiver, retry_after
 from adapters.telegram.settings import TelegramSettings
 from adapters.telegram.typing_indicator import TypingIndicator
 from bridge.adapter import Adapter, DeliveryError, EditTargetGone, Sink, Unstorable
 from bridge.events import COMMANDS, ChatUser, Outgoing
 from bridge.http import HttpServer
+from bridge.markdown import BOLD, Document, Span
 from bridge.pacing import ChatPacer
 
 log = logging.getLogger(__name__)
@@ -217,14 +218,17 @@ class TelegramAdapter(Adapter):
 
     async def _deliver(self, chat_id: int, message: Outgoing) -> str | None:
         if message.kind == "edit":
+            # An edit is one message: the first piece, should the text be long.
+            pieces = messages(message.document) if message.text else []
             try:
-                if not message.text:  # only take the buttons away
+                if not pieces:  # only take the buttons away
                     await self.bot.edit_message_reply_markup(
                         chat_id=chat_id, message_id=int(message.edit_ref), reply_markup=None)
                 else:
+                    text, entities = pieces[0]
                     await self.bot.edit_message_text(
-                        chat_id=chat_id, message_id=int(message.edit_ref),
-                        text=to_html(message.text), parse_mode=ParseMode.HTML)
+                        chat_id=chat_id, message_id=int(message.edit_ref), text=text,
+                        entities=entities)
             except BadRequest as error:
                 if "not found" in error.message.lower():
                     raise EditTargetGone() from None
@@ -235,28 +239,26 @@ class TelegramAdapter(Adapter):
             sent = await self._send_attachments(chat_id, message)
             if sent is not None and not message.text:
                 return sent
-        return await self._send_text(chat_id, _text_of(message), _keyboard(message))
+        return await self._send_text(chat_id, _document_of(message), _keyboard(message))
 
-    async def _send_text(self, chat_id: int, text: str,
-                         keyboard: InlineKeyboardMarkup | None) -> str:
-        chunks = split(text)
+    async def _send_text(self, chat_id: int, document: Document,
+                         keyboard: InlineKeyboardMarkup | None) -> str | None:
+        pieces = messages(document)  # none: nothing to show (a reply of blank lines)
         last = None
-        for index, chunk in enumerate(chunks):
-            markup = keyboard if index == len(chunks) - 1 else None
-            formatted = to_html(chunk)
+        for index, (text, entities) in enumerate(pieces):
+            markup = keyboard if index == len(pieces) - 1 else None
             await self._pacer.wait(str(chat_id))
             try:
-                if len(formatted) > LIMIT:
-                    raise BadRequest("too long after formatting")
-                last = await self.bot.send_message(chat_id, formatted, parse_mode=ParseMode.HTML,
+                last = await self.bot.send_message(chat_id, text, entities=entities,
                                                    reply_markup=markup)
             except BadRequest as error:
-                if "parse entities" not in error.message and "too long" not in error.message:
+                if "entities" not in error.message:
                     raise
-                # Telegram refused our HTML: the words matter more than the formatting.
-                for piece in split(chunk, LIMIT):
-                    last = await self.bot.send_message(chat_id, piece, reply_markup=markup)
-        return str(last.message_id)
+                # Telegram refused the formatting: the words matter more than their look.
+                log.warning("telegram refused a message's formatting (%s); sent it plain",
+                            error.message)
+                last = await self.bot.send_message(chat_id, text, reply_markup=markup)
+        return str(last.message_id) if last is not None else None
 
     async def _send_attachments(self, chat_id: int, message: Outgoing) -> str | None:
         """Agent attachments: each as a photo or a document (Telegram fetches it), or as a
@@ -287,11 +289,12 @@ def _command(update: Update) -> str | None:
     return name
 
 
-def _text_of(message: Outgoing) -> str:
-    label = f"[{message.conversation_label}] " if message.conversation_label else ""
-    if message.kind == "reply":
-        return f"{label}**{message.sender_name}:** {message.text}" if message.text else label
-    return f"{label}{message.text}"
+def _document_of(message: Outgoing) -> Document:
+    """The message's text, after its conversation's label and, for a reply, its sender."""
+    prefix = (Span(f"[{message.conversation_label}] "),) if message.conversation_label else ()
+    if message.kind == "reply" and message.text:
+        prefix += (Span(f"{message.sender_name}:", frozenset({BOLD})), Span(" "))
+    return message.document.with_prefix(prefix)
 
 
 def _keyboard(message: Outgoing) -> InlineKeyboardMarkup | None:
