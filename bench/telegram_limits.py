@@ -103,7 +103,7 @@ async def burst(db_url: str, customers: int, messages: int) -> dict:
 
             def delivered() -> int:
                 return sum(1 for chat in telegram.sent.values() for m in chat.values()
-                           if m.get("text", "").split("</b> ")[-1].startswith("burst "))
+                           if m.get("text", "").startswith("Agent: burst "))
 
             await _until(lambda: delivered() >= messages, 600)
             elapsed = time.perf_counter() - started
