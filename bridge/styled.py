@@ -11,6 +11,7 @@ from __future__ import annotations
 import bisect
 import unicodedata
 from dataclasses import dataclass, field
+from typing import Iterator
 
 from bridge.markdown import (
     CodeBlock,
@@ -55,6 +56,13 @@ class Styled:
                  for s, e, k, v in self.marks if s < end and e > start]
         return Styled(self.text[start:end], [m for m in marks if m[0] < m[1]],
                       [c - start for c in self.cuts if start < c < end])
+
+    def segments(self) -> Iterator[tuple[int, int, set[tuple[str, str]]]]:
+        """The text in stretches no mark starts or ends inside: (start, end, the
+        (kind, value) of every mark over it)."""
+        points = sorted({0, len(self.text), *(p for s, e, *_ in self.marks for p in (s, e))})
+        for start, end in zip(points, points[1:]):
+            yield start, end, {(k, v) for s, e, k, v in self.marks if s <= start and e >= end}
 
     def strip(self) -> "Styled":
         """Without the blank lines and spaces around (a chat drops them, and with them
@@ -157,7 +165,7 @@ def _block(block, depth: int, in_quote: bool, table_width: int) -> Styled:
     elif isinstance(block, ListBlock):
         return _list(block, depth, in_quote, table_width)
     elif isinstance(block, Table):
-        return table_layout(block, table_width)
+        return _table_layout(block, table_width)
     elif isinstance(block, Rule):
         out.add(RULE)
     return out
@@ -172,7 +180,7 @@ def _list(block: ListBlock, depth: int, in_quote: bool, table_width: int) -> Sty
     return _joined(items, "\n")
 
 
-def table_layout(table: Table, width: int) -> Styled:
+def _table_layout(table: Table, width: int) -> Styled:
     """Aligned monospace while it fits `width`, else each row a few lines, with its
     headers."""
     out = Styled()

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+from functools import partial
 
 import aiohttp
 from aiohttp import web
@@ -240,16 +241,13 @@ class SlackAdapter(Adapter):
             text = message.text or message.edit_original or ""
             fallback, answered = blocks.answered(text)
             try:
-                await self.client.chat_update(channel=channel, ts=message.edit_ref,
-                                              text=fallback, blocks=answered)
+                await _plain_if_refused(partial(
+                    self.client.chat_update, channel=channel, ts=message.edit_ref,
+                    text=fallback), answered)
             except SlackApiError as error:
                 if error_code(error) in ("message_not_found", "cant_update_message"):
                     raise EditTargetGone() from None
-                if error_code(error) not in BLOCKS_REFUSED:
-                    raise
-                await self.client.chat_update(channel=channel, ts=message.edit_ref,
-                                              text=fallback,
-                                              blocks=rich_text.plain_blocks(answered))
+                raise
             return message.edit_ref
         first = None
         if message.kind == "reply" and message.attachments:
@@ -258,24 +256,24 @@ class SlackAdapter(Adapter):
                 return None
         for fallback, rendered in blocks.render(message):
             await self._pacer.wait(channel)
-            try:
-                posted = await self._post(channel, fallback, rendered, message.thread)
-            except SlackApiError as error:
-                if error_code(error) not in BLOCKS_REFUSED:
-                    raise
-                # The words matter more than their look.
-                log.warning("slack refused a message's blocks (%s); sent it as plain text",
-                            error_code(error))
-                posted = await self._post(channel, fallback, rich_text.plain_blocks(rendered),
-                                          message.thread)
+            posted = await _plain_if_refused(partial(
+                self.client.chat_postMessage, channel=channel, text=fallback,
+                thread_ts=message.thread, unfurl_links=False, unfurl_media=False), rendered)
             first = first or posted.get("ts")
         return first
 
-    async def _post(self, channel: str, fallback: str, rendered: list[dict],
-                    thread: str | None):
-        return await self.client.chat_postMessage(
-            channel=channel, text=fallback, blocks=rendered, thread_ts=thread,
-            unfurl_links=False, unfurl_media=False)
+
+async def _plain_if_refused(send, rendered: list[dict]):
+    """send(blocks=rendered); should Slack refuse those blocks, the same words as plain
+    text (the words matter more than their look)."""
+    try:
+        return await send(blocks=rendered)
+    except SlackApiError as error:
+        if error_code(error) not in BLOCKS_REFUSED:
+            raise
+        log.warning("slack refused a message's blocks (%s); sent it as plain text",
+                    error_code(error))
+        return await send(blocks=rich_text.plain_blocks(rendered))
 
 async def _not_started(_event) -> None:
     # Embedded, the company's app may take requests before the bridge has started: the

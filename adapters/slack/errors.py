@@ -12,8 +12,8 @@ UNREACHABLE = {"channel_not_found", "is_archived", "user_disabled", "account_ina
 # The message's blocks were refused: its words can still go as plain text.
 BLOCKS_REFUSED = {"invalid_blocks", "invalid_blocks_format"}
 # Errors that mean this one message will never be taken.
-REFUSED = {"invalid_blocks", "invalid_blocks_format", "msg_too_long", "no_text",
-           "invalid_arguments", "too_many_attachments", "invalid_attachments"}
+REFUSED = BLOCKS_REFUSED | {"msg_too_long", "no_text", "invalid_arguments",
+                            "too_many_attachments", "invalid_attachments"}
 
 
 def error_code(error: BaseException) -> str:

@@ -30,7 +30,7 @@ from bridge.markdown import (
     Span,
     Table,
 )
-from bridge.styled import RULE, Styled, aligned_table, layout, plain, split, table_layout
+from bridge.styled import RULE, Styled, aligned_table, layout, plain, split
 
 BLOCK_TEXT = 3000
 MESSAGE_BLOCKS = 40
@@ -66,10 +66,10 @@ def messages(rendered: list[dict]) -> list[list[dict]]:
 def _block(block) -> list[dict]:
     if isinstance(block, Rule):
         return [{"type": "divider"}]
-    if isinstance(block, Heading) and block.level <= 2 and 0 < len(plain(block.spans)) \
-            <= HEADER_TEXT and "\n" not in plain(block.spans):
-        return [{"type": "header",
-                 "text": {"type": "plain_text", "text": plain(block.spans), "emoji": True}}]
+    heading = plain(block.spans) if isinstance(block, Heading) and block.level <= 2 else ""
+    if 0 < len(heading) <= HEADER_TEXT and "\n" not in heading:
+        return [{"type": "header", "text": {"type": "plain_text", "text": heading,
+                                            "emoji": True}}]
     laid_out = layout(Document((block,)), TABLE_WIDTH)
     if len(laid_out.text) > BLOCK_TEXT:  # too long for one block: its text, in pieces
         return [_rich([_section(_elements(piece))]) if not isinstance(block, CodeBlock)
@@ -90,7 +90,7 @@ def _block(block) -> list[dict]:
         aligned = aligned_table(block, TABLE_WIDTH)
         if aligned is not None:
             return [_rich([_preformatted(aligned)])]
-        return [_rich([_section(_elements(table_layout(block, TABLE_WIDTH)))])]
+        return [_rich([_section(_elements(laid_out))])]  # the table as a list of rows
     return []
 
 
@@ -130,15 +130,11 @@ def _inline(spans: tuple[Span, ...], extra: str | None = None) -> list[dict]:
 def _elements(styled: Styled) -> list[dict]:
     """Laid-out text as styled text elements: marks become styles (a code block inside a
     quote or a list item is shown as code)."""
-    text = styled.text
-    points = sorted({0, len(text), *(p for s, e, *_ in styled.marks for p in (s, e))})
     out = []
-    for start, end in zip(points, points[1:]):
-        covering = [(k, v) for s, e, k, v in styled.marks if s <= start and e >= end]
+    for start, end, covering in styled.segments():
         styles = frozenset(CODE if k == "pre" else k for k, _ in covering)
         url = next((v for k, v in covering if k == "link"), None)
-        if text[start:end]:
-            out.append(_piece(text[start:end], styles, url))
+        out.append(_piece(styled.text[start:end], styles, url))
     return out
 
 

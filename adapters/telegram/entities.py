@@ -55,7 +55,6 @@ def _within_entity_limit(piece: Styled, limit: int) -> list[Message]:
 
 def to_entities(styled: Styled) -> list[MessageEntity]:
     text = styled.text
-    points = sorted({0, len(text), *(p for s, e, *_ in styled.marks for p in (s, e))})
     units = _utf16_offsets(text)
     entities: list[MessageEntity] = []
     stack: list[tuple[tuple[str, str], int]] = []  # (kind, value), where it opened
@@ -66,8 +65,8 @@ def to_entities(styled: Styled) -> list[MessageEntity]:
             if opened < at:
                 entities.append(_entity(kind, value, units[opened], units[at] - units[opened]))
 
-    for start, end in zip(points, points[1:]):
-        active = _allowed({(k, v) for s, e, k, v in styled.marks if s <= start and e >= end})
+    for start, _end, covering in styled.segments():
+        active = _allowed(covering)
         depth = next((i for i, (key, _) in enumerate(stack) if key not in active), len(stack))
         close_from(depth, start)
         open_keys = {key for key, _ in stack}
