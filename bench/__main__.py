@@ -87,13 +87,14 @@ def _cpu(ms: float | None) -> str:
 
 
 def run_limits(args) -> None:
+    several = f", {args.daemons} daemons" if args.daemons > 1 else ""
     print(f"\nTelegram limits (30/s per bot; per chat 3 at once, then 1/s): "
           f"{args.messages} agent messages to {args.customers} chats at once, "
-          f"{_backend(args.db)}")
+          f"{_backend(args.db)}{several}")
     if args.db:
         reset(args.db)
     with database(args.db) as url:
-        row = asyncio.run(burst(url, args.customers, args.messages))
+        row = asyncio.run(burst(url, args.customers, args.messages, args.daemons))
     print(f"{'delivered':>9} {'seconds':>8} {'msgs/s':>7} {'peak in 1 s':>11} {'429s':>5}")
     print(f"{row['delivered']:>9} {row['seconds']:>8.1f} {row['rate']:>7.1f} "
           f"{row['peak_1s']:>11} {row['refused_429']:>5}", flush=True)
@@ -111,13 +112,15 @@ def main() -> None:
     relay_args.add_argument("--messages", type=int, default=300)
     relay_args.add_argument("--rates", type=float, nargs="+", default=[10, 20, 40])
     relay_args.add_argument("--daemons", type=int, nargs="+", default=[1],
-                            help="daemons on the database (several: PostgreSQL; one works, "
-                                 "the others stand by); CPU per message is all of theirs")
+                            help="daemons on the database (several: PostgreSQL, sharing "
+                                 "the customers); CPU per message is all of theirs")
     relay_args.add_argument("--one-process", action="store_true",
                             help="run the bridge and the echo bot in the bench's own loop")
     limits_args = commands.add_parser("limits")
     limits_args.add_argument("--customers", type=int, default=300)
     limits_args.add_argument("--messages", type=int, default=1000)
+    limits_args.add_argument("--daemons", type=int, default=1,
+                             help="several daemons on one PostgreSQL (--db), in this process")
     for sub in (scale_args, relay_args, limits_args):
         sub.add_argument("--db", default=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -136,7 +139,7 @@ def _defaults(args, name: str):
     defaults = {"scale": {"customers": [100, 1000], "connections": 8},
                 "relay": {"customers": 50, "messages": 300, "rates": [10, 20, 40],
                           "one_process": False},
-                "limits": {"customers": 300, "messages": 1000}}[name]
+                "limits": {"customers": 300, "messages": 1000, "daemons": 1}}[name]
     return argparse.Namespace(db=args.db, **defaults)
 
 

@@ -24,14 +24,14 @@ killed: server events have no acknowledgement in this API ("in flight at a kill"
 emitted within the second before a SIGKILL). "lost" and "twice" are everything else, and
 must be 0.
 
-With --daemons N (PostgreSQL), N daemons share the database: one works the customers, the
-others stand by. The kills hit any of them (a kill of a standby is harmless, and only the
-working daemon's count for the windows); the working daemon is also frozen (SIGSTOP) for
-twice the lease, and at the end every daemon is replaced in turn (start a new one, SIGTERM
-the old). Each takeover's time is printed (target: at most the lease + 2 s). With
---telegram webhook each daemon listens on its own port behind a round-robin balancer
-(bench/balancer.py), so most updates reach a daemon standing by, which stores them for the
-working one (bridge/forwarding.py).
+With --daemons N (PostgreSQL), N daemons share the database, and the customers' shards
+between them (bridge/shards.py). The kills hit any of them (each one's count for the
+windows when it worked customers); one daemon is also frozen (SIGSTOP) for twice the lease,
+and at the end every daemon is replaced in turn (start a new one, SIGTERM the old). Each
+takeover's time is printed (target: at most the lease + 2 s). With --telegram webhook each
+daemon listens on its own port behind a round-robin balancer (bench/balancer.py), so most
+updates reach a daemon that does not work their customer, which stores them for the one
+that does (bridge/forwarding.py).
 
 Each loss and each double is printed with its timeline: when it was emitted (or each copy
 arrived), into a room with which sockets of which run of the bridge, and the nearest
@@ -250,7 +250,7 @@ def _went_wrong(counts: dict) -> bool:
 
 def _schedule(rng: random.Random, seconds: float, several: bool) -> list[tuple[float, str]]:
     events = [(rng.uniform(0.05, 0.95) * seconds, "kill") for _ in range(10)]
-    if several:  # one freeze of the working daemon, for twice the lease
+    if several:  # one freeze of a daemon working customers, for twice the lease
         events.append((0.6 * seconds, "freeze"))
     events += [(seconds * part, "helpdesk") for part in (0.25, 0.5, 0.75)]
     events += [(rng.uniform(0, seconds), "errors") for _ in range(8)]
@@ -296,7 +296,7 @@ def _settled(sandbox: WatchedSandbox, telegram: FakeTelegram, sent: int) -> bool
 
 class Timeline:
     """Moments of the run, told against what was done to it: each SIGKILL, SIGSTOP and
-    SIGTERM of the working daemon and each helpdesk restart (what a loss or a double is
+    SIGTERM of a daemon working customers and each helpdesk restart (what a loss or a double is
     explained by, or not)."""
 
     def __init__(self, started: float, moments: dict[str, list[float]],
@@ -343,7 +343,7 @@ def _count(sandbox: WatchedSandbox, telegram: FakeTelegram, sent: int, customers
                                          _answers(sandbox), sandbox.unheard)
     shown_at = _shown_at(telegram)
     timeline = Timeline(started, moments, sandbox)
-    # the working daemon killed or frozen: what it held unstored, or sent unrecorded
+    # a daemon working customers killed or frozen: what it held unstored, or sent unrecorded
     killed_at = moments["SIGKILL"] + moments["SIGSTOP"]
 
     def just_before_a_kill(key: tuple[str, str]) -> bool:
@@ -409,8 +409,8 @@ def main() -> None:
     parser.add_argument("--explain", action="store_true",
                         help="also name each message counted in the protocol's windows")
     parser.add_argument("--daemons", type=int, default=1,
-                        help="several daemons on one PostgreSQL (--db): one works, the "
-                             "others stand by; a freeze and a rolling restart are added")
+                        help="several daemons on one PostgreSQL (--db), sharing the "
+                             "customers; a freeze and a rolling restart are added")
     parser.add_argument("--lease", type=float, default=5, help="[cluster] lease_seconds")
     parser.add_argument("--telegram", choices=("polling", "webhook"), default="polling",
                         help="webhook: each daemon on its own port, behind a round-robin "
@@ -449,8 +449,8 @@ def main() -> None:
         for line in result["windows"]:
             print(f"protocol window: {line}")
     if result["takeovers"]:
-        print("takeovers (s from the working daemon's kill, freeze or stop to another holding "
-              "the lease): " + ", ".join(f"{t:.2f}" for t in result["takeovers"]))
+        print("takeovers (s from a daemon's kill, freeze or stop until the others hold all "
+              "its shards): " + ", ".join(f"{t:.2f}" for t in result["takeovers"]))
     if "kept" in result:
         print(f"the bridge's log (and SQLite database) kept in {result['kept']}")
     expected_agent = result["sent"] // AGENT_EVERY

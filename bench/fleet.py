@@ -1,9 +1,10 @@
 """The daemons of a chaos run, as processes that can be killed, frozen and rolled.
 
 With one daemon (SQLite, or PostgreSQL) it is the classic run: that daemon is killed and
-started again. With several (PostgreSQL), one works the customers and the others stand by
-(bridge/leadership.py): a kill or a freeze of the working one is what can lose or double a
-message, and how long the others take to carry on is measured from the leases table."""
+started again. With several (PostgreSQL), they share the customers' shards out
+(bridge/shards.py): a kill or a freeze of any of them is what can lose or double a message,
+and how long the others take to hold every shard it held is measured from the leases
+table."""
 from __future__ import annotations
 
 import asyncio
@@ -15,8 +16,8 @@ import time
 from pathlib import Path
 from typing import Callable
 
-from bridge.leadership import NAME as LEASE
 from bridge.sandbox import DEFAULT_API_KEY
+from bridge.shards import SHARDS
 from bridge.store import Store
 
 
@@ -67,11 +68,12 @@ class Fleet:
         self.daemons = [DaemonProcess(config_for(index), index) for index in range(size)]
         self._config_for = config_for
         self._spawned = size
-        # moments the working daemon was killed or frozen (what the protocol's windows are
-        # counted around), and stopped (SIGTERM: a clean handover, no window)
+        # moments a daemon was killed or frozen (what the protocol's windows are counted
+        # around), and stopped (SIGTERM: a clean handover, no window)
         self.moments: dict[str, list[float]] = {"SIGKILL": [], "SIGSTOP": [], "SIGTERM": []}
         self.kills = 0
-        self.takeovers: list[float] = []  # seconds from a kill or freeze to the next holder
+        # seconds from a kill, freeze or stop until others hold every shard the daemon held
+        self.takeovers: list[float] = []
         self._store = Store.from_url(db) if db.startswith("postgresql") else None
         self._watches: list[asyncio.Task] = []
         self._frozen: set[DaemonProcess] = set()
@@ -81,16 +83,17 @@ class Fleet:
             await daemon.start()
             await asyncio.sleep(1)  # the first one takes the lease
 
-    async def _holder_pid(self) -> int | None:
-        """The pid of the daemon holding the lease (PostgreSQL), None if none does."""
-        lease = await self._store.lease(LEASE)
-        return int(lease["holder"].split(":")[-2]) if lease and lease["valid"] else None
+    async def _holder_pids(self) -> dict[int, int]:
+        """Shard -> the pid of the daemon holding it (PostgreSQL)."""
+        return {shard: int(holder.split(":")[-2])
+                for shard, holder in (await self._store.shard_holders()).items()}
 
-    async def _working(self) -> DaemonProcess:
+    async def _with_shards(self) -> list[DaemonProcess]:
+        """The daemons that work customers now (with one daemon: that one)."""
         if len(self.daemons) == 1:
-            return self.daemons[0]
-        pid = await self._holder_pid()
-        return next((d for d in self.daemons if d.pid == pid), self.daemons[0])
+            return self.daemons
+        pids = set((await self._holder_pids()).values())
+        return [d for d in self.daemons if d.pid in pids]
 
     def _watch_takeover(self, gone: int, since: float) -> None:
         if self._store is not None:
@@ -98,29 +101,30 @@ class Fleet:
 
     async def _takeover(self, gone: int, since: float) -> None:
         while time.monotonic() - since < 120:
-            holder = await self._holder_pid()
-            if holder is not None and holder != gone:
+            holders = await self._holder_pids()
+            if len(holders) == SHARDS and gone not in holders.values():
                 self.takeovers.append(time.monotonic() - since)
                 return
             await asyncio.sleep(0.02)
 
     async def kill_one(self, rng: random.Random) -> None:
         """SIGKILL a daemon (with several, any of them) and start it again."""
-        working = await self._working()
+        working = await self._with_shards()
         daemon = rng.choice([d for d in self.daemons if d not in self._frozen])
         daemon.signal(signal.SIGKILL)
         await daemon.process.wait()
         self.kills += 1
-        if daemon is working:
+        if daemon in working:
             self.moments["SIGKILL"].append(time.monotonic())
             self._watch_takeover(daemon.pid, time.monotonic())
         await asyncio.sleep(rng.uniform(0.1, 1.0))
         await daemon.start()
 
     async def freeze_working(self, seconds: float) -> None:
-        """SIGSTOP the working daemon, SIGCONT it after `seconds`: it must send nothing
-        then, and exit (code 5) once it sees another daemon took over; it is started again."""
-        daemon = await self._working()
+        """SIGSTOP a daemon that works customers, SIGCONT it after `seconds`: it must send
+        nothing then, and exit (code 5) once it sees others took its shards over; it is
+        started again."""
+        daemon = (await self._with_shards() or self.daemons)[0]
         self._frozen.add(daemon)
         daemon.signal(signal.SIGSTOP)
         self.moments["SIGSTOP"].append(time.monotonic())
@@ -149,7 +153,7 @@ class Fleet:
             await new.start()
             await asyncio.sleep(1)
             self.moments["SIGTERM"].append(time.monotonic())
-            if old is await self._working():
+            if old in await self._with_shards():
                 self._watch_takeover(old.pid, time.monotonic())
             await old.stop()
             self.daemons[index] = new

@@ -181,8 +181,9 @@ def _cpu_seconds(pid: int | None) -> float | None:
 
 async def bridge_run(db_url: str, customers: int, rate: float, total: int,
                      apart: bool = True, daemons: int = 1) -> dict:
-    """daemons: with more than one (PostgreSQL), the others stand by beside the first,
-    which works the customers; the CPU per message is theirs all together."""
+    """daemons: with more than one (PostgreSQL), they share the customers (the first polls
+    Telegram and stores the others' updates for them); the CPU per message is theirs all
+    together."""
     sandbox, telegram = TimedSandbox(), TimedTelegram(TOKEN)
     await sandbox.start(port=0)
     await telegram.start()
@@ -190,7 +191,7 @@ async def bridge_run(db_url: str, customers: int, rate: float, total: int,
         async with AsyncExitStack() as stack:
             pids = [await stack.enter_async_context(
                 _bridge(telegram.url, sandbox.url, db_url, apart))]
-            await asyncio.sleep(2 if daemons > 1 else 0)  # the first takes the lease
+            await asyncio.sleep(2 if daemons > 1 else 0)  # the first takes shard 0: it polls
             for _ in range(daemons - 1):
                 pids.append(await stack.enter_async_context(
                     _bridge(telegram.url, sandbox.url, db_url, apart)))

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import math
 import time
+from contextlib import AsyncExitStack
 
 from aiohttp import web
 
@@ -22,6 +23,7 @@ from bridge.app import Bridge
 from bridge.config import load_settings
 from bridge.registry import adapter_schemas
 from bridge.sandbox import DEFAULT_API_KEY, SandboxHelpdesk
+from bridge.shards import SHARDS
 from testing.fake_telegram import FakeTelegram
 
 TOKEN = "123456789:AAHdqTcvCH1vGWJxfSeofSAs0K5PALDsaw"
@@ -75,7 +77,9 @@ class LimitedTelegram(FakeTelegram):
         return request["params"]
 
 
-async def burst(db_url: str, customers: int, messages: int) -> dict:
+async def burst(db_url: str, customers: int, messages: int, daemons: int = 1) -> dict:
+    """daemons: several Bridges on one PostgreSQL database (in this process), sharing the
+    customers and Telegram's limit for the bot."""
     sandbox, telegram = SandboxHelpdesk(), LimitedTelegram(TOKEN)
     await sandbox.start(port=0)
     await telegram.start()
@@ -86,8 +90,16 @@ async def burst(db_url: str, customers: int, messages: int) -> dict:
         "telegram": {"token": TOKEN, "api_url": telegram.url, "poll_timeout": 1},
     }, env={}, adapter_schemas=adapter_schemas())
     try:
-        async with Bridge(settings, [TelegramAdapter(settings.adapters["telegram"])]) as bridge:
-            await bridge.relay.link.wait_connected(30)
+        async with AsyncExitStack() as stack:
+            bridges = [await stack.enter_async_context(
+                Bridge(settings, [TelegramAdapter(settings.adapters["telegram"])]))
+                for _ in range(daemons)]
+            for bridge in bridges:
+                await bridge.relay.link.wait_connected(30)
+            if daemons > 1:  # each works its share of the customers
+                share = -(-SHARDS // daemons)
+                await _until(lambda: sum(len(b.shards.held) for b in bridges) == SHARDS
+                             and all(len(b.shards.held) <= share for b in bridges), 60)
             for n in range(customers):
                 telegram.say(20_000 + n, f"hello {n}")
             await _until(lambda: len(sandbox.conversations) >= customers and all(

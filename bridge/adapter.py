@@ -57,9 +57,16 @@ class Adapter(ABC):
     def receives_alone(self) -> bool:
         """True when only one daemon of a database may receive for this adapter (a
         Telegram bot polled with getUpdates: a second poller gets 409 Conflict). It then
-        receives on the daemon that works the customers only; any other adapter receives on
-        every daemon, which stores what it gets for the working one (bridge/forwarding.py)."""
+        receives on one daemon only (bridge/shards.py: the holder of shard 0); any other
+        adapter receives on every daemon, which stores what it gets for the customers of
+        another for that one (bridge/forwarding.py)."""
         return False
+
+    def share_limits(self, fraction: float) -> None:
+        """Several daemons send for one bot: this one sends for `fraction` of its customers
+        (0 to 1). A platform limit that holds for the whole bot, not per chat, is to be kept
+        to that fraction here. Optional."""
+        return None
 
     @abstractmethod
     async def start(self, sink: Sink, http: HttpServer) -> None:

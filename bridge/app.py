@@ -25,18 +25,20 @@ from bridge.config import Settings, load_settings, read_config_file
 from bridge.forwarding import EntryPoints
 from bridge.helpdesk import HelpdeskLink
 from bridge.http import HttpServer
-from bridge.leadership import Leadership, fingerprint
 from bridge.logs import add_secrets
 from bridge.metrics import Metrics
 from bridge.registry import adapter_schemas, build_adapters
 from bridge.relay import Relay
 from bridge.retention import Pruner
+from bridge.shards import SHARDS, Shards, fingerprint
 from bridge.single_daemon import DatabaseLock
 from bridge.store import Store, upgrade
 from bridge.tasks import Background
 from bridge.texts import Texts
 
 log = logging.getLogger(__name__)
+
+SWEEP = 10.0  # seconds between looks for rows queued while their customer's shard moved
 
 
 def load_config(path: str | Path) -> Settings:
@@ -53,12 +55,13 @@ class Bridge:
         self.pruner: Pruner | None = None
         self._database_lock: DatabaseLock | None = None
         self.metrics = Metrics()
-        self.leadership: Leadership | None = None
+        self.shards: Shards | None = None  # PostgreSQL: the customers this daemon works
         self.entry_points: EntryPoints | None = None
         self.calls: Calls | None = None  # voice calls, with a LiveKit server and a public URL
-        self.lost_lease = False  # stopped because another daemon took the customers over
+        self.lost_lease = False  # stopped because another daemon took its customers over
         self._background = Background()
         self._stopped = asyncio.Event()
+        self._started = asyncio.Event()  # receiving: ready for a load balancer
         self._stopping = asyncio.Event()
         # Registered before anything can log: the key travels in the helpdesk URL.
         add_secrets(settings.secrets())
@@ -87,56 +90,79 @@ class Bridge:
                                b"helpdesk-bridge signed links", hashlib.sha256).digest()
         self.http = HttpServer(settings.http.listen, settings.http.public_url, signing_key)
         await self.http.start()
-        self._link_factory = link_factory  # a relay is made when this daemon works
         if self.store.engine.dialect.name == "postgresql":
-            self.leadership = Leadership(self.store, settings.cluster.lease_seconds,
-                                         fingerprint(self._shared_configuration()))
-        leadership = self.leadership
-        self.entry_points = EntryPoints(
-            self.store, self.adapters, self.http, self.metrics,
-            working=lambda: leadership is None or leadership.leading)
-        ops.mount(self.http, self.store, self.metrics, lambda: self.relay, self.leadership)
+            self.shards = Shards(self.store, settings.cluster.lease_seconds,
+                                 fingerprint(self._shared_configuration()))
+            self.store.fence(self.shards, SHARDS)
+        self.entry_points = EntryPoints(self.store, self.adapters, self.http, self.metrics,
+                                        self.shards)
+        ops.mount(self.http, self.store, self.metrics,
+                  lambda: self.relay if self._started.is_set() else None, self.shards)
         calls = settings.calls
         if calls.livekit_url and settings.http.public_url:  # on every daemon: any may serve it
             self.calls = Calls(self.store, self.http, settings.http.public_url)
             CallPage(self.http, calls.livekit_url, calls.sdk, self.entry_points.end_call,
                      self.calls.state).mount()
-        if self.leadership is not None and not await self.leadership.try_take():
-            log.info("standing by: another daemon works this database's customers; this one "
-                     "stores what it receives for that one, and takes over when it stops")
-            await self.entry_points.open(alone_too=False)
-            self._background.start(self._work_when_free(), name="standby")
-            return
-        await self._work()
-
-    async def _work(self) -> None:
-        """Work the customers: this daemon alone, or the one holding the lease."""
-        settings = self.settings
-        self.relay = Relay(self.store, self._link_factory, self.adapters, self.http,
+        self.relay = Relay(self.store, link_factory, self.adapters, self.http,
                            Texts(settings.texts, settings.default_language),
-                           metrics=self.metrics, calls=self.calls)
+                           metrics=self.metrics, calls=self.calls, ownership=self.shards)
         await self.relay.start()
         self.entry_points.relay = self.relay  # before any adapter receives for it
-        await self.entry_points.open(alone_too=True)
-        if self.leadership is not None:
-            self.entry_points.start_handling()
-        if settings.storage.keep_days:
-            self.pruner = Pruner(self.store, settings.storage.keep_days, self.metrics)
-            self.pruner.start()
-        if self.leadership is not None:
-            self._background.start(self._keep_lease(), name="lease")
+        if self.shards is None:  # this daemon alone works the customers
+            await self.entry_points.open(alone_too=True)
+            self._start_pruner()
+        else:
+            await self._join()
+        self._started.set()
         log.info("helpdesk-bridge started with adapters: %s",
                  ", ".join(a.name for a in self.adapters) or "none")
 
-    async def _work_when_free(self) -> None:
-        await self.leadership.wait_to_take()
-        log.info("took over this database's customers")
-        await self._work()
+    async def _join(self) -> None:
+        """Several daemons may share this database: take this one's share of the customers
+        (DifferentConfig if a live daemon runs another configuration)."""
+        shards, relay = self.shards, self.relay
+        shards.on_taken, shards.on_leaving, shards.on_resumed = \
+            self._took, relay.quiet, relay.resume
+        shards.on_changed = self._share_limits
+        await shards.join()
+        await self.entry_points.open(alone_too=shards.primary)
+        self.entry_points.start_handling()
+        self._background.start(self._keep_shards(), name="shards")
+        self._background.start(self._sweep(), name="sweep")
+        if not shards.held:
+            log.info("standing by: the other daemons work every shard of this database's "
+                     "customers; this one stores what it receives for them, and takes its "
+                     "share when one stops")
 
-    async def _keep_lease(self) -> None:
-        await self.leadership.keep(resumed=self.relay.resume)
-        self.lost_lease = True  # for good: another daemon works the customers now
+    async def _took(self, taken: set[int]) -> None:
+        await self.relay.took(taken)
+        self.entry_points.wake()
+        if 0 in taken:  # what one daemon alone does moves with shard 0
+            await self.entry_points.open(alone_too=True)
+            self._start_pruner()
+
+    def _share_limits(self) -> None:
+        for adapter in self.adapters:
+            adapter.share_limits(len(self.shards.held) / SHARDS)
+
+    def _start_pruner(self) -> None:
+        if self.settings.storage.keep_days and self.pruner is None:
+            self.pruner = Pruner(self.store, self.settings.storage.keep_days, self.metrics)
+            self.pruner.start()
+
+    async def _keep_shards(self) -> None:
+        await self.shards.run()
+        self.lost_lease = True  # for good: another daemon took customers of this one
         await self.stop()
+
+    async def _sweep(self) -> None:
+        """Should a row be queued while its customer's shard moved, the holder finds it."""
+        while True:
+            await asyncio.sleep(SWEEP)
+            try:
+                await self.relay.resume()
+            except Exception as error:
+                log.warning("could not look for queued rows (%s)", type(error).__name__)
 
     def _shared_configuration(self) -> list[str]:
         """What every daemon of one database must have alike: the helpdesk and the bots."""
@@ -148,6 +174,7 @@ class Bridge:
             await self._stopped.wait()
             return
         self._stopping.set()
+        self._started.clear()
         await self._background.cancel(spare=asyncio.current_task())
         if self.pruner is not None:
             await self.pruner.stop()
@@ -159,8 +186,8 @@ class Bridge:
             await self.entry_points.close()
         if self.relay is not None:
             await self.relay.close()
-        if self.leadership is not None:
-            await self.leadership.close()  # hands over: a standby takes over at once
+        if self.shards is not None:
+            await self.shards.close()  # hands over: the others take the shards at once
         if self.http is not None:
             await self.http.stop()
         if self.store is not None:

@@ -14,12 +14,11 @@ from bridge import loop
 from bridge.app import Bridge, load_config
 from bridge.config import ConfigError, Settings, load_settings
 from bridge.helpdesk import HelpdeskLink, HelpdeskUnavailable, KeyRefused
-from bridge.leadership import NAME as LEASE_NAME
-from bridge.leadership import SESSION_PREFIX, DifferentConfig
 from bridge.logs import add_secrets, setup_logging
 from bridge.memory import settle_imports
 from bridge.registry import adapter_classes, build_adapters
 from bridge.sandbox import DEFAULT_API_KEY, SandboxHelpdesk
+from bridge.shards import SESSION_PREFIX, SHARDS, DifferentConfig
 from bridge.single_daemon import AnotherDaemon
 from bridge.store import SchemaTooNew, Store, upgrade
 from bridge.store.models import seconds_since
@@ -109,7 +108,7 @@ async def _serve(bridge: Bridge, stop: asyncio.Event) -> int:
             watchers.append(asyncio.ensure_future(adapter.closed.wait()))
     code = 0
     while not any(w.done() for w in watchers):
-        link = bridge.relay.link if bridge.relay is not None else None  # None: standing by
+        link = bridge.relay.link if bridge.relay is not None else None  # None: not started
         if link is not None and link.failure is not None and not link.connected:
             log.error("stopping: %s", link.failure)
             code = EXIT_KEY_REFUSED
@@ -119,7 +118,7 @@ async def _serve(bridge: Bridge, stop: asyncio.Event) -> int:
         watcher.cancel()
     await bridge.stop()
     if bridge.lost_lease:
-        log.error("stopped: another daemon took this database's customers over")
+        log.error("stopped: another daemon took customers of this one over")
         code = EXIT_LEASE_LOST
     return code
 
@@ -223,7 +222,7 @@ async def _status(settings: Settings) -> int:
     setup_logging("WARNING", secrets=settings.secrets())
     store = Store.from_url(settings.storage.url.get_secret_value())
     try:
-        lease = await store.lease(LEASE_NAME)
+        shards = await store.shard_holders()
         daemons = await store.sessions(SESSION_PREFIX)
         stats = await store.stats()
     except Exception as error:  # the reason, never the URL (it may hold a password)
@@ -232,24 +231,35 @@ async def _status(settings: Settings) -> int:
     finally:
         await store.close()
     if store.engine.dialect.name != "postgresql":
-        print("working daemon: the one daemon SQLite holds (no leases)")
-    elif lease is None or not lease["valid"]:
-        print("working daemon: none (no daemon holds the lease)")
+        print("daemons: the one daemon SQLite holds (no shards)")
     else:
-        print(f"working daemon: {lease['holder']} (epoch {lease['epoch']}, lease renewed "
-              f"until {lease['expires_at']:%H:%M:%S} UTC)")
+        unheld = SHARDS - len(shards)
+        print(f"shards: {SHARDS}, held by {len(set(shards.values()))} daemons"
+              + (f", {unheld} held by none" if unheld else ""))
     for daemon in daemons:
-        working = lease is not None and lease["valid"] and daemon == lease["holder"]
-        print(f"daemon {daemon}: {'working' if working else 'standing by'}")
+        held = sorted(shard for shard, holder in shards.items() if holder == daemon)
+        print(f"daemon {daemon}: " + (f"works shards {_ranges(held)}" if held
+                                      else "standing by"))
     for direction, label in (("to_helpdesk", "queued to helpdesk"),
                              ("to_customer", "queued to customer"),
-                             ("forwarded", "forwarded to the working daemon")):
+                             ("forwarded", "forwarded between daemons")):
         count, oldest = stats[direction]
         age = f", oldest {seconds_since(oldest):.0f} s" if oldest else ""
         print(f"{label}: {count}{age}")
     print(f"customers: {stats['customers']}, open conversations: "
           f"{stats['open_conversations']}")
     return 0
+
+
+def _ranges(numbers: list[int]) -> str:
+    """[0, 1, 2, 5] as "0-2, 5"."""
+    spans: list[list[int]] = []
+    for number in numbers:
+        if spans and number == spans[-1][1] + 1:
+            spans[-1][1] = number
+        else:
+            spans.append([number, number])
+    return ", ".join(f"{a}-{b}" if b > a else str(a) for a, b in spans)
 
 
 async def _check(path: str) -> int:

@@ -28,6 +28,10 @@ class Drainer:
             return
         self._running[key] = asyncio.create_task(self._run(key), name=f"{self._name}-{key}")
 
+    def running(self) -> list[Hashable]:
+        """The keys whose worker runs now."""
+        return list(self._running)
+
     async def _run(self, key: Hashable) -> None:
         try:
             while True:
@@ -38,9 +42,9 @@ class Drainer:
                     raise
                 except LeaseLost:
                     # another daemon works this customer now, or will once this one's
-                    # lease is taken back (then the relay kicks every worker again)
-                    log.info("%s worker stopped: this daemon does not hold the lease",
-                             self._name)
+                    # leases are renewed again (then the relay kicks every worker again)
+                    log.info("%s worker stopped: this daemon does not hold the customer's "
+                             "shard", self._name)
                     break
                 except Exception:
                     # A bug must not silently park a customer's queue: log, pause, retry.

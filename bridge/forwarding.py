@@ -1,21 +1,20 @@
 """Entry points on every daemon of a database.
 
-A daemon that does not work the customers (it stands by, or it is paused) still receives
-what the platforms send it: a Telegram webhook or a Slack request behind a load balancer, a
-Slack Socket Mode event (Slack spreads an app's events over its connections). It stores
-each event in the `forwarded` table, which wakes the working daemon (NOTIFY); that one
-handles the event as if it had received it itself, oldest first, and only then deletes the
-row, fenced by its lease. Nothing a platform hands any daemon is lost, and only the working
-daemon acts on it.
+Every daemon receives what the platforms send it: a Telegram webhook or a Slack request
+behind a load balancer, a Slack Socket Mode event (Slack spreads an app's events over its
+connections). An event for a customer another daemon works (it holds their shard,
+bridge/shards.py) is stored in the `forwarded` table with that shard, which wakes the
+others (NOTIFY); the holder handles the event as if it had received it itself, oldest
+first, and only then deletes the row, fenced by the shard's lease. Nothing a platform hands
+any daemon is lost, and only the daemon working the customer acts on it.
 
 An adapter that must receive alone (Adapter.receives_alone: a Telegram bot polled with
-getUpdates) receives only on the working daemon.
+getUpdates) receives only on the daemon holding shard 0.
 """
 from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Callable
 
 import asyncpg
 
@@ -23,7 +22,8 @@ from bridge.adapter import Adapter, Unstorable
 from bridge.events import Inbound, inbound_from_json, inbound_to_json
 from bridge.http import HttpServer
 from bridge.metrics import Metrics
-from bridge.relay import Relay
+from bridge.relay import NotOwned, Relay
+from bridge.shards import Shards
 from bridge.store import Store
 from bridge.store.forwarded_queue import CHANNEL
 from bridge.store.queries import LeaseLost
@@ -33,21 +33,21 @@ log = logging.getLogger(__name__)
 
 POLL = 2.0  # seconds between looks at the table, should a wake-up be missed
 BATCH = 100
-# Not "helpdesk-bridge <holder>": those sessions are the live daemons (bridge/leadership.py).
+# Not "helpdesk-bridge <holder>": those sessions are the live daemons (bridge/shards.py).
 SESSION_NAME = "helpdesk-bridge-forwarded"
 END_CALL = "end_call"  # forwarded beside the adapters' events: the call page's "End call"
 
 
 class EntryPoints:
     def __init__(self, store: Store, adapters: list[Adapter], http: HttpServer,
-                 metrics: Metrics, working: Callable[[], bool]) -> None:
-        """working(): True while this daemon works the customers (its lease is valid)."""
+                 metrics: Metrics, shards: Shards | None) -> None:
+        """shards: None when this daemon alone works the database's customers."""
         self.store = store
         self.adapters = adapters
         self.http = http
         self.metrics = metrics
-        self.relay: Relay | None = None  # set once this daemon works the customers
-        self._working = working
+        self.relay: Relay | None = None  # set before any adapter receives
+        self.shards = shards
         self._receiving: list[Adapter] = []
         self._woken = asyncio.Event()
         self._listener: asyncpg.Connection | None = None
@@ -56,12 +56,13 @@ class EntryPoints:
     # --- the adapters ------------------------------------------------------------------
 
     async def receive(self, event: Inbound) -> None:
-        """The adapters' sink: handled here by the working daemon, else stored for it."""
-        if self.relay is not None and self._working():
+        """The adapters' sink: handled here when this daemon works the customer, else
+        stored for the daemon that does."""
+        try:
             await self.relay.handle(event)
-            return
-        await self.store.forward(inbound_to_json(event))
-        self.metrics.forwarded.inc()
+        except NotOwned as elsewhere:
+            await self.store.forward(inbound_to_json(event), elsewhere.shard)
+            self.metrics.forwarded.inc()
 
     async def open(self, alone_too: bool) -> None:
         """Start receiving from the adapters not receiving yet; alone_too: also those that
@@ -80,21 +81,23 @@ class EntryPoints:
     async def end_call(self, conversation_id: int, key: str) -> bool:
         """The call page's "End call" (bridge/callpage.py), which may reach any daemon.
         False: no such conversation."""
-        if self.relay is not None and self._working():
+        try:
             return await self.relay.end_call(conversation_id, key)
-        conversation = await self.store.conversation(conversation_id)
-        if conversation is None or conversation.ticket_chat_id is None:
-            return False
-        await self.store.forward({"kind": END_CALL, "conversation_id": conversation_id,
-                                  "key": key})
-        self.metrics.forwarded.inc()
-        return True
+        except NotOwned as elsewhere:
+            await self.store.forward({"kind": END_CALL, "conversation_id": conversation_id,
+                                      "key": key}, elsewhere.shard)
+            self.metrics.forwarded.inc()
+            return True
 
     # --- what other daemons stored -----------------------------------------------------
 
     def start_handling(self) -> None:
-        """This daemon works the customers (self.relay): handle what the others store."""
+        """Handle what the other daemons store for the customers this one works."""
         self._worker = asyncio.create_task(self._handle_forwarded(), name="forwarded")
+
+    def wake(self) -> None:
+        """This daemon took shards: look for what was stored for them at once."""
+        self._woken.set()
 
     async def stop_handling(self) -> None:
         if self._worker is not None:
@@ -110,8 +113,8 @@ class EntryPoints:
             try:
                 await self._listen()
                 await self._handle_stored()
-            except LeaseLost:
-                pass  # paused: the rows stay, for this daemon once resumed or for another
+            except (LeaseLost, NotOwned):
+                pass  # the shard moved: the rows stay, for the daemon that holds it now
             except Exception as error:
                 log.warning("could not handle the forwarded events (%s); trying again",
                             type(error).__name__)
@@ -128,11 +131,11 @@ class EntryPoints:
             self._listener = listener
 
     async def _handle_stored(self) -> None:
-        while stored := await self.store.oldest_forwarded(BATCH):
-            for row_id, data in stored:
-                self.store.check_fence()
+        while stored := await self.store.oldest_forwarded(self.shards.owned(), BATCH):
+            for row_id, data, shard in stored:
+                self.shards.check(shard)
                 await self._handle_one(data)
-                await self.store.finish_forwarded(row_id)
+                await self.store.finish_forwarded(row_id, shard)
 
     async def _handle_one(self, data: dict) -> None:
         """An event at fault is dropped, said in the log: kept, it would stop every one
@@ -147,5 +150,7 @@ class EntryPoints:
             return
         try:
             await self.relay.handle(event)
+        except NotOwned as elsewhere:  # stored for another shard (by an older version)
+            await self.store.forward(data, elsewhere.shard)
         except Unstorable as error:
             log.error("a forwarded event could not be stored (%s); dropped", error)

@@ -48,18 +48,19 @@ class Metrics:
         self.tasks = Gauge("bridge_asyncio_tasks", "asyncio tasks alive", registry=r)
         self.db_connections = Gauge("bridge_db_connections",
                                     "Database connections open in the pool", registry=r)
-        # Several daemons on one PostgreSQL (bridge/leadership.py)
-        self.leading = Gauge("bridge_lease_held",
-                             "1 while this daemon holds the lease on the customers", registry=r)
+        # Several daemons on one PostgreSQL (bridge/shards.py)
+        self.shards_held = Gauge("bridge_shards_held",
+                                 "Shards of the customers this daemon works now", registry=r)
         self.lease_renewals = Gauge("bridge_lease_renewals", "Lease renewals so far",
                                     registry=r)
         self.lease_losses = Gauge("bridge_lease_losses",
-                                  "Times the lease expired before it was renewed", registry=r)
-        self.takeovers = Gauge("bridge_lease_takeovers", "Times this daemon took the lease",
+                                  "Times the leases expired before they were renewed",
+                                  registry=r)
+        self.takeovers = Gauge("bridge_shard_takeovers", "Shards this daemon took so far",
                                registry=r)
         self.forwarded = Counter("bridge_events_forwarded",
-                                 "Inbound events stored for the working daemon (bridge/"
-                                 "forwarding.py)", registry=r)
+                                 "Inbound events stored for the daemon working their customer "
+                                 "(bridge/forwarding.py)", registry=r)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

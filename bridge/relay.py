@@ -14,8 +14,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import Counter
+from contextlib import contextmanager
 from dataclasses import replace
-from typing import Callable
+from typing import Callable, Iterator, Protocol
 
 from cachetools import LRUCache
 
@@ -40,11 +42,29 @@ log = logging.getLogger(__name__)
 TICKET_CACHE = 10_000  # conversations whose ticket id is kept in memory
 
 
+class Ownership(Protocol):
+    """Which customers this daemon works, when several share a database (bridge/shards.py)."""
+
+    def owns(self, customer_id: int) -> bool: ...
+
+
+class NotOwned(Exception):
+    """Another daemon works this customer: the event is stored for it (bridge/forwarding.py)."""
+
+    def __init__(self, shard: int) -> None:
+        super().__init__(f"shard {shard} is another daemon's")
+        self.shard = shard
+
+
 class Relay:
     def __init__(self, store: Store, link_factory: Callable[..., HelpdeskLink],
                  adapters: list[Adapter], http: HttpServer, texts: Texts | None = None,
-                 metrics: Metrics | None = None, calls: Calls | None = None) -> None:
+                 metrics: Metrics | None = None, calls: Calls | None = None,
+                 ownership: Ownership | None = None) -> None:
+        """ownership: None when this daemon alone works the database's customers."""
         self.store = store
+        self.ownership = ownership
+        self._acting: Counter[int] = Counter()  # shard -> events being handled now
         self.metrics = metrics or Metrics()
         self.link = link_factory(on_event=self.on_helpdesk_event)
         self.adapters = {adapter.name: adapter for adapter in adapters}
@@ -65,23 +85,69 @@ class Relay:
     async def start(self) -> None:
         """Re-join every room, then resume whatever the last run left queued. The adapters
         receive once this has started (bridge/forwarding.py)."""
-        # Only customers with an open conversation have anything to hear; others join their
-        # room again when they next write. Keeps re-joins after a reconnect proportional to
-        # the active customers, not to everyone ever seen.
-        for session_id, ticket in await self.store.open_conversation_rooms():
-            await self.link.watch_customer(session_id)
-            if ticket is not None:
-                await self.link.watch_conversation(session_id, ticket)
+        await self._join_rooms()
         await self.link.start()
         await self.resume()
 
+    async def _join_rooms(self, shards: set[int] | None = None) -> None:
+        """Join the rooms of the customers this daemon works (of `shards` only, if given).
+        Only customers with an open conversation have anything to hear; others join their
+        room again when they next write. Keeps re-joins after a reconnect proportional to
+        the active customers, not to everyone ever seen."""
+        for customer_id, session_id, ticket in await self.store.open_conversation_rooms():
+            if not self.owns(customer_id) or (
+                    shards is not None and self.store.shard_of(customer_id) not in shards):
+                continue
+            await self.link.watch_customer(session_id)
+            if ticket is not None:
+                await self.link.watch_conversation(session_id, ticket)
+
     async def resume(self) -> None:
-        """Work whatever is queued (at start, and when a paused daemon has its lease back)."""
+        """Work whatever is queued for the customers this daemon works (at start, when a
+        paused daemon has its leases back, when it takes shards, and now and then should a
+        row have been queued while its shard moved)."""
         up, down = await self.store.customers_with_work()
         for customer_id in up:
-            self._to_helpdesk.kick(customer_id)
+            if self.owns(customer_id):
+                self._to_helpdesk.kick(customer_id)
         for customer_id in down:
-            self._to_customer.kick(customer_id)
+            if self.owns(customer_id):
+                self._to_customer.kick(customer_id)
+
+    def owns(self, customer_id: int) -> bool:
+        return self.ownership is None or self.ownership.owns(customer_id)
+
+    async def took(self, shards: set[int]) -> None:
+        """This daemon now works the customers of `shards`: it hears their rooms and works
+        what they have queued."""
+        await self._join_rooms(shards)
+        await self.resume()
+
+    async def quiet(self, shards: set[int], grace: float) -> bool:
+        """Wait, for at most grace, until nothing is in flight for the customers of
+        `shards` (which this daemon no longer starts work for): True once so."""
+        deadline = asyncio.get_running_loop().time() + grace
+        while True:
+            working = self._to_helpdesk.working() + self._to_customer.working()
+            if not any(self._acting[s] for s in shards) and not any(
+                    self.store.shard_of(c) in shards for c in working):
+                return True
+            if asyncio.get_running_loop().time() >= deadline:
+                return False
+            await asyncio.sleep(0.02)
+
+    @contextmanager
+    def _acting_for(self, customer_id: int) -> Iterator[None]:
+        """NotOwned unless this daemon works the customer; while inside, their shard is not
+        let go (quiet() waits)."""
+        if not self.owns(customer_id):
+            raise NotOwned(self.store.shard_of(customer_id))
+        shard = self.store.shard_of(customer_id)
+        self._acting[shard] += 1
+        try:
+            yield
+        finally:
+            self._acting[shard] -= 1
 
     async def stop(self, grace: float = 5.0) -> None:
         """Stop delivering: no new delivery starts, those in flight finish within grace (or
@@ -98,9 +164,20 @@ class Relay:
 
     async def handle(self, event: Inbound) -> None:
         """The adapters' sink. Returns once the event is stored. Raises Unstorable when it
-        failed while the database answers: then the event itself is at fault."""
+        failed while the database answers: then the event itself is at fault; NotOwned
+        when another daemon works the customer."""
         try:
-            await self._handle(_without_controls(event))
+            event = _without_controls(event)
+            if self.ownership is None:
+                await self._handle(event)
+                return
+            user = event.user
+            customer_id = await self.store.customer_id_for(
+                user.platform, user.account, user.user_id, user.chat_id, user.language)
+            with self._acting_for(customer_id):
+                await self._handle(event)
+        except NotOwned:
+            raise
         except Exception as error:
             if await self._database_answers():
                 raise Unstorable(f"{type(error).__name__} while the database answers") \
@@ -139,22 +216,28 @@ class Relay:
             log.warning("helpdesk event %s for a conversation this bridge does not know",
                         type(event).__name__, extra={"ticket_chat_id": event.ticket_chat_id})
             return
-        async with self._locks(conversation.customer_id):
-            customer = await self.store.customer(conversation.customer_id)
-            await self.flow.on_event(customer, conversation, event)
+        try:
+            with self._acting_for(conversation.customer_id):
+                async with self._locks(conversation.customer_id):
+                    customer = await self.store.customer(conversation.customer_id)
+                    await self.flow.on_event(customer, conversation, event)
+        except NotOwned:
+            pass  # the daemon that works this customer has it too: it is in their room
 
     # --- from the call page --------------------------------------------------------
 
     async def end_call(self, conversation_id: int, key: str) -> bool:
         """The customer pressed "End call" on the page of call `key`: close_call_support,
-        once, and only while that call is the conversation's latest."""
+        once, and only while that call is the conversation's latest. NotOwned when another
+        daemon works the customer."""
         conversation = await self.store.conversation(conversation_id)
         if conversation is None or conversation.ticket_chat_id is None or self.calls is None:
             return False
-        if await self.calls.end(conversation_id, key):
-            customer = await self.store.customer(conversation.customer_id)
-            async with self._locks(customer.id):
-                await self.flow.request(customer, conversation, "close_call", {})
+        with self._acting_for(conversation.customer_id):
+            if await self.calls.end(conversation_id, key):
+                customer = await self.store.customer(conversation.customer_id)
+                async with self._locks(customer.id):
+                    await self.flow.request(customer, conversation, "close_call", {})
         return True
 
 

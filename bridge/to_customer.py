@@ -48,6 +48,10 @@ class CustomerOutbox:
     def kick(self, customer_id: int) -> None:
         self._workers.kick(customer_id)
 
+    def working(self) -> list[int]:
+        """The customers whose worker runs now."""
+        return self._workers.running()
+
     async def stop(self, grace: float) -> None:
         await self._workers.stop(grace)
 
@@ -75,7 +79,7 @@ class CustomerOutbox:
             threaded = adapter.threads and row.conversation_id is not None
             if threaded:
                 outgoing.thread = (await self.store.conversation(row.conversation_id)).thread_ref
-            self.store.check_fence()  # LeaseLost: another daemon may show it
+            self.store.check_fence(customer_id)  # LeaseLost: another daemon may show it
             try:
                 ref = await _show(adapter, customer, outgoing)
             except DeliveryError as error:

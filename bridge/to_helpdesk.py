@@ -49,6 +49,10 @@ class HelpdeskOutbox:
     def kick(self, customer_id: int) -> None:
         self._workers.kick(customer_id)
 
+    def working(self) -> list[int]:
+        """The customers whose worker runs now."""
+        return self._workers.running()
+
     async def stop(self, grace: float) -> None:
         await self._workers.stop(grace)
         await self._courtesies.cancel()
@@ -59,7 +63,7 @@ class HelpdeskOutbox:
         pending = await self.store.next_to_helpdesk(customer_id)
         while pending is not None:
             row, conversation = pending
-            self.store.check_fence()  # LeaseLost: not even the typing indicator
+            self.store.check_fence(customer_id)  # LeaseLost: not even the typing indicator
             if row.kind == "message" and attempt == 0:
                 # before sending: a first message is done only when SATE's reply is in
                 self._show_awaiting(customer, conversation)
@@ -105,7 +109,7 @@ class HelpdeskOutbox:
 
     async def _send(self, customer: Customer, row: ToHelpdesk,
                     conversation: Conversation | None, delivery: Delivery) -> None:
-        self.store.check_fence()  # again, as close to the send as here allows
+        self.store.check_fence(customer.id)  # again, as close to the send as here allows
         session = customer.session_id
         if row.kind == "message":
             if conversation.state in ("closed", "failed"):

@@ -1,10 +1,11 @@
-"""Several daemons on one PostgreSQL, as real processes: one works the customers, the
-others stand by and store what the platforms send them for it; a stop hands over, a death
-is noticed at once, a daemon frozen past its lease sends nothing when it wakes, and a
-daemon with another configuration is refused."""
+"""Several daemons on one PostgreSQL, as real processes: they share the customers out
+(bridge/shards.py) and answer each once, whichever daemon Telegram posts to; a stop hands
+over, a death is noticed at once, a daemon frozen past its leases sends nothing when it
+wakes, and a daemon with another configuration is refused."""
 from __future__ import annotations
 
 import asyncio
+import re
 import signal
 import time
 from urllib.parse import parse_qs, urlsplit
@@ -13,11 +14,13 @@ import aiohttp
 import pytest
 
 from bridge.sandbox import DEFAULT_API_KEY
+from bridge.shards import SHARDS
 from testing.local import free_port
 from tests.daemon import Daemon, write_config
 from tests.test_telegram import ANN, TOKEN, telegram  # noqa: F401 (a fixture)
 
 pytestmark = pytest.mark.parametrize("database_url", ["postgres"], indirect=True)
+CHATS = list(range(9001, 9013))  # twelve customers: some in every daemon's shards
 
 
 def config(tmp_path, sandbox, database_url, lease_seconds: float, name: str = "bridge",
@@ -26,71 +29,165 @@ def config(tmp_path, sandbox, database_url, lease_seconds: float, name: str = "b
                         database_url, extra=f"[cluster]\nlease_seconds = {lease_seconds}\n")
 
 
-async def _working_and_standing_by(path) -> tuple[Daemon, Daemon]:
-    """Two daemons of one config: the first answered a customer, the second stands by."""
-    first = await Daemon(path).start()
-    await first.say("hello")
-    await first.expect('SATE: You said: "hello"')
-    second = await Daemon(path).start()
-    await _standing_by(second)
-    return first, second
+async def _get(daemon: Daemon, path: str) -> tuple[int, str]:
+    async with aiohttp.ClientSession() as http:
+        async with http.get(f"http://127.0.0.1:{daemon.port}{path}") as response:
+            return response.status, await response.text()
 
 
-async def _standing_by(daemon: Daemon) -> None:
-    """Started, and not working: it says so in its log."""
-    for _ in range(100):
+async def _shards_held(daemon: Daemon) -> int:
+    _status, text = await _get(daemon, "/metrics")
+    return int(float(re.search(r"^bridge_shards_held (\S+)", text, re.M).group(1)))
+
+
+async def _until_shared(*daemons: Daemon) -> None:
+    """Each holds its share of the shards."""
+    share = -(-SHARDS // len(daemons))
+    for _ in range(200):
+        held = [await _shards_held(d) for d in daemons]
+        if sum(held) == SHARDS and max(held) <= share:
+            return
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"the shards were never shared out: {held}")
+
+
+async def _say_and_see_answered(telegram, sandbox, texts: dict[int, str],  # noqa: F811
+                                timeout: float = 30) -> None:
+    for chat, text in texts.items():
+        telegram.say(chat, text)
+    await _all_answered_once(telegram, sandbox, texts, timeout)
+
+
+async def _all_answered_once(telegram, sandbox, texts: dict[int, str],  # noqa: F811
+                             timeout: float = 30) -> None:
+    """Every chat got SATE's answer to its text, once, and the helpdesk got each text once."""
+    for chat, text in texts.items():
+        await telegram.wait_for_text(chat, f'You said: "{text}"', timeout=timeout)
+    await asyncio.sleep(1)  # nothing more comes
+    for chat, text in texts.items():
+        answers = [m for m in telegram.sent_to(chat) if f'You said: "{text}"' in m.get("text", "")]
+        assert len(answers) == 1, (chat, answers)
+        assert [m["message"] for m in sandbox.received].count(text) == 1, text
+
+
+@pytest.fixture
+async def telegram_daemons(tmp_path, sandbox, database_url, telegram):  # noqa: F811
+    """start(mode, lease_seconds): a daemon with the Telegram adapter, on its own port (its
+    public URL); each one still running at the end is stopped, and must exit cleanly."""
+    started: list[Daemon] = []
+
+    async def start(mode: str = "webhook", lease_seconds: float = 10) -> Daemon:
+        port = free_port()
+        path = write_config(
+            tmp_path / f"bridge-{len(started)}.toml", sandbox.url, DEFAULT_API_KEY,
+            database_url, port=port, public_url=f"http://127.0.0.1:{port}",
+            extra=f'[telegram]\ntoken = "{TOKEN}"\napi_url = "{telegram.url}"\n'
+                  f'mode = "{mode}"\npoll_timeout = 1\n\n'
+                  f'[cluster]\nlease_seconds = {lease_seconds}\n')
+        daemon = await Daemon(path).start()
+        daemon.port, daemon.config = port, path
+        started.append(daemon)
+        await _until_ready(daemon)
+        return daemon
+
+    yield start
+    for daemon in reversed(started):
+        if daemon.process.returncode is None:
+            assert await daemon.stop() == 0
+
+
+async def _until_ready(daemon: Daemon) -> None:
+    for _ in range(200):
         if daemon.process.returncode is not None:
             raise AssertionError(f"exited with {daemon.process.returncode}")
+        try:
+            if (await _get(daemon, "/readyz"))[0] == 200:
+                return
+        except aiohttp.ClientError:
+            pass
         await asyncio.sleep(0.1)
-        if b"standing by" in daemon.log():
-            return
-    raise AssertionError("the second daemon never said it stands by")
+    raise AssertionError("never ready")
+
+
+async def test_two_daemons_share_the_customers_and_answer_each_once(
+        sandbox, telegram, telegram_daemons):  # noqa: F811
+    """Behind a load balancer (Telegram posts to the daemon that set the webhook last) each
+    daemon works half the customers: what reaches the other one is stored for it, and
+    every customer is answered once."""
+    first = await telegram_daemons()
+    telegram.say(ANN, "hello")
+    await telegram.wait_for_text(ANN, 'You said: "hello"', timeout=20)
+    second = await telegram_daemons()
+    await _until_shared(first, second)
+    assert (await _get(second, "/readyz")) == (200, f"ready, working {SHARDS // 2} of "
+                                                    f"{SHARDS} shards of the customers\n")
+    texts = {chat: f"question of {chat}" for chat in CHATS}
+    await _say_and_see_answered(telegram, sandbox, texts)
+    relayed = []
+    for daemon in (first, second):
+        metrics = (await _get(daemon, "/metrics"))[1]
+        relayed.append(sum(float(n) for n in re.findall(
+            r'^bridge_messages_relayed_total\{direction="to_customer",platform="telegram"\} '
+            r'(\S+)', metrics, re.M)))
+        assert b"forwarded event" not in daemon.log()  # none dropped
+    assert all(relayed), relayed  # both worked customers
+    # Telegram posted everything to the second daemon, which stored the first one's share
+    forwarded = re.search(r"^bridge_events_forwarded_total (\S+)",
+                          (await _get(second, "/metrics"))[1], re.M).group(1)
+    assert float(forwarded) >= 1
 
 
 @pytest.mark.parametrize("how", ["SIGTERM", "SIGKILL"])
-async def test_a_standby_takes_over_at_once_when_the_working_daemon_stops_or_dies(
-        tmp_path, sandbox, database_url, how):
-    """A rolling deploy (SIGTERM) or a crash (SIGKILL): the standby carries on within a
-    second or two, not after the lease (30 s here) runs out, and nothing is doubled."""
-    path = config(tmp_path, sandbox, database_url, lease_seconds=30)
-    first, second = await _working_and_standing_by(path)
-    await second.say("and now?")  # waits in its input until it works the customers
-    await asyncio.sleep(0.5)
-    assert [m["message"] for m in sandbox.received] == ["hello"]  # the standby sent nothing
+async def test_a_stop_or_a_death_hands_the_customers_over_at_once(
+        sandbox, telegram, telegram_daemons, how):  # noqa: F811
+    """A rolling deploy (SIGTERM) or a crash (SIGKILL): the other daemon carries on for
+    every customer within a second or two, not after the leases (30 s here) run out, and
+    nothing is doubled."""
+    first = await telegram_daemons(lease_seconds=30)
+    second = await telegram_daemons(lease_seconds=30)
+    await _until_shared(first, second)
+    survivor, gone = (first, second) if how == "SIGTERM" else (second, first)
     started = time.monotonic()
-    first.signal(getattr(signal, how))
-    await first.wait()
-    await second.expect('SATE: You said: "and now?"', timeout=15)
-    assert time.monotonic() - started < 10
-    assert await second.stop() == 0
-    assert [m["message"] for m in sandbox.received] == ["hello", "and now?"]
-    assert not [line for line in first.lines if "and now?" in line]
+    gone.signal(getattr(signal, how))
+    await gone.wait()
+    # Telegram posts to the daemon that set the webhook last; a balancer would now send
+    # everything to the survivor.
+    telegram.webhook = {**telegram.webhook, "url": telegram.webhook["url"].replace(
+        f":{gone.port}/", f":{survivor.port}/")}
+    texts = {chat: f"after {how} {chat}" for chat in CHATS}
+    await _say_and_see_answered(telegram, sandbox, texts, timeout=20)
+    assert time.monotonic() - started < 15
+    assert await _shards_held(survivor) == SHARDS
 
 
-async def test_a_daemon_frozen_past_its_lease_sends_nothing_when_it_wakes(
-        tmp_path, sandbox, database_url):
-    """SIGSTOP for longer than the lease: the standby takes the customers over and shows
-    SATE's answer; the frozen daemon, woken, shows nothing and exits with code 5."""
-    path = config(tmp_path, sandbox, database_url, lease_seconds=3)
-    first, second = await _working_and_standing_by(path)
+async def test_a_daemon_frozen_past_its_leases_sends_nothing_when_it_wakes(
+        sandbox, telegram, telegram_daemons):  # noqa: F811
+    """SIGSTOP for longer than the leases: the other daemon takes the frozen one's
+    customers over and shows SATE's answers; the frozen daemon, woken, shows nothing and
+    exits with code 5."""
+    first = await telegram_daemons(lease_seconds=3)
+    second = await telegram_daemons(lease_seconds=3)
+    await _until_shared(first, second)
+    # Open conversations first: a message that opens one is done only once SATE answers,
+    # so freezing before that is the window in which the helpdesk may get it twice.
+    await _say_and_see_answered(telegram, sandbox, {chat: f"hello {chat}" for chat in CHATS})
     sandbox.behaviour.sate_delay = 6  # SATE answers after the takeover
-    await first.say("and now?")
-    for _ in range(100):
-        if "and now?" in [m["message"] for m in sandbox.received]:
+    texts = {chat: f"frozen {chat}" for chat in CHATS}
+    for chat, text in texts.items():
+        telegram.say(chat, text)
+    for _ in range(200):
+        if all(text in [m["message"] for m in sandbox.received] for text in texts.values()):
             break
         await asyncio.sleep(0.05)
-    await asyncio.sleep(0.5)  # the first daemon has recorded that the helpdesk has it
+    await asyncio.sleep(0.5)  # the daemons recorded that the helpdesk has them
     first.signal(signal.SIGSTOP)
     try:
-        await second.expect('SATE: You said: "and now?"', timeout=20)
+        await _all_answered_once(telegram, sandbox, texts, timeout=25)
     finally:
         first.signal(signal.SIGCONT)
     assert await first.wait(timeout=20) == 5
-    await first.stop()
-    assert not [line for line in first.lines if 'You said: "and now?"' in line]
-    assert b"another daemon took this database's customers over" in first.stderr
-    assert await second.stop() == 0
-    assert [m["message"] for m in sandbox.received] == ["hello", "and now?"]
+    assert b"another daemon took customers of this one over" in first.stderr
+    await _all_answered_once(telegram, sandbox, texts)  # still once each
 
 
 async def test_a_daemon_with_another_helpdesk_configuration_is_refused(
@@ -107,29 +204,30 @@ async def test_a_daemon_with_another_helpdesk_configuration_is_refused(
     assert await first.stop() == 0
 
 
-async def test_status_names_the_daemons_and_the_queues(tmp_path, sandbox, database_url):
-    path = config(tmp_path, sandbox, database_url, lease_seconds=10)
-    first, second = await _working_and_standing_by(path)
-    status = await Daemon(None, args=["status", "--config", str(path)]).start()
+async def test_status_names_the_daemons_their_shards_and_the_queues(
+        telegram, telegram_daemons):  # noqa: F811
+    first = await telegram_daemons()
+    telegram.say(ANN, "hello")
+    await telegram.wait_for_text(ANN, 'You said: "hello"', timeout=20)
+    second = await telegram_daemons()
+    await _until_shared(first, second)
+    status = await Daemon(None, args=["status", "--config", str(first.config)]).start()
     assert await status.wait() == 0
     await status.stop()
     said = "\n".join(status.lines)
-    assert f":{first.process.pid}:" in said.split("working daemon: ")[1].splitlines()[0]
+    assert f"shards: {SHARDS}, held by 2 daemons" in said
     daemons = [line for line in status.lines if line.startswith("daemon ")]
-    assert any(f":{first.process.pid}:" in line and line.endswith("working")
-               for line in daemons)
-    assert any(f":{second.process.pid}:" in line and line.endswith("standing by")
-               for line in daemons)
     assert len(daemons) == 2
+    for daemon in (first, second):
+        [line] = [line for line in daemons if f":{daemon.process.pid}:" in line]
+        assert "works shards " in line
     assert "queued to helpdesk: 0" in said and "open conversations: 1" in said
-    assert await second.stop() == 0
-    assert await first.stop() == 0
 
 
 async def test_a_daemon_whose_database_session_is_cut_pauses_and_carries_on(make_bridge,
                                                                             database_url):
     """A database restart cuts every session, the one that says this daemon lives too:
-    it stops sending at once (another daemon could take over), then takes its lease back,
+    it stops sending at once (another daemon could take over), then takes its leases back,
     as nobody else did, and carries on."""
     from sqlalchemy.engine import make_url
 
@@ -141,84 +239,34 @@ async def test_a_daemon_whose_database_session_is_cut_pauses_and_carries_on(make
     await _admin("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = "
                  f"'{make_url(database_url).database}' AND pid <> pg_backend_pid()")
     await asyncio.sleep(0.2)
-    assert not bridge.leadership.leading  # paused
+    assert not bridge.shards.valid  # paused
     await console.say("ann", "after the cut")
     await console.expect("ann", 'You said: "after the cut"', timeout=15)
-    assert bridge.leadership.leading and not bridge.lost_lease
+    assert bridge.shards.valid and len(bridge.shards.held) == SHARDS and not bridge.lost_lease
 
 
-@pytest.fixture
-async def telegram_daemons(tmp_path, sandbox, database_url, telegram):  # noqa: F811
-    """start(mode): a daemon with the Telegram adapter, on its own port (its public URL);
-    each one still running at the end is stopped, and must exit cleanly."""
-    started: list[Daemon] = []
-
-    async def start(mode: str) -> Daemon:
-        port = free_port()
-        path = write_config(
-            tmp_path / f"bridge-{len(started)}.toml", sandbox.url, DEFAULT_API_KEY,
-            database_url, port=port, public_url=f"http://127.0.0.1:{port}",
-            extra=f'[telegram]\ntoken = "{TOKEN}"\napi_url = "{telegram.url}"\n'
-                  f'mode = "{mode}"\npoll_timeout = 1\n\n[cluster]\nlease_seconds = 10\n')
-        daemon = await Daemon(path).start()
-        daemon.port = port
-        started.append(daemon)
-        return daemon
-
-    yield start
-    for daemon in reversed(started):
-        if daemon.process.returncode is None:
-            assert await daemon.stop() == 0
-
-
-async def test_a_webhook_update_that_reaches_a_standing_by_daemon_is_answered_once(
-        sandbox, telegram, telegram_daemons):  # noqa: F811
-    """Behind a load balancer any daemon may get an update: the one standing by stores it,
-    and the working one answers it, once. The standby is ready for the balancer."""
-    first = await telegram_daemons("webhook")
-    await telegram.wait_for(lambda: telegram.webhook and
-                            f":{first.port}/" in telegram.webhook["url"], timeout=20)
-    telegram.say(ANN, "hello")
-    await telegram.wait_for_text(ANN, 'You said: "hello"', timeout=20)
-    second = await telegram_daemons("webhook")
-    await _standing_by(second)
-    # Telegram now posts to the second daemon (the last to set the webhook).
-    await telegram.wait_for(lambda: f":{second.port}/" in telegram.webhook["url"], timeout=20)
-    async with aiohttp.ClientSession() as http:
-        async with http.get(f"http://127.0.0.1:{second.port}/readyz") as response:
-            assert response.status == 200
-            assert "standing by" in await response.text()
-        telegram.say(ANN, "and now?")
-        await telegram.wait_for_text(ANN, 'You said: "and now?"', timeout=20)
-        await asyncio.sleep(1)  # nothing more comes
-        answers = [m for m in telegram.sent_to(ANN) if "You said" in m.get("text", "")]
-        assert len(answers) == 2
-        async with http.get(f"http://127.0.0.1:{second.port}/metrics") as response:
-            assert "bridge_events_forwarded_total 1.0" in await response.text()
-    assert [m["message"] for m in sandbox.received] == ["hello", "and now?"]
-    assert b"forwarded event" not in second.log()  # none dropped
-
-
-async def test_only_the_working_daemon_polls_telegram(telegram, telegram_daemons):  # noqa: F811
+async def test_only_one_daemon_polls_telegram(sandbox, telegram, telegram_daemons):  # noqa: F811
     """Telegram answers a second poller with 409 Conflict, and each update goes to one of
-    them: the standby does not poll until it works the customers."""
+    them: only the holder of shard 0 polls, and another takes it over when it stops."""
     first = await telegram_daemons("polling")
     telegram.say(ANN, "hello")
     await telegram.wait_for_text(ANN, 'You said: "hello"', timeout=20)
     second = await telegram_daemons("polling")
-    await _standing_by(second)
+    await _until_shared(first, second)
     await asyncio.sleep(1.5)
     assert b"receiving by polling" not in second.log()
+    texts = {chat: f"polled {chat}" for chat in CHATS}
+    await _say_and_see_answered(telegram, sandbox, texts)
     assert await first.stop() == 0
     telegram.say(ANN, "and now?")
     await telegram.wait_for_text(ANN, 'You said: "and now?"', timeout=20)
     assert b"receiving by polling" in second.log()
 
 
-async def test_the_call_page_works_on_a_standing_by_daemon(sandbox, database_url):
-    """A balancer may send the customer's call page to any daemon: a standby reads the
-    call's state from the database, and its "End call" reaches the helpdesk once, through
-    the working daemon."""
+async def test_the_call_page_works_on_every_daemon(sandbox, database_url):
+    """A balancer may send the customer's call page to any daemon: each reads the call's
+    state from the database, and "End call" reaches the helpdesk once, through the daemon
+    that works the customer."""
     from bridge.app import Bridge
     from bridge.config import load_settings
     from testing.console import ConsoleHarness
@@ -243,7 +291,6 @@ async def test_the_call_page_works_on_a_standing_by_daemon(sandbox, database_url
         invite = await console.expect("lee", "Your voice call is ready")
         end = parse_qs(urlsplit(invite.message.url).fragment)["end"][0]
         await second.start()
-        assert second.relay is None  # standing by
         async with aiohttp.ClientSession() as http:
             page = f"{second.http.url}/call"
             async with http.post(f"{page}/state", json={"end": end}) as answer:

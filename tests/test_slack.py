@@ -594,26 +594,35 @@ async def test_a_prompt_that_is_gone_is_answered_by_a_new_message(bridge, slack,
 
 
 @pytest.mark.parametrize("database_url", ["postgres"], indirect=True)
-async def test_an_event_on_a_standing_by_daemons_socket_is_answered_by_the_working_one(
+async def test_an_event_on_another_daemons_socket_is_answered_by_the_one_working_the_customer(
         slack, sandbox, database_url):
     """Slack spreads an app's events over its Socket Mode connections, one per daemon: an
-    event that reaches a daemon standing by is stored for the working one, which answers
-    it, once."""
+    event that reaches a daemon for a customer of the other one is stored for that one,
+    which answers it, once."""
+    from bridge.shards import SHARDS
+
     first = await _start(slack, sandbox, database_url, mode="socket")
     settings = _settings(slack, sandbox, database_url, "socket")
     second = Bridge(settings, [SlackAdapter(settings.adapters["slack"])])
+    users = [f"U0C{n:02d}" for n in range(8)]  # some in each daemon's shards
     try:
         firsts_socket = slack._socket
         await second.start()
-        assert second.relay is None  # standing by
+        await slack.wait_for(lambda: len(first.shards.held) == len(second.shards.held)
+                             == SHARDS // 2)
         await slack.wait_for(lambda: slack._socket is not firsts_socket)  # the fake's latest
         await slack.wait_for_socket()
-        await slack.say(ANN, "hello")
-        await slack.wait_for_text(ANN, "You said")
-        assert second.metrics.registry.get_sample_value("bridge_events_forwarded_total") == 1
+        for user in users:
+            await slack.say(user, f"hello from {user}")
+        for user in users:
+            await slack.wait_for_text(user, "You said")
+        forwarded = second.metrics.registry.get_sample_value("bridge_events_forwarded_total")
+        assert forwarded >= 1
         await asyncio.sleep(0.5)
-        assert len([m for m in slack.messages[slack.dm(ANN)] if "You said" in str(m)]) == 1
-        assert [m["message"] for m in sandbox.received] == ["hello"]
+        for user in users:
+            assert len([m for m in slack.messages[slack.dm(user)] if "You said" in str(m)]) == 1
+        assert sorted(m["message"] for m in sandbox.received) == \
+            sorted(f"hello from {user}" for user in users)
     finally:
         await asyncio.wait_for(second.stop(), 20)
         await asyncio.wait_for(first.stop(), 20)

@@ -191,33 +191,48 @@ async def test_sqlite_log_is_written_back_as_writes_go_on(store, database_url):
 
 
 @pytest.mark.parametrize("database_url", ["postgres"], indirect=True)
-async def test_a_daemon_that_lost_its_lease_claims_finishes_and_sends_nothing(store,
-                                                                              database_url):
-    """Two daemons on one PostgreSQL. Once another daemon took the lease over (a new epoch),
-    the first one's claims come back empty and its finishes change nothing, checked in the
-    same statement, and its own clock refuses to send. A lease expires when its holder
-    stops renewing it, or at once when the holder's session is gone (it died)."""
-    from bridge.leadership import Leadership
+async def test_the_daemons_share_the_shards_and_one_that_lost_a_shard_acts_for_none_of_its_customers(
+        store, database_url):
+    """Daemons on one PostgreSQL share the customers' shards out evenly and never hold one
+    together. Once another daemon took a shard over (a new epoch), the first one's claims
+    for its customers come back empty and its finishes change nothing, checked in the same
+    statement, and its own clock refuses to send. A lease expires when its holder stops
+    renewing it, or at once when the holder's session is gone (it died)."""
+    from bridge.shards import SHARDS, Shards, shard_of
     from bridge.store import Store
     from bridge.store.queries import LeaseLost
 
     ann = await store.customer_for("telegram", "bot", "1", "100")
     first = await store.accept_message(ann.id, {"text": "hi"}, "m1")
     reply = await store.enqueue_to_customer(ann.id, first.conversation_id, {"text": "r"}, "r1")
-    await store.forward({"kind": "command", "user": {}, "name": "start"})  # from a standby
-    [(forwarded, _event)] = await store.oldest_forwarded(10)
+    shard = shard_of(ann.id)
+    await store.forward({"kind": "command", "user": {}, "name": "start"}, shard)
+    [(forwarded, _event, _shard)] = await store.oldest_forwarded([shard], 10)
     others = [Store.from_url(database_url) for _ in range(2)]
-    a, b, c = (Leadership(s, 2, "same config") for s in (store, *others))
+    a, b, c = (Shards(s, 2, "same config") for s in (store, *others))
+    for daemon, its_store in zip((a, b, c), (store, *others)):
+        its_store.fence(daemon, SHARDS)
     try:
-        assert await a.try_take()
-        assert not await b.try_take()  # held, and its holder lives
-        a.check()
+        await a.join()
+        assert sorted(a.held) == list(range(SHARDS))  # alone: every shard
+        a.check(shard)
         assert (await store.next_to_customer(ann.id)).id == reply.id  # its own: claims work
+        await b.join()
+        assert not b.held  # all held by a live daemon
+        await a.balance()  # a sees b, and lets half go
+        await b.balance()
+        assert len(a.held) == len(b.held) == SHARDS // 2
+        assert set(a.held).isdisjoint(b.held)
+        if shard not in a.held:  # ann's shard is a's for what follows
+            a, b = b, a
+            store, others[0] = others[0], store
 
-        await asyncio.sleep(2.1)  # a froze past its lease (it renews nothing)
+        await asyncio.sleep(2.1)  # a froze past its leases (it renews nothing)
         with pytest.raises(LeaseLost):
-            a.check()
-        assert await b.try_take()
+            a.check(shard)
+        await b._renew()
+        await b.balance()  # a is no longer live: b takes every shard
+        assert sorted(b.held) == list(range(SHARDS))
         assert await store.next_to_customer(ann.id) is None
         assert await store.next_to_helpdesk(ann.id) is None
         with pytest.raises(LeaseLost):
@@ -225,53 +240,72 @@ async def test_a_daemon_that_lost_its_lease_claims_finishes_and_sends_nothing(st
         with pytest.raises(LeaseLost):
             await store.finish_to_helpdesk(first, "done", opened=(first.conversation_id, "t1"))
         with pytest.raises(LeaseLost):
-            await store.finish_forwarded(forwarded)
-        assert [row_id for row_id, _ in await others[0].oldest_forwarded(10)] == [forwarded]
+            await store.finish_forwarded(forwarded, shard)
+        assert [row[0] for row in await others[0].oldest_forwarded([shard], 10)] == [forwarded]
         assert (await others[0].next_to_customer(ann.id)).id == reply.id  # still queued
         assert (await others[0].next_to_helpdesk(ann.id))[0].id == first.id
         assert (await others[0].conversation(first.conversation_id)).ticket_chat_id is None
+        await a._renew()  # a wakes: its shards were taken, so it is done for
+        assert a.lost and not a.owns(ann.id)
 
-        assert not await c.try_take()
+        await c.join()
+        assert not c.held
         b._connection.terminate()  # b dies: its session ends, its lock with it
-        await asyncio.sleep(0.2)  # the server sees the socket close
+        await asyncio.sleep(0.3)  # the server sees the socket close
         with pytest.raises(LeaseLost):
-            b.check()
-        assert await c.try_take()  # at once, long before b's lease would run out
+            b.check(shard)
+        await c.balance()  # at once, long before b's leases would run out
+        assert sorted(c.held) == list(range(SHARDS))
         await others[1].finish_to_customer(reply, "delivered", "ref-c")
         assert (await others[1].delivered(reply.id))[0] == "ref-c"
     finally:
-        for leadership in (a, b, c):
-            await leadership.close()
+        for daemon in (a, b, c):
+            await daemon.close()
         for other in others:
             await other.close()
 
 
 @pytest.mark.parametrize("database_url", ["postgres"], indirect=True)
-async def test_a_released_lease_wakes_a_standby_at_once(store, database_url, monkeypatch):
-    """A stopping daemon's release is NOTIFYed: a standby takes over then, not at its next
-    poll (made half a minute long here)."""
-    from bridge import leadership
-    from bridge.leadership import Leadership
+async def test_a_new_daemon_gets_its_share_at_once(store, database_url, monkeypatch):
+    """A starting daemon's presence is NOTIFYed: the others let its share go at once, and a
+    stopping daemon's release wakes the others, not their next tick (made half a minute
+    long here)."""
+    from bridge.shards import SHARDS, Shards
     from bridge.store import Store
 
-    monkeypatch.setattr(leadership, "STANDBY_POLL", 30)
     other = Store.from_url(database_url)
-    working, standby = Leadership(store, 10, "same"), Leadership(other, 10, "same")
+    first, second = Shards(store, 10, "same"), Shards(other, 10, "same")
+    runs = []
     try:
-        assert await working.try_take()
-        waiting = asyncio.create_task(standby.wait_to_take())
-        await asyncio.sleep(0.3)
-        assert not waiting.done()
-        await working.close()
-        assert await asyncio.wait_for(waiting, 10)
-        assert standby.leading
+        await first.join()
+        first.tick = second.tick = 30
+        runs.append(asyncio.create_task(first.run()))
+        await second.join()  # wakes the first, which lets half go and says so
+        runs.append(asyncio.create_task(second.run()))
+        for _ in range(100):
+            if len(second.held) == SHARDS // 2:
+                break
+            await asyncio.sleep(0.05)
+        assert len(first.held) == len(second.held) == SHARDS // 2
+        runs[0].cancel()
+        await first.close()
+        for _ in range(100):
+            if len(second.held) == SHARDS:
+                break
+            await asyncio.sleep(0.05)
+        assert len(second.held) == SHARDS
     finally:
-        await standby.close()
+        for run in runs:
+            run.cancel()
+        await asyncio.gather(*runs, return_exceptions=True)
+        await second.close()
+        await first.close()
         await other.close()
 
 
 async def test_forwarded_events_come_back_as_they_were_received_oldest_first(store):
-    """What a standing-by daemon stores is what the working one handles, in order."""
+    """What one daemon stores for another is what that one handles, in order, shard by
+    shard."""
     from bridge.events import (
         ButtonPress,
         ChatUser,
@@ -286,9 +320,11 @@ async def test_forwarded_events_come_back_as_they_were_received_oldest_first(sto
                                                                 "name": "a.pdf"}),
               ButtonPress(ann, "rate:4:5", text="great"), Command(ann, "close")]
     for event in events:
-        await store.forward(inbound_to_json(event))
-    stored = await store.oldest_forwarded(10)
-    assert [inbound_from_json(data) for _id, data in stored] == events
-    await store.finish_forwarded(stored[0][0])
-    assert [row_id for row_id, _ in await store.oldest_forwarded(10)] == \
-        [row_id for row_id, _ in stored[1:]]
+        await store.forward(inbound_to_json(event), 3)
+    await store.forward(inbound_to_json(Command(ann, "start")), 4)
+    stored = await store.oldest_forwarded([3], 10)
+    assert [inbound_from_json(data) for _id, data, _shard in stored] == events
+    await store.finish_forwarded(stored[0][0], 3)
+    assert [row[0] for row in await store.oldest_forwarded([3], 10)] == \
+        [row[0] for row in stored[1:]]
+    assert [shard for _id, _data, shard in await store.oldest_forwarded([2, 4], 10)] == [4]

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 
 from aiohttp import web
+from aiolimiter import AsyncLimiter
 from cachetools import LRUCache
 from telegram import BotCommand, InlineKeyboardButton, InlineKeyboardMarkup, Update
 from telegram.constants import ChatType, MessageEntityType
@@ -46,6 +47,16 @@ NOT_RECEIVED = "Sorry, your last message could not be received. Please send it a
 GROUP_NOTE = "Please write to me in a private chat, so your conversation stays private."
 
 
+class SharedRateLimiter(AIORateLimiter):
+    """python-telegram-bot's limiter, whose bot-wide rate can change while it runs: with
+    several daemons, each sends at the share of Telegram's ~30/s that its customers are."""
+
+    def set_overall_rate(self, rate: float) -> None:
+        # A new bucket at the new rate (AIORateLimiter keeps it as _base_limiter, and reads
+        # it on every request); at least one a second, so that nobody waits for ever.
+        self._base_limiter = AsyncLimiter(max(1.0, rate), 1)
+
+
 class TelegramAdapter(Adapter):
     name = "telegram"
     Settings = TelegramSettings
@@ -60,7 +71,7 @@ class TelegramAdapter(Adapter):
             # bunched up on the way (jitter) don't make a second of 31. max_retries=0: a
             # 429 comes back to the core, which waits its retry_after with the message
             # still queued.
-            rate_limiter=AIORateLimiter(overall_max_rate=BOT_RATE, max_retries=0))
+            rate_limiter=SharedRateLimiter(overall_max_rate=BOT_RATE, max_retries=0))
         self._owns_bot = bot is None
         self._sink: Sink | None = None
         self._receiver = UpdateReceiver(self.bot, settings, self.dispatch)
@@ -72,6 +83,11 @@ class TelegramAdapter(Adapter):
         self.account = ""
 
     # --- running -----------------------------------------------------------------
+
+    def share_limits(self, fraction: float) -> None:
+        limiter = self.bot.rate_limiter
+        if isinstance(limiter, SharedRateLimiter):
+            limiter.set_overall_rate(BOT_RATE * fraction)
 
     @property
     def receives_alone(self) -> bool:

@@ -3,8 +3,8 @@
 Every relayed message reads its customer three or four times (on arrival, in each
 direction's queue, for the helpdesk's answer), and a customer row changes rarely: only
 through Store methods, which drop it from here. Each read saved is a database round trip
-(~1.5 ms through aiosqlite). Correct while one bridge owns the database, which is how it is
-deployed (docs/postgresql.md).
+(~1.5 ms through aiosqlite). Correct while one daemon works a customer: with several, the one
+holding the customer's shard (bridge/shards.py), which forgets the rows of shards it takes.
 """
 from __future__ import annotations
 
@@ -41,3 +41,7 @@ class CustomerCache:
         generation keeps reads in flight from restoring the old row)."""
         self.generation += 1
         self._rows.pop(customer_id, None)
+
+    def clear(self) -> None:
+        self.generation += 1
+        self._rows.clear()

@@ -38,10 +38,11 @@ class CustomerQueue(Queries):
                           delivered_at=None)
 
     async def next_to_customer(self, customer_id: int) -> ToCustomer | None:
-        """The oldest row to show (none once a fenced Store has lost its lease)."""
-        if self._fence is None:
+        """The oldest row to show (none once a fenced Store has lost the customer's shard)."""
+        token = self._token(self.shard_of(customer_id))
+        if token is None:
             return self._to_customer(await self._db.read(_NEXT, customer_id))
-        return self._to_customer(await self._db.read(_NEXT_FENCED, customer_id, *self._fence))
+        return self._to_customer(await self._db.read(_NEXT_FENCED, customer_id, *token))
 
     async def finish_to_customer(self, row: ToCustomer, status: str,
                                  platform_ref: str | None = None,
@@ -49,7 +50,8 @@ class CustomerQueue(Queries):
         """Mark a row delivered, failed or rejected (error: why), and return the customer's
         next one."""
         await self._finish(self._db.write, _FINISH, _FINISH_FENCED, status, platform_ref,
-                           error, self._db.from_time(utcnow()), row.id)
+                           error, self._db.from_time(utcnow()), row.id,
+                           shard=self.shard_of(row.customer_id))
         return await self.next_to_customer(row.customer_id)
 
     async def replace_body(self, row_id: int, body: dict) -> None:

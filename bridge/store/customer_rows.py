@@ -43,6 +43,26 @@ class CustomerRows(Queries):
             return await self.customer(found.id)
         return found
 
+    async def customer_id_for(self, platform: str, account: str, user_id: str, chat_id: str,
+                              language: str | None = None) -> int:
+        """The id of a chat user's customer row, created on first contact, and nothing
+        else changed: any daemon may ask, while only the one holding the customer's shard
+        changes the row (bridge/shards.py)."""
+        known = self._customers.id_of(platform, account, user_id)
+        if known is not None:
+            return known
+        generation = self._customers.generation
+        found = self._customer(await self._db.read(_BY_USER, platform, account, user_id))
+        if found is not None:
+            self._customers.put(found, generation)
+            return found.id
+        try:
+            return (await self._insert_customer(platform, account, user_id, chat_id,
+                                                language)).id
+        except Duplicate:  # created by a concurrent first message
+            return self._customer(await self._db.read(_BY_USER, platform, account,
+                                                      user_id)).id
+
     async def _insert_customer(self, platform: str, account: str, user_id: str, chat_id: str,
                                language: str | None) -> Customer:
         customer = Customer(platform=platform, account=account, user_id=user_id,

@@ -1,6 +1,6 @@
-"""Inbound events a daemon received while another works the customers (PostgreSQL;
-bridge/forwarding.py): each stored with a NOTIFY in one transaction, so the working daemon
-wakes once the row is there, and handled by it oldest first."""
+"""Inbound events a daemon received for a customer whose shard another daemon holds
+(PostgreSQL; bridge/forwarding.py): each stored with its shard and a NOTIFY in one
+transaction, so the holder wakes once the row is there, and handled by it oldest first."""
 from __future__ import annotations
 
 import json
@@ -9,27 +9,32 @@ from bridge.store.models import utcnow
 from bridge.store.queries import FENCE, Queries
 
 CHANNEL = "helpdesk_bridge_forwarded"
-_INSERT = "INSERT INTO forwarded (event, received_at) VALUES (?, ?)"
+_INSERT = "INSERT INTO forwarded (event, received_at, shard) VALUES (?, ?, ?)"
 _NOTIFY = f"SELECT pg_notify('{CHANNEL}', '')"
-_OLDEST = "SELECT id, event FROM forwarded ORDER BY id LIMIT ?"
+_OLDEST = "SELECT id, event, shard FROM forwarded WHERE shard IN ({shards}) ORDER BY id LIMIT ?"
 _FINISH = "DELETE FROM forwarded WHERE id = ?"
 _FINISH_FENCED = f"{_FINISH} AND {FENCE} RETURNING id"
 
 
 class ForwardedQueue(Queries):
-    async def forward(self, event: dict) -> None:
-        """Store an event for the daemon that works the customers, and wake it."""
+    async def forward(self, event: dict, shard: int) -> None:
+        """Store an event for the daemon holding its customer's shard, and wake it."""
         async with self._transaction() as transaction:
-            await transaction.run(_INSERT, json.dumps(event), self._db.from_time(utcnow()))
+            await transaction.run(_INSERT, json.dumps(event), self._db.from_time(utcnow()),
+                                  shard)
             if self._db.dialect == "postgresql":  # SQLite has one daemon: none to wake
                 await transaction.run(_NOTIFY)
 
-    async def oldest_forwarded(self, limit: int) -> list[tuple[int, dict]]:
-        """(id, event) of the oldest stored events."""
-        return [(row_id, json.loads(event) if isinstance(event, str) else event)
-                for row_id, event in await self._db.read_all(_OLDEST, limit)]
+    async def oldest_forwarded(self, shards: list[int], limit: int
+                               ) -> list[tuple[int, dict, int]]:
+        """(id, event, shard) of the oldest stored events of these shards."""
+        if not shards:
+            return []
+        sql = _OLDEST.format(shards=", ".join("?" * len(shards)))
+        return [(row_id, json.loads(event) if isinstance(event, str) else event, shard)
+                for row_id, event, shard in await self._db.read_all(sql, *shards, limit)]
 
-    async def finish_forwarded(self, row_id: int) -> None:
+    async def finish_forwarded(self, row_id: int, shard: int) -> None:
         """The event was handled: drop it (LeaseLost, and it stays, once a fenced Store has
-        lost its lease)."""
-        await self._finish(self._db.write, _FINISH, _FINISH_FENCED, row_id)
+        lost the shard)."""
+        await self._finish(self._db.write, _FINISH, _FINISH_FENCED, row_id, shard=shard)

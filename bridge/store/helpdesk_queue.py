@@ -130,9 +130,10 @@ class HelpdeskQueue(ConversationRows):
 
     async def next_to_helpdesk(self, customer_id: int) -> NextRequest | None:
         """The customer's oldest queued request, with its conversation as it is now (none
-        once a fenced Store has lost its lease)."""
-        found = await self._db.read(_NEXT, customer_id) if self._fence is None \
-            else await self._db.read(_NEXT_FENCED, customer_id, *self._fence)
+        once a fenced Store has lost the customer's shard)."""
+        token = self._token(self.shard_of(customer_id))
+        found = await self._db.read(_NEXT, customer_id) if token is None \
+            else await self._db.read(_NEXT_FENCED, customer_id, *token)
         if found is None:
             return None
         split = len(TO_HELPDESK)
@@ -150,12 +151,14 @@ class HelpdeskQueue(ConversationRows):
         and the message queued, or both done, never the id known and the message queued."""
         finished = (status, error, self._db.from_time(utcnow()), row.id)
         if opened is None:
-            await self._finish(self._db.write, _FINISH, _FINISH_FENCED, *finished)
+            await self._finish(self._db.write, _FINISH, _FINISH_FENCED, *finished,
+                               shard=self.shard_of(row.customer_id))
         else:
             async with self._transaction() as transaction:
                 conversation_id, ticket_chat_id = opened
                 await transaction.run(_OPENED, ticket_chat_id, conversation_id)
-                await self._finish(transaction.row, _FINISH, _FINISH_FENCED, *finished)
+                await self._finish(transaction.row, _FINISH, _FINISH_FENCED, *finished,
+                                   shard=self.shard_of(row.customer_id))
         return await self.next_to_helpdesk(row.customer_id)
 
     async def count_attempt(self, row_id: int) -> None:

@@ -9,6 +9,7 @@ from sqlalchemy import (
     Boolean,
     DateTime,
     ForeignKey,
+    Index,
     Integer,
     String,
     Text,
@@ -120,10 +121,13 @@ class Lease(Base):
 
 
 class Forwarded(Base):
-    """An inbound event (bridge/events.py, as JSON) that a daemon received while another
-    works the customers: stored here until that one has handled it (bridge/forwarding.py)."""
+    """An inbound event (bridge/events.py, as JSON) that a daemon received for a customer
+    another daemon works: stored here, with the customer's shard, until the holder of that
+    shard has handled it (bridge/forwarding.py)."""
     __tablename__ = "forwarded"
+    __table_args__ = (Index("forwarded_shard", "shard", "id"),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     event: Mapped[dict] = mapped_column(JSON)
     received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    shard: Mapped[int] = mapped_column(Integer, server_default="0")

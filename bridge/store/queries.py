@@ -18,50 +18,65 @@ CONVERSATION = columns(Conversation)
 TO_HELPDESK = columns(ToHelpdesk)
 TO_CUSTOMER = columns(ToCustomer)
 SELECT_CONVERSATION = f"SELECT {column_list(CONVERSATION)} FROM conversations"
-# The lease (name, holder, epoch) this daemon works under, still its own and unexpired.
+# The lease (name, holder, epoch) of a customer's shard, still this daemon's and unexpired.
 FENCE = ("EXISTS (SELECT 1 FROM leases WHERE name = ? AND holder = ? AND epoch = ? "
          "AND expires_at > now())")
 
 
 class LeaseLost(Exception):
-    """This daemon no longer holds the lease: it must not act for the customers any more."""
+    """This daemon does not hold a customer's shard: it must not act for them."""
 
 
-class Lease(Protocol):
-    """The lease a daemon works under (bridge/leadership.py)."""
-    token: tuple[str, str, int]  # (name, holder, epoch), as the leases table holds it
+class Leases(Protocol):
+    """The shards a daemon holds (bridge/shards.py)."""
 
-    def check(self) -> None:
-        """LeaseLost once the lease may have expired, by this daemon's own clock."""
+    def token(self, shard: int) -> tuple[str, str, int]:
+        """(name, holder, epoch) of a shard's lease, as the leases table holds it."""
+
+    def check(self, shard: int) -> None:
+        """LeaseLost unless this daemon surely holds the shard, by its own clock."""
 
 
 class Queries:
     def __init__(self, driver: Driver) -> None:
         self._db = driver
         self._customers = CustomerCache()
-        self._lease: Lease | None = None
-        self._fence: tuple[str, str, int] | None = None  # the lease's token, while fenced
+        self._leases: Leases | None = None
+        self._shards = 1  # customers are spread over this many shards (customer id modulo)
 
-    def fence(self, lease: Lease | None) -> None:
-        """Make the queues' claims and finishes check this lease's token in the same
-        statement: a daemon that lost it claims nothing and finishes nothing (LeaseLost).
-        None: unfenced, one daemon per database."""
-        self._lease = lease
-        self._fence = lease.token if lease is not None else None
+    def fence(self, leases: Leases | None, shards: int = 1) -> None:
+        """Make the queues' claims and finishes check the lease of the customer's shard in
+        the same statement: a daemon that does not hold it claims nothing and finishes
+        nothing (LeaseLost). None: unfenced, one daemon per database."""
+        self._leases = leases
+        self._shards = shards
 
-    def check_fence(self) -> None:
-        """Called before anything is sent for a customer: LeaseLost once this daemon's
-        lease may have expired (and never, unfenced)."""
-        if self._lease is not None:
-            self._lease.check()
+    def shard_of(self, customer_id: int) -> int:
+        return customer_id % self._shards
 
-    async def _finish(self, run, plain: str, fenced: str, *values: Any) -> None:
+    def check_fence(self, customer_id: int) -> None:
+        """Called before anything is sent for a customer: LeaseLost unless this daemon
+        holds their shard (never, unfenced)."""
+        if self._leases is not None:
+            self._leases.check(self.shard_of(customer_id))
+
+    def _token(self, shard: int) -> tuple[str, str, int] | None:
+        """The FENCE values for a shard; None, unfenced."""
+        return None if self._leases is None else self._leases.token(shard)
+
+    async def _finish(self, run, plain: str, fenced: str, *values: Any, shard: int) -> None:
         """A finishing statement, fenced when the Store is: `fenced` is `plain` with the
-        lease's check and RETURNING id (run: the driver's write, or a transaction's row)."""
-        if self._fence is None:
+        check of the shard's lease and RETURNING id (run: the driver's write, or a
+        transaction's row)."""
+        token = self._token(shard)
+        if token is None:
             await run(plain, *values)
-        elif await run(fenced, *values, *self._fence) is None:
-            raise LeaseLost("the lease was lost: the row stays as it was")
+        elif await run(fenced, *values, *token) is None:
+            raise LeaseLost("the shard's lease was lost: the row stays as it was")
+
+    def forget_cached_customers(self) -> None:
+        """Customers another daemon may have changed (their shards were its)."""
+        self._customers.clear()
 
     async def _write(self, sql: str, *values: Any,
                      changes_customer: int | None = None) -> tuple | None:

@@ -7,7 +7,7 @@ from datetime import datetime
 
 from bridge.store.queries import IS_OPEN, Queries
 
-_ROOMS = ("SELECT u.session_id, c.ticket_chat_id FROM customers u "
+_ROOMS = ("SELECT u.id, u.session_id, c.ticket_chat_id FROM customers u "
           f"JOIN conversations c ON c.customer_id = u.id WHERE c.{IS_OPEN}")
 _WITH_WORK = "SELECT DISTINCT customer_id FROM {table} WHERE status = 'queued'"
 _WAITING = "SELECT count(*), min(created_at) FROM {table} WHERE status = 'queued'"
@@ -16,8 +16,8 @@ _CUSTOMERS = "SELECT count(*) FROM customers"
 _OPEN = f"SELECT count(*) FROM conversations WHERE {IS_OPEN}"
 _SESSIONS = ("SELECT application_name FROM pg_stat_activity "
              "WHERE datname = current_database() AND application_name LIKE ?")
-_LEASE = ("SELECT holder, epoch, fingerprint, expires_at, expires_at > now() FROM leases "
-          "WHERE name = ?")
+_SHARD_HOLDERS = ("SELECT name, holder FROM leases WHERE name LIKE 'shard:%' "
+                  "AND expires_at > now()")
 
 # Oldest first, a batch at a time. A message whose buttons a conversation still waits on
 # (its prompt_ref) is kept whatever its age: the edit that settles the prompt needs it.
@@ -32,8 +32,9 @@ _PRUNE_TO_CUSTOMER = ("DELETE FROM to_customer WHERE id IN (SELECT id FROM to_cu
 
 
 class Upkeep(Queries):
-    async def open_conversation_rooms(self) -> list[tuple[str, str | None]]:
-        """(session_id, ticket_chat_id) of every conversation opening or open."""
+    async def open_conversation_rooms(self) -> list[tuple[int, str, str | None]]:
+        """(customer id, session_id, ticket_chat_id) of every conversation opening or
+        open."""
         return [tuple(found) for found in await self._db.read_all(_ROOMS)]
 
     async def customers_with_work(self) -> tuple[list[int], list[int]]:
@@ -55,13 +56,12 @@ class Upkeep(Queries):
         result["open_conversations"] = (await self._db.read(_OPEN))[0]
         return result
 
-    async def lease(self, name: str) -> dict | None:
-        """Who holds a lease (PostgreSQL; bridge/leadership.py)."""
+    async def shard_holders(self) -> dict[int, str]:
+        """Shard -> the daemon holding its lease now (PostgreSQL; bridge/shards.py)."""
         if self._db.dialect != "postgresql":
-            return None
-        found = await self._db.read(_LEASE, name)
-        keys = ("holder", "epoch", "fingerprint", "expires_at", "valid")
-        return dict(zip(keys, found)) if found else None
+            return {}
+        return {int(name.split(":")[1]): holder
+                for name, holder in await self._db.read_all(_SHARD_HOLDERS)}
 
     async def sessions(self, prefix: str) -> list[str]:
         """The names of the live sessions (PostgreSQL) whose name starts with prefix."""
