@@ -424,8 +424,8 @@ def main() -> None:
     result = asyncio.run(chaos(args.messages, args.customers, args.minutes, args.db, args.seed,
                                args.daemons, args.lease, webhook))
     backend = args.db.split(":")[0].split("+")[0] if args.db else "sqlite"
-    several = (f"{args.daemons} daemons, {result['freezes']} SIGSTOP of the working one for "
-               f"{2 * args.lease:.0f} s, a rolling restart; ") if args.daemons > 1 else ""
+    several = (f"{args.daemons} daemons, {result['freezes']} SIGSTOP of a daemon working "
+               f"customers for {2 * args.lease:.0f} s, a rolling restart; ") if args.daemons > 1 else ""
     print(f"chaos: {result['sent']} customer messages + their answers, {args.customers} "
           f"customers, {backend}; {several}{result['kills']} SIGKILLs, "
           f"{result['helpdesk_restarts']} helpdesk restarts, "

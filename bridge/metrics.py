@@ -58,6 +58,11 @@ class Metrics:
                                   registry=r)
         self.takeovers = Gauge("bridge_shard_takeovers", "Shards this daemon took so far",
                                registry=r)
+        self.takeover_seconds = Histogram(
+            "bridge_shard_takeover_seconds", "How long a shard this daemon took from another "
+            "went unworked (since its lease ran out or was released, or since the last "
+            "renewal of a daemon that died)", registry=r,
+            buckets=(0.1, 0.25, 0.5, 1, 2, 5, 10, 20, 30, 60, 120, 300))
         self.forwarded = Counter("bridge_events_forwarded",
                                  "Inbound events stored for the daemon working their customer "
                                  "(bridge/forwarding.py)", registry=r)

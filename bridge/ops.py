@@ -64,6 +64,8 @@ def mount(http: HttpServer, store: Store, metrics: Metrics,
             m.lease_renewals.set(shards.renewals)
             m.lease_losses.set(shards.losses)
             m.takeovers.set(shards.takeovers)
+            while shards.takeover_seconds:
+                m.takeover_seconds.observe(shards.takeover_seconds.popleft())
         m.tasks.set(len(asyncio.all_tasks()))
         m.db_connections.set(store.connections_open())
         return web.Response(body=m.render(), headers={"Content-Type": CONTENT_TYPE_LATEST})

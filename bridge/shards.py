@@ -33,6 +33,7 @@ import os
 import secrets
 import socket
 import time
+from collections import deque
 from typing import Awaitable, Callable, Iterable
 
 import asyncpg
@@ -54,7 +55,8 @@ UNREACHABLE = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, asyncio.T
 _ALIVE = "SELECT pg_advisory_lock(hashtext('helpdesk-bridge'), hashtext($1))"
 _PROBE = "SELECT pg_try_advisory_lock(hashtext('helpdesk-bridge'), hashtext($1))"
 _UNPROBE = "SELECT pg_advisory_unlock(hashtext('helpdesk-bridge'), hashtext($1))"
-_LEASES = ("SELECT name, holder, epoch, fingerprint, expires_at > now() FROM leases "
+_LEASES = ("SELECT name, holder, epoch, fingerprint, expires_at > now(), "
+           "extract(epoch FROM now() - expires_at) FROM leases "
            "WHERE name LIKE 'shard:%' OR name LIKE 'daemon:%'")
 _TAKE_FREE = ("INSERT INTO leases (name, holder, epoch, expires_at, fingerprint) "
               "VALUES ($1, $2, 1, now() + make_interval(secs => $3), $4) "
@@ -127,6 +129,8 @@ class Shards:
         self.renewals = 0
         self.losses = 0
         self.takeovers = 0  # shards taken
+        # Seconds each shard taken from another daemon went unworked (read by the metrics)
+        self.takeover_seconds: deque[float] = deque(maxlen=1000)
 
     # --- what the relay and the Store ask ----------------------------------------------
 
@@ -186,7 +190,7 @@ class Shards:
         of what is free. DifferentConfig if a live daemon runs another configuration (two
         deployments on one database would answer each other's customers)."""
         connection = await self._session()
-        for _name, holder, _epoch, config, valid in await connection.fetch(_LEASES):
+        for _name, holder, _epoch, config, valid, _age in await connection.fetch(_LEASES):
             if valid and holder != self.holder and config != self.fingerprint:
                 raise DifferentConfig(
                     f"a daemon working this database ({holder}) has a different helpdesk "
@@ -235,7 +239,7 @@ class Shards:
         self._deadline = 0.0
         self.losses += 1
         log.warning("the leases were not renewed in time; paused (nothing is sent)")
-        current = {name: (holder, epoch) for name, holder, epoch, _config, _valid
+        current = {name: (holder, epoch) for name, holder, epoch, *_rest
                    in await connection.fetch(_LEASES)}
         for shard in list(self.held):
             holder, epoch = current.get(lease_name(shard), (None, None))
@@ -263,8 +267,8 @@ class Shards:
                                                                self.fingerprint)}
         live.add(self.holder)
         share = math.ceil(SHARDS / len(live))
-        shards = {int(name.split(":")[1]): (holder, epoch, fingerprint, valid)
-                  for name, holder, epoch, fingerprint, valid in rows
+        shards = {int(name.split(":")[1]): (holder, epoch, valid, float(age))
+                  for name, holder, epoch, _config, valid, age in rows
                   if name.startswith("shard:")}
         if self.leaving and len(self.held) <= share:  # the share grew meanwhile: keep them
             kept, self.leaving = self.leaving, set()
@@ -287,19 +291,23 @@ class Shards:
             if shard in self.held:
                 continue
             args = (lease_name(shard), self.holder, float(self.seconds), self.fingerprint)
-            holder, epoch, _config, valid = shards.get(shard, (None, None, None, False))
+            holder, epoch, valid, age = shards.get(shard, (None, None, False, None))
             if not valid:
                 got = await connection.fetchval(_TAKE_FREE, *args)
+                unworked = age  # since it expired, or was released
             elif holder != self.holder and await connection.fetchval(_PROBE, holder):
                 try:  # its session is gone, and cannot come back while this lock is held
                     got = await connection.fetchval(_TAKE_FROM, *args, holder, epoch)
                 finally:
                     await connection.fetchval(_UNPROBE, holder)
+                unworked = age + self.seconds  # since its holder's last renewal, at most
             else:
                 continue
             if got is not None:  # its expiry is later than the deadline kept for all
                 self.held[shard] = got
                 taken.add(shard)
+                if holder is not None and holder != self.holder:  # another's, not new
+                    self.takeover_seconds.append(unworked)
         if taken:
             self.takeovers += len(taken)
             self.store.forget_cached_customers()  # another daemon may have changed them

@@ -158,6 +158,10 @@ async def test_a_stop_or_a_death_hands_the_customers_over_at_once(
     await _say_and_see_answered(telegram, sandbox, texts, timeout=20)
     assert time.monotonic() - started < 15
     assert await _shards_held(survivor) == SHARDS
+    metrics = (await _get(survivor, "/metrics"))[1]
+    took = {name: float(value) for name, value in re.findall(
+        r"^bridge_shard_takeover_seconds_(count|sum) (\S+)", metrics, re.M)}
+    assert took["count"] >= SHARDS // 2 and took["sum"] / took["count"] < 5, took
 
 
 async def test_a_daemon_frozen_past_its_leases_sends_nothing_when_it_wakes(
