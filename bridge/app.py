@@ -93,7 +93,7 @@ class Bridge:
         if self.store.engine.dialect.name == "postgresql":
             self.shards = Shards(self.store, settings.cluster.lease_seconds,
                                  fingerprint(self._shared_configuration()))
-            self.store.fence(self.shards, SHARDS)
+            self.store.fence(self.shards)
         self.entry_points = EntryPoints(self.store, self.adapters, self.http, self.metrics,
                                         self.shards)
         ops.mount(self.http, self.store, self.metrics,

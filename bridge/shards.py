@@ -142,6 +142,8 @@ class Shards:
     def owns_shard(self, shard: int) -> bool:
         return shard in self.held and shard not in self.leaving and self.valid
 
+    shard_of = staticmethod(shard_of)
+
     def owns(self, customer_id: int) -> bool:
         return self.owns_shard(shard_of(customer_id))
 

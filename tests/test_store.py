@@ -211,7 +211,7 @@ async def test_the_daemons_share_the_shards_and_one_that_lost_a_shard_acts_for_n
     others = [Store.from_url(database_url) for _ in range(2)]
     a, b, c = (Shards(s, 2, "same config") for s in (store, *others))
     for daemon, its_store in zip((a, b, c), (store, *others)):
-        its_store.fence(daemon, SHARDS)
+        its_store.fence(daemon)
     try:
         await a.join()
         assert sorted(a.held) == list(range(SHARDS))  # alone: every shard

@@ -30,6 +30,9 @@ class LeaseLost(Exception):
 class Leases(Protocol):
     """The shards a daemon holds (bridge/shards.py)."""
 
+    def shard_of(self, customer_id: int) -> int:
+        """The shard a customer belongs to."""
+
     def token(self, shard: int) -> tuple[str, str, int]:
         """(name, holder, epoch) of a shard's lease, as the leases table holds it."""
 
@@ -42,17 +45,16 @@ class Queries:
         self._db = driver
         self._customers = CustomerCache()
         self._leases: Leases | None = None
-        self._shards = 1  # customers are spread over this many shards (customer id modulo)
 
-    def fence(self, leases: Leases | None, shards: int = 1) -> None:
+    def fence(self, leases: Leases | None) -> None:
         """Make the queues' claims and finishes check the lease of the customer's shard in
         the same statement: a daemon that does not hold it claims nothing and finishes
         nothing (LeaseLost). None: unfenced, one daemon per database."""
         self._leases = leases
-        self._shards = shards
 
     def shard_of(self, customer_id: int) -> int:
-        return customer_id % self._shards
+        """The customer's shard (0 unfenced: one daemon works every customer)."""
+        return 0 if self._leases is None else self._leases.shard_of(customer_id)
 
     def check_fence(self, customer_id: int) -> None:
         """Called before anything is sent for a customer: LeaseLost unless this daemon
