@@ -32,7 +32,9 @@ class Calls:
     async def started(self, conversation_id: int, call: CallStarted) -> str:
         """The call is live; returns the page's link for it."""
         key = call_key(call.ticket_call_id)
-        await self._store.set_conversation(conversation_id, call_key=key, call_state="live")
+        conversation = await self._store.conversation(conversation_id)
+        if conversation is None or conversation.call_key != key:  # not heard before
+            await self._store.set_conversation(conversation_id, call_key=key, call_state="live")
         end = self._http.seal(f"{conversation_id}-{key}", LINK_TTL)
         return f"{self._public_url}/call#" + urlencode(
             {"room": call.room, "token": call.token, "end": end})

@@ -8,6 +8,12 @@ others (NOTIFY); the holder handles the event as if it had received it itself, o
 first, and only then deletes the row, fenced by the shard's lease. Nothing a platform hands
 any daemon is lost, and only the daemon working the customer acts on it.
 
+The helpdesk's events travel the same way. A daemon that let a shard go stays in its
+customers' rooms, and what it hears there for them is stored for the holder (shown once:
+the holder hears most of it too, and the to-customer queue turns the copy away). So an
+answer emitted while a shard moves, or while its holder is dead and its lease not yet
+run out, still reaches the customer.
+
 An adapter that must receive alone (Adapter.receives_alone: a Telegram bot polled with
 getUpdates) receives only on the daemon holding shard 0.
 """
@@ -22,6 +28,7 @@ from bridge.adapter import Adapter, Unstorable
 from bridge.events import Inbound, inbound_from_json, inbound_to_json
 from bridge.http import HttpServer
 from bridge.metrics import Metrics
+from bridge.protocol import HELPDESK_EVENT, event_from_json
 from bridge.relay import NotOwned, Relay
 from bridge.shards import Shards
 from bridge.store import Store
@@ -142,6 +149,14 @@ class EntryPoints:
         behind it."""
         if data.get("kind") == END_CALL:
             await self.relay.end_call(data["conversation_id"], data["key"])
+            return
+        if data.get("kind") == HELPDESK_EVENT:
+            try:
+                helpdesk_event = event_from_json(data)
+            except (KeyError, TypeError):
+                log.error("a forwarded helpdesk event this version cannot read was dropped")
+                return
+            await self.relay.on_helpdesk_event(helpdesk_event)
             return
         try:
             event = inbound_from_json(data)

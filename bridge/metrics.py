@@ -64,8 +64,8 @@ class Metrics:
             "renewal of a daemon that died)", registry=r,
             buckets=(0.1, 0.25, 0.5, 1, 2, 5, 10, 20, 30, 60, 120, 300))
         self.forwarded = Counter("bridge_events_forwarded",
-                                 "Inbound events stored for the daemon working their customer "
-                                 "(bridge/forwarding.py)", registry=r)
+                                 "Events, from a platform or the helpdesk, stored for the "
+                                 "daemon working their customer (bridge/forwarding.py)", registry=r)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -6,7 +6,7 @@ anything we cannot act on safely raises MalformedPayload, which the link logs an
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from typing import Any
 
@@ -110,6 +110,21 @@ def dedupe_key(event: HelpdeskEvent) -> str:
         case CallEnded():
             return f"callend:{event.ticket_chat_id}:{event.ticket_call_id}"
     raise TypeError(f"not a helpdesk event: {type(event).__name__}")
+
+
+# A helpdesk event stored for the daemon that works its customer (bridge/forwarding.py).
+HELPDESK_EVENT = "helpdesk_event"
+_EVENT_TYPES = {kind.__name__: kind for kind in (
+    HelpdeskMessage, HandlerChanged, ConversationClosed, CallStarted, CallEnded)}
+
+
+def event_to_json(event: HelpdeskEvent) -> dict:
+    return {"kind": HELPDESK_EVENT, "type": type(event).__name__, "fields": asdict(event)}
+
+
+def event_from_json(data: dict) -> HelpdeskEvent:
+    """KeyError or TypeError when `data` is not what event_to_json wrote."""
+    return _EVENT_TYPES[data["type"]](**data["fields"])
 
 # Server events that carry news for a customer (the rest only answer requests).
 BROADCASTS = ("support", "customer_support", "customer_support_closed",

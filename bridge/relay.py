@@ -30,7 +30,7 @@ from bridge.events import ButtonPress, Command, Inbound, InboundMessage
 from bridge.helpdesk import HelpdeskLink
 from bridge.http import HttpServer
 from bridge.metrics import Metrics
-from bridge.protocol import HelpdeskEvent
+from bridge.protocol import HelpdeskEvent, event_to_json
 from bridge.sanitize import strip_controls
 from bridge.store import Store
 from bridge.texts import Texts
@@ -221,8 +221,12 @@ class Relay:
                 async with self._locks(conversation.customer_id):
                     customer = await self.store.customer(conversation.customer_id)
                     await self.flow.on_event(customer, conversation, event)
-        except NotOwned:
-            pass  # the daemon that works this customer has it too: it is in their room
+        except NotOwned as elsewhere:
+            # This daemon worked the customer before and is still in their rooms. The daemon
+            # working them now is there too, unless it is down or the shard is moving:
+            # stored for it, the event is not lost then, and shown once either way (dedupe).
+            await self.store.forward(event_to_json(event), elsewhere.shard)
+            self.metrics.forwarded.inc()
 
     # --- from the call page --------------------------------------------------------
 

@@ -267,3 +267,27 @@ async def test_the_call_state_and_its_end_hold_across_a_restart(call, sandbox):
         assert not [e for e, _ in sandbox.requests if e == "close_call_support"]
     finally:
         await restarted.stop()
+
+
+async def test_a_call_invite_heard_again_after_the_call_ended_leaves_it_ended(call, sandbox):
+    """The helpdesk's call_support can reach the bridge twice, the copy late: replayed, or
+    stored by a daemon that worked the customer before (bridge/forwarding.py). The page
+    must go on saying the call ended, not "live" again."""
+    import aiohttp
+
+    from bridge.sandbox.wire import envelope, livekit_token
+
+    bridge, console, url = call
+    end = parse_qs(urlsplit(url).fragment)["end"][0]
+    conversation = next(iter(sandbox.conversations.values()))
+    room = conversation.ticket_chat_id
+    started = {"token": livekit_token(room, conversation.session_id), "room": room,
+               "ticket_chat_id": room, **conversation.call}
+    await sandbox.sate_left_call(room)
+    await console.expect("lee", "The call has ended.")
+    await sandbox.emit_raw("call_support", envelope("", "Call started", started), room=room)
+    await asyncio.sleep(0.5)
+    async with aiohttp.ClientSession() as http:
+        async with http.post(f"{bridge.http.url}/call/state", json={"end": end}) as answer:
+            assert (await answer.json())["state"] == "sate_left"
+    assert len([t for t in console.texts("lee") if "Your voice call is ready" in t]) == 1

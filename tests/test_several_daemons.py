@@ -194,6 +194,36 @@ async def test_a_daemon_frozen_past_its_leases_sends_nothing_when_it_wakes(
     await _all_answered_once(telegram, sandbox, texts)  # still once each
 
 
+async def test_an_answer_sent_while_a_daemon_is_frozen_reaches_its_customer(
+        sandbox, telegram, telegram_daemons):  # noqa: F811
+    """The helpdesk emits into rooms; the daemon working a customer is frozen (or dead), so
+    it hears nothing, and no protocol replays it. The daemon that worked the customer
+    before is still in their rooms: it stores what it hears for the shard's holder, and
+    whoever holds the shard next shows it, once."""
+    first = await telegram_daemons(lease_seconds=3)
+    await _say_and_see_answered(telegram, sandbox, {chat: f"hello {chat}" for chat in CHATS})
+    second = await telegram_daemons(lease_seconds=3)  # takes half the customers over
+    await _until_shared(first, second)
+    await asyncio.sleep(0.5)  # it joined their rooms
+    second.signal(signal.SIGSTOP)
+    try:
+        for number, ticket in enumerate(sandbox.conversations):
+            await sandbox.agent_reply(ticket, f"({number}) while frozen")
+        expected = {f"({n}) while frozen" for n in range(len(sandbox.conversations))}
+        for _ in range(300):
+            shown = [m.get("text", "") for chat in CHATS for m in telegram.sent_to(chat)]
+            if all(any(text in said for said in shown) for text in expected):
+                break
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(1)  # nothing more comes
+        shown = [m.get("text", "") for chat in CHATS for m in telegram.sent_to(chat)]
+        for text in expected:
+            assert sum(text in said for said in shown) == 1, (text, shown)
+    finally:
+        second.signal(signal.SIGCONT)
+    assert await second.wait(timeout=20) == 5
+
+
 async def test_a_daemon_with_another_helpdesk_configuration_is_refused(
         tmp_path, sandbox, database_url):
     """Two deployments on one database would answer each other's customers."""
