@@ -2,12 +2,15 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import Awaitable, Callable, ClassVar
+from typing import TYPE_CHECKING, Awaitable, Callable, ClassVar
 
 from pydantic import BaseModel
 
 from bridge.events import ChatUser, Inbound, Outgoing
 from bridge.http import HttpServer
+
+if TYPE_CHECKING:
+    from bridge.support_mode import SupportMode
 
 # What the core gives an adapter: call it with every inbound event. It returns once the
 # event is stored durably, so the adapter may acknowledge the platform after it (it raises
@@ -66,6 +69,11 @@ class Adapter(ABC):
         """Several daemons send for one bot: this one sends for `fraction` of its customers
         (0 to 1). A platform limit that holds for the whole bot, not per chat, is to be kept
         to that fraction here. Optional."""
+        return None
+
+    def use_support_mode(self, support_mode: SupportMode) -> None:
+        """Where an adapter embedded in a company's own bot or app keeps who is talking to
+        the helpdesk rather than to the bot. The Bridge sets it before start(). Optional."""
         return None
 
     @abstractmethod

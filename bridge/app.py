@@ -33,6 +33,7 @@ from bridge.retention import Pruner
 from bridge.shards import SHARDS, Shards, fingerprint
 from bridge.single_daemon import DatabaseLock
 from bridge.store import Store, upgrade
+from bridge.support_mode import SupportMode
 from bridge.tasks import Background
 from bridge.texts import Texts
 
@@ -80,6 +81,8 @@ class Bridge:
             self._database_lock.acquire()  # AnotherDaemon: this one must not start
         self.store = Store.from_url(url)
         await upgrade(self.store.engine)
+        for adapter in self.adapters:
+            adapter.use_support_mode(SupportMode(self.store))
         helpdesk = settings.helpdesk
         link_factory = partial(HelpdeskLink, helpdesk.url, helpdesk.api_key.get_secret_value(),
                                namespace=helpdesk.namespace, connections=helpdesk.connections,

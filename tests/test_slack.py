@@ -342,8 +342,8 @@ async def test_no_secret_in_any_log_line(slack, sandbox, database_url, caplog):
         assert secret not in caplog.text
 
 
-async def test_embedded_in_an_existing_slack_app(slack, sandbox, database_url, monkeypatch):
-    """examples/slack_embedded.py, run for real against the local Slack."""
+def _embedded_example(slack, sandbox, database_url, monkeypatch):
+    """examples/slack_embedded.py's main(), set to the local servers."""
     import importlib.util
     from pathlib import Path
 
@@ -360,7 +360,12 @@ async def test_embedded_in_an_existing_slack_app(slack, sandbox, database_url, m
     example = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(example)
     slack.app_url = f"http://127.0.0.1:{port}/slack/events"
-    running = asyncio.create_task(example.main())
+    return example.main
+
+
+async def test_embedded_in_an_existing_slack_app(slack, sandbox, database_url, monkeypatch):
+    """examples/slack_embedded.py, run for real against the local Slack."""
+    running = asyncio.create_task(_embedded_example(slack, sandbox, database_url, monkeypatch)())
     try:
         status, answer = await _retry_until_listening(slack, slack.command_form(ANN, "", "/hello"))
         assert "Hello from ACME's own app!" in answer
@@ -394,6 +399,29 @@ async def test_embedded_in_an_existing_slack_app(slack, sandbox, database_url, m
         await slack.wait_for(lambda: slack.responses)
         assert "You left support" in slack.responses[0]["text"]
         assert "thanks bot" not in [m["message"] for m in sandbox.received]
+    finally:
+        running.cancel()
+        await asyncio.gather(running, return_exceptions=True)
+
+
+async def test_support_mode_of_an_embedded_app_outlives_a_restart(slack, sandbox, database_url,
+                                                                   monkeypatch):
+    """A user in support mode when the company's app restarts (a deploy) goes on talking
+    to the helpdesk; it is kept in the database, which every daemon shares."""
+    main = _embedded_example(slack, sandbox, database_url, monkeypatch)
+    running = asyncio.create_task(main())
+    try:
+        await _retry_until_listening(slack, slack.command_form(ANN, "", "/support"))
+        await slack.say(ANN, "before the restart")
+        await slack.wait_for_text(ANN, 'You said: "before the restart"')
+    finally:
+        running.cancel()
+        await asyncio.gather(running, return_exceptions=True)
+    running = asyncio.create_task(main())
+    try:
+        await _retry_until_listening(slack, slack.command_form(ANN, "", "/hello"))
+        await slack.say(ANN, "after the restart")
+        await slack.wait_for_text(ANN, 'You said: "after the restart"')
     finally:
         running.cancel()
         await asyncio.gather(running, return_exceptions=True)

@@ -294,8 +294,8 @@ async def test_webhook_mode_checks_the_secret_token(telegram, sandbox, database_
         await asyncio.wait_for(bridge.stop(), 20)
 
 
-async def test_embedded_in_an_existing_bot(telegram, sandbox, database_url, monkeypatch):
-    """examples/telegram_embedded.py, run for real against the local Bot API server."""
+def _embedded_example(telegram, sandbox, database_url, monkeypatch):  # noqa: F811
+    """examples/telegram_embedded.py's main(), set to the local servers."""
     import importlib.util
     from pathlib import Path
 
@@ -308,7 +308,13 @@ async def test_embedded_in_an_existing_bot(telegram, sandbox, database_url, monk
     spec = importlib.util.spec_from_file_location("telegram_embedded", path)
     example = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(example)
-    running = asyncio.create_task(example.main())
+    return example.main
+
+
+async def test_embedded_in_an_existing_bot(telegram, sandbox, database_url, monkeypatch):
+    """examples/telegram_embedded.py, run for real against the local Bot API server."""
+    running = asyncio.create_task(
+        _embedded_example(telegram, sandbox, database_url, monkeypatch)())
     try:
         telegram.say(ANN, "/hello")
         await telegram.wait_for_text(ANN, "Hello from ACME's own bot!", timeout=20)
@@ -343,6 +349,30 @@ async def test_embedded_in_an_existing_bot(telegram, sandbox, database_url, monk
         telegram.say(ANN, "after done")
         await asyncio.sleep(0.5)
         assert "after done" not in [m["message"] for m in sandbox.received]
+    finally:
+        running.cancel()
+        await asyncio.gather(running, return_exceptions=True)
+
+
+async def test_support_mode_of_an_embedded_bot_outlives_a_restart(
+        telegram, sandbox, database_url, monkeypatch):
+    """A customer in support mode when the company's bot restarts (a deploy) goes on
+    talking to the helpdesk; it is kept in the database, which every daemon shares."""
+    main = _embedded_example(telegram, sandbox, database_url, monkeypatch)
+    running = asyncio.create_task(main())
+    try:
+        telegram.say(ANN, "/support")
+        telegram.say(ANN, "before the restart")
+        await telegram.wait_for_text(ANN, 'You said: "before the restart"', timeout=20)
+    finally:
+        running.cancel()
+        await asyncio.gather(running, return_exceptions=True)
+    running = asyncio.create_task(main())
+    try:
+        telegram.say(ANN, "after the restart")
+        await telegram.wait_for_text(ANN, 'You said: "after the restart"', timeout=20)
+        telegram.say(ANN, "/done")
+        await telegram.wait_for_text(ANN, "You left support")
     finally:
         running.cancel()
         await asyncio.gather(running, return_exceptions=True)

@@ -20,34 +20,41 @@ from pydantic import SecretStr
 from slack_bolt.app.async_app import AsyncApp
 
 from adapters.slack.adapter import SlackAdapter
+from adapters.slack.inbound import team_of
 from adapters.slack.settings import SlackSettings
 from bridge.events import ChatUser, Outgoing
+from bridge.support_mode import SupportMode
 
 LEFT_SUPPORT = "You left support. Use {command} to talk to us again."
 
 
 class EmbeddedSlackAdapter(SlackAdapter):
     def __init__(self, app: AsyncApp, settings: SlackSettings) -> None:
-        self.support_users: set[str] = set()
+        self.support_mode: SupportMode | None = None  # set by the Bridge
         super().__init__(settings, app=app)
 
-    async def _wants_message(self, event: dict) -> bool:
-        return event.get("channel_type") == "im" and event.get("user") in self.support_users
+    def use_support_mode(self, support_mode: SupportMode) -> None:
+        self.support_mode = support_mode
+
+    async def _wants_message(self, body: dict, event: dict) -> bool:
+        user = event.get("user")
+        return event.get("channel_type") == "im" and isinstance(user, str) and \
+            await self.support_mode.holds("slack", team_of(body), user)
 
     async def _on_command(self, ack, body: dict, respond) -> None:
         user = body.get("user_id", "")
         if (body.get("text") or "").strip().lower() == "done":
-            self.support_users.discard(user)
+            await self.support_mode.leave("slack", team_of(body), user)
             await ack()
             await respond(LEFT_SUPPORT.format(command=self.settings.command))
             return
-        self.support_users.add(user)
+        await self.support_mode.enter("slack", team_of(body), user)
         await super()._on_command(ack, body)
 
     async def deliver(self, user: ChatUser, message: Outgoing) -> str | None:
         ref = await super().deliver(user, message)
         if message.final:
-            self.support_users.discard(user.user_id)
+            await self.support_mode.leave("slack", user.account, user.user_id)
         return ref
 
 

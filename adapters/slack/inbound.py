@@ -100,3 +100,9 @@ def _dig(data: object, *keys: str) -> object:
             return None
         data = data.get(key)
     return data
+
+
+def team_of(body: dict) -> str:
+    """The workspace a request or event comes from."""
+    team = body.get("team_id") or body.get("team") or ""
+    return team.get("id", "") if isinstance(team, dict) else str(team)

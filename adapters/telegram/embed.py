@@ -20,6 +20,7 @@ from telegram.ext import Application, ApplicationHandlerStop, ContextTypes, Type
 from adapters.telegram.adapter import TelegramAdapter
 from adapters.telegram.settings import TelegramSettings
 from bridge.events import ChatUser, Command, Outgoing
+from bridge.support_mode import SupportMode
 
 BRIDGE_BUTTONS = ("close:", "rate:", "comment:", "switch:")
 LEFT_SUPPORT = "You left support. Write /{command} to talk to us again."
@@ -33,8 +34,11 @@ class EmbeddedTelegramAdapter(TelegramAdapter):
                  entry_command: str) -> None:
         super().__init__(settings, bot=application.bot)
         self.entry_command = entry_command
-        self.support_chats: set[int] = set()
+        self.support_mode: SupportMode | None = None  # set by the Bridge
         application.add_handler(TypeHandler(Update, self._route), group=-1)
+
+    def use_support_mode(self, support_mode: SupportMode) -> None:
+        self.support_mode = support_mode
 
     async def _route(self, update: Update, _context: ContextTypes.DEFAULT_TYPE) -> None:
         chat = update.effective_chat
@@ -46,16 +50,18 @@ class EmbeddedTelegramAdapter(TelegramAdapter):
             raise ApplicationHandlerStop
         text = (update.message.text or "") if update.message else ""
         command = text.split()[0].split("@")[0].lstrip("/") if text.startswith("/") else None
+        user = update.effective_user
+        if user is None:
+            return
         if command == self.entry_command:
-            self.support_chats.add(chat.id)
-            user = update.effective_user
+            await self.support_mode.enter("telegram", self.account, str(user.id))
             await self._sink(Command(ChatUser("telegram", self.account, str(user.id),
                                               str(chat.id), user.language_code), "start"))
             raise ApplicationHandlerStop
-        if chat.id not in self.support_chats:
+        if not await self.support_mode.holds("telegram", self.account, str(user.id)):
             return  # not in support mode: the bot's own handlers take it
         if command == "done":
-            self.support_chats.discard(chat.id)
+            await self.support_mode.leave("telegram", self.account, str(user.id))
             await update.message.reply_text(LEFT_SUPPORT.format(command=self.entry_command))
             raise ApplicationHandlerStop
         await self.dispatch(update)
@@ -64,7 +70,7 @@ class EmbeddedTelegramAdapter(TelegramAdapter):
     async def deliver(self, user: ChatUser, message: Outgoing) -> str | None:
         ref = await super().deliver(user, message)
         if message.final:
-            self.support_chats.discard(int(user.chat_id))
+            await self.support_mode.leave("telegram", self.account, user.user_id)
         return ref
 
 

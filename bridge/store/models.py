@@ -131,3 +131,14 @@ class Forwarded(Base):
     event: Mapped[dict] = mapped_column(JSON)
     received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     shard: Mapped[int] = mapped_column(Integer, server_default="0")
+
+
+class InSupportMode(Base):
+    """A chat user of an adapter embedded in a company's own bot or app who is talking to
+    the helpdesk, not to the bot (bridge/support_mode.py)."""
+    __tablename__ = "support_mode"
+
+    platform: Mapped[str] = mapped_column(String(32), primary_key=True)
+    account: Mapped[str] = mapped_column(String(128), primary_key=True)
+    user_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    since: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

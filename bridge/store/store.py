@@ -10,6 +10,7 @@ from bridge.store.customer_rows import CustomerRows
 from bridge.store.driver import driver_for
 from bridge.store.forwarded_queue import ForwardedQueue
 from bridge.store.helpdesk_queue import HelpdeskQueue, NextRequest
+from bridge.store.support_mode_rows import SupportModeRows
 from bridge.store.upkeep import Upkeep
 
 __all__ = ["NextRequest", "Store", "make_engine"]
@@ -23,7 +24,8 @@ def make_engine(url: str) -> AsyncEngine:
     return create_async_engine(url)
 
 
-class Store(CustomerRows, HelpdeskQueue, CustomerQueue, ForwardedQueue, Upkeep):
+class Store(CustomerRows, HelpdeskQueue, CustomerQueue, ForwardedQueue, SupportModeRows,
+            Upkeep):
     def __init__(self, engine: AsyncEngine) -> None:
         super().__init__(driver_for(engine))
         self.engine = engine
@@ -46,5 +48,5 @@ class Store(CustomerRows, HelpdeskQueue, CustomerQueue, ForwardedQueue, Upkeep):
     async def dedicated_connection(self, name: str):
         """A connection of its own, outside the pool (PostgreSQL), named `name` in
         pg_stat_activity: for what must stay on one session, such as an advisory lock
-        (bridge/leadership.py)."""
+        (bridge/shards.py)."""
         return await self._db.dedicated(name)
