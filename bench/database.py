@@ -20,12 +20,13 @@ def reset(url: str) -> None:
     from sqlalchemy import text
 
     from bridge.store import Store
+    from bridge.store.models import Base
 
     async def drop() -> None:
         store = Store.from_url(url)
+        tables = [table.name for table in reversed(Base.metadata.sorted_tables)]
         async with store.engine.begin() as connection:
-            for table in ("to_customer", "to_helpdesk", "conversations", "customers",
-                          "leases", "forwarded", "alembic_version"):
+            for table in [*tables, "alembic_version"]:
                 await connection.execute(text(f"DROP TABLE IF EXISTS {table}"))
         await store.close()
 
