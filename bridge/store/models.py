@@ -121,9 +121,10 @@ class Lease(Base):
 
 
 class Forwarded(Base):
-    """An inbound event (bridge/events.py, as JSON) that a daemon received for a customer
-    another daemon works: stored here, with the customer's shard, until the holder of that
-    shard has handled it (bridge/forwarding.py)."""
+    """An event (from a platform, bridge/events.py, or from the helpdesk, bridge/protocol.py;
+    as JSON) that a daemon received for a customer another daemon works: stored here, with
+    the customer's shard, until the holder of that shard has handled it
+    (bridge/forwarding.py)."""
     __tablename__ = "forwarded"
     __table_args__ = (Index("forwarded_shard", "shard", "id"),)
 
