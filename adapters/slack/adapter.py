@@ -36,6 +36,7 @@ from adapters.slack import blocks, inbound, rich_text
 from adapters.slack.errors import BLOCKS_REFUSED, delivery_error, error_code
 from adapters.slack.files import FILES_PATH, SlackFiles
 from adapters.slack.form_body import read_form_body_again
+from adapters.slack.inbound import team_of
 from adapters.slack.settings import SlackSettings
 from bridge.adapter import Adapter, DeliveryError, EditTargetGone, Sink
 from bridge.events import ChatUser, Outgoing, comment_action
@@ -156,7 +157,7 @@ class SlackAdapter(Adapter):
             return
         if event.get("channel_type") == "im" and inbound.from_person(event, self.bot_user_id):
             self._remember_dm(event["user"], event.get("channel"))
-            found = inbound.message_event(inbound.team_of(body), event, self._file_url)
+            found = inbound.message_event(team_of(body), event, self._file_url)
             if found is not None:
                 await self._sink(found)
         self._remember_event(body.get("event_id"))  # only once stored: a failure is retried
@@ -170,7 +171,7 @@ class SlackAdapter(Adapter):
             return
         user = body.get("user_id", "")
         channel = await self._dm_channel(user)
-        for event in inbound.command_events(inbound.team_of(body), user, channel, body.get("text") or "",
+        for event in inbound.command_events(team_of(body), user, channel, body.get("text") or "",
                                             trigger):
             await self._sink(event)
         if trigger:
@@ -182,7 +183,7 @@ class SlackAdapter(Adapter):
             await ack()  # a link button: the browser opens it, nothing to do here
             return
         user = (body.get("user") or {}).get("id", "")
-        event = inbound.press_event(inbound.team_of(body), user, await self._dm_channel(user), action)
+        event = inbound.press_event(team_of(body), user, await self._dm_channel(user), action)
         if event is not None:
             await self._sink(event)
         await ack()
@@ -201,7 +202,7 @@ class SlackAdapter(Adapter):
 
     async def _on_comment(self, ack, body: dict, view: dict) -> None:
         user = (body.get("user") or {}).get("id", "")
-        event = inbound.comment_event(inbound.team_of(body), user, await self._dm_channel(user), view,
+        event = inbound.comment_event(team_of(body), user, await self._dm_channel(user), view,
                                       *blocks.COMMENT_INPUT)
         if event is not None:
             await self._sink(event)
