@@ -134,15 +134,25 @@ class EntryPoints:
         if self._listener is None or self._listener.is_closed():
             self._listener = None
             listener = await self.store.dedicated_connection(SESSION_NAME)
-            await listener.add_listener(CHANNEL, lambda *_notification: self._woken.set())
+            await listener.add_listener(CHANNEL, self._on_notify)
             self._listener = listener
 
+    def _on_notify(self, _connection, _pid, _channel, payload: str) -> None:
+        """An event was stored for the holder of shard `payload`: this daemon looks only
+        when that is itself (a shard it takes later is looked at on taking it, wake)."""
+        if not payload.isdigit() or int(payload) in self.shards.owned():
+            self._woken.set()
+
     async def _handle_stored(self) -> None:
-        while stored := await self.store.oldest_forwarded(self.shards.owned(), BATCH):
+        while True:
+            stored = await self.store.oldest_forwarded(self.shards.owned(), BATCH)
             for row_id, data, shard in stored:
                 self.shards.check(shard)
                 await self._handle_one(data)
                 await self.store.finish_forwarded(row_id, shard)
+            if len(stored) < BATCH:
+                # all there was: what is stored from now on wakes this daemon again
+                return
 
     async def _handle_one(self, data: dict) -> None:
         """An event at fault is dropped, said in the log: kept, it would stop every one
