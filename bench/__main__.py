@@ -16,8 +16,8 @@ import argparse
 import asyncio
 import os
 
-from bench.database import database, reset
-from bench.relay import bridge_run, echo_floor, socketio_floor
+from bench.database import database, databases, reset
+from bench.relay import bridge_run, echo_floor, socketio_floor, split_run
 from bench.scale import scale
 from bench.telegram_limits import burst
 from bridge.logs import setup_logging
@@ -62,14 +62,19 @@ def run_relay(args) -> None:
               f"{'':>8} {echo['trip'][0]:>9.1f} {echo['trip'][1]:>9.1f} "
               f"{_cpu(echo['cpu_ms']):>10}", flush=True)
         for daemons in args.daemons:
-            if args.db:
-                reset(args.db)
-            with database(args.db) as url:
-                row = asyncio.run(bridge_run(url, args.customers, rate, args.messages, apart,
-                                             daemons))
+            if daemons.endswith("apart"):
+                with databases(args.db, int(daemons[:-len("apart")])) as urls:
+                    row = asyncio.run(split_run(urls, args.customers, rate, args.messages))
+                label = f"bridge, {len(urls)} apart"
+            else:
+                if args.db:
+                    reset(args.db)
+                with database(args.db) as url:
+                    row = asyncio.run(bridge_run(url, args.customers, rate, args.messages,
+                                                 apart, int(daemons)))
+                label = "bridge" if daemons == "1" else f"bridge, {daemons} daemons"
             (in50, in99), (out50, out99), (trip50, trip99) = \
                 row["inbound"], row["outbound"], row["trip"]
-            label = "bridge" if daemons == 1 else f"bridge, {daemons} daemons"
             print(f"{label:<22} {rate:>9.0f} {row['rate']:>7.1f} {in50:>8.1f} {in99:>8.1f} "
                   f"{out50:>8.1f} {out99:>8.1f} {trip50:>9.1f} {trip99:>9.1f} "
                   f"{_cpu(row['cpu_ms']):>10}")
@@ -111,9 +116,11 @@ def main() -> None:
     relay_args.add_argument("--customers", type=int, default=50)
     relay_args.add_argument("--messages", type=int, default=300)
     relay_args.add_argument("--rates", type=float, nargs="+", default=[10, 20, 40])
-    relay_args.add_argument("--daemons", type=int, nargs="+", default=[1],
+    relay_args.add_argument("--daemons", nargs="+", default=["1"],
                             help="daemons on the database (several: PostgreSQL, sharing "
-                                 "the customers); CPU per message is all of theirs")
+                                 "the customers); CPU per message is all of theirs. 'Napart': "
+                                 "N bridges with a bot and a database each, sharing the load "
+                                 "uncoordinated (what N processes cost without coordination)")
     relay_args.add_argument("--one-process", action="store_true",
                             help="run the bridge and the echo bot in the bench's own loop")
     limits_args = commands.add_parser("limits")
@@ -137,7 +144,7 @@ def main() -> None:
 
 def _defaults(args, name: str):
     defaults = {"scale": {"customers": [100, 1000], "connections": 8},
-                "relay": {"customers": 50, "messages": 300, "rates": [10, 20, 40],
+                "relay": {"customers": 50, "messages": 300, "rates": [10, 20, 40], "daemons": ["1"],
                           "one_process": False},
                 "limits": {"customers": 300, "messages": 1000, "daemons": 1}}[name]
     return argparse.Namespace(db=args.db, **defaults)

@@ -15,6 +15,40 @@ def database(url: str):
         yield f"sqlite+aiosqlite:///{folder}/bench.db"
 
 
+@contextmanager
+def databases(url: str, count: int):
+    """`count` databases apart, each emptied: the given one and others beside it, on the same
+    server (PostgreSQL: created when missing, named after it), or temporary SQLites."""
+    if not url:
+        with tempfile.TemporaryDirectory() as folder:
+            yield [f"sqlite+aiosqlite:///{folder}/bench{n}.db" for n in range(count)]
+        return
+    from sqlalchemy import make_url
+    given = make_url(url)
+    urls = [url, *(given.set(database=f"{given.database}_apart{n}")
+                   .render_as_string(hide_password=False) for n in range(1, count))]
+    if given.get_backend_name() == "postgresql":
+        asyncio.run(_create_missing(url, [make_url(other).database for other in urls[1:]]))
+    for each in urls:
+        reset(each)
+    yield urls
+
+
+async def _create_missing(url: str, names: list[str]) -> None:
+    import asyncpg
+    from sqlalchemy import make_url
+    given = make_url(url)
+    connection = await asyncpg.connect(host=given.host, port=given.port, user=given.username,
+                                       password=given.password, database=given.database)
+    try:
+        for name in names:
+            if not await connection.fetchval("SELECT 1 FROM pg_database WHERE datname = $1",
+                                             name):
+                await connection.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await connection.close()
+
+
 def reset(url: str) -> None:
     """A given database starts empty for each run (the bench's own tables only)."""
     from sqlalchemy import text

@@ -72,6 +72,31 @@ class TimedSandbox(SandboxHelpdesk):
         await super()._sate_says(conversation, text, **flags)
 
 
+class SplitTelegram:
+    """Local Bot API servers, one per independent bridge, seen by the bench as one: customer
+    n writes through server n % len(servers), and every server counts into the same
+    dicts."""
+
+    def __init__(self, count: int) -> None:
+        self.servers = [TimedTelegram(TOKEN) for _ in range(count)]
+        first = self.servers[0]
+        self.offered, self.answered, self.sent = first.offered, first.answered, first.sent
+        for server in self.servers[1:]:
+            server.offered, server.answered, server.sent = \
+                self.offered, self.answered, self.sent
+
+    def offer(self, user_id: int, marker: str) -> None:
+        self.servers[user_id % len(self.servers)].offer(user_id, marker)
+
+    async def start(self) -> None:
+        for server in self.servers:
+            await server.start()
+
+    async def stop(self) -> None:
+        for server in self.servers:
+            await server.stop()
+
+
 def _marker(text: str) -> str | None:
     start = text.find("m#")
     return text[start:start + 14] if start >= 0 else None
@@ -200,6 +225,31 @@ async def bridge_run(db_url: str, customers: int, rate: float, total: int,
     finally:
         await telegram.stop()
         await sandbox.stop()
+    return _figures(sandbox, telegram, elapsed, cpu_ms)
+
+
+async def split_run(db_urls: list[str], customers: int, rate: float, total: int) -> dict:
+    """Independent bridges, each with a bot and a database of its own, sharing the load
+    (customer n on bridge n % len(db_urls)): what splitting the work over that many
+    processes costs with no coordination at all, beside which the cost of the daemons'
+    coordination (bridge_run with as many daemons) can be read."""
+    sandbox, telegram = TimedSandbox(), SplitTelegram(len(db_urls))
+    await sandbox.start(port=0)
+    await telegram.start()
+    try:
+        async with AsyncExitStack() as stack:
+            pids = [await stack.enter_async_context(_bridge(server.url, sandbox.url, url, True))
+                    for server, url in zip(telegram.servers, db_urls)]
+            await _idle(pids)
+            elapsed, cpu_ms = await _measure(telegram, customers, rate, total, pids)
+    finally:
+        await telegram.stop()
+        await sandbox.stop()
+    return _figures(sandbox, telegram, elapsed, cpu_ms)
+
+
+def _figures(sandbox: TimedSandbox, telegram: TimedTelegram | SplitTelegram, elapsed: float,
+             cpu_ms: float | None) -> dict:
     inbound = [(sandbox.arrived[m] - t) * 1000 for m, t in telegram.offered.items()
                if m in sandbox.arrived]
     outbound = [(telegram.answered[m] - sandbox.replied[m]) * 1000 for m in telegram.answered
