@@ -108,8 +108,10 @@ class Bridge:
                      self.calls.state).mount()
         self.relay = Relay(self.store, link_factory, self.adapters, self.http,
                            Texts(settings.texts, settings.default_language),
-                           metrics=self.metrics, calls=self.calls, ownership=self.shards)
+                           metrics=self.metrics, calls=self.calls, ownership=self.shards,
+                           comment_wait=settings.ratings.comment_wait)
         await self.relay.start()
+        self._background.start(self._send_waited_ratings(), name="ratings")
         self.entry_points.relay = self.relay  # before any adapter receives for it
         if self.shards is None:  # this daemon alone works the customers
             await self.entry_points.open(alone_too=True)
@@ -166,6 +168,18 @@ class Bridge:
                 await self.relay.resume()
             except Exception as error:
                 log.warning("could not look for queued rows (%s)", type(error).__name__)
+
+    async def _send_waited_ratings(self) -> None:
+        """Ratings go alone once they waited comment_wait for a comment, looked for a few
+        times within the wait (at least every SWEEP seconds)."""
+        every = min(SWEEP, max(1.0, self.settings.ratings.comment_wait / 4))
+        while True:
+            await asyncio.sleep(every)
+            try:
+                await self.relay.send_waited_ratings()
+            except Exception as error:
+                log.warning("could not send the ratings that waited for a comment (%s)",
+                            type(error).__name__)
 
     def _shared_configuration(self) -> list[str]:
         """What every daemon of one database must have alike: the helpdesk and the bots."""

@@ -119,6 +119,12 @@ class ClusterSettings(StrictModel):
     lease_seconds: float = Field(10.0, ge=2, le=300)
 
 
+class RatingsSettings(StrictModel):
+    # Seconds a rating waits for the customer's optional comment before it is sent alone
+    # (0: sent at once, and no comment is asked for). docs/ratings.md.
+    comment_wait: float = Field(300.0, ge=0, le=86_400)
+
+
 class LoggingSettings(StrictModel):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     format: Literal["text", "json"] = "text"
@@ -130,6 +136,7 @@ class Settings(StrictModel):
     http: HttpSettings = HttpSettings()
     calls: CallsSettings = CallsSettings()
     cluster: ClusterSettings = ClusterSettings()
+    ratings: RatingsSettings = RatingsSettings()
     logging: LoggingSettings = LoggingSettings()
     # language -> key -> template; "" is the default language.
     texts: dict[str, dict[str, str]] = Field(default_factory=dict)
@@ -240,7 +247,8 @@ def _placeholders(template: str) -> set[str]:
     return {name for _text, name, _spec, _conv in string.Formatter().parse(template) if name}
 
 
-CORE_SECTIONS = {"helpdesk", "storage", "http", "calls", "cluster", "logging", "texts"}
+CORE_SECTIONS = {"helpdesk", "storage", "http", "calls", "cluster", "ratings", "logging",
+                 "texts"}
 
 
 def load_settings(raw: dict[str, Any], env: dict[str, str] | None = None,

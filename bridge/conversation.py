@@ -43,8 +43,11 @@ _ACTION = re.compile(r"(close|rate|comment|switch):([0-9]{1,10})(?::([a-z0-9]{1,
 class ConversationFlow:
     def __init__(self, store: Store, display: Display, link: HelpdeskLink,
                  adapters: dict[str, Adapter], calls: Calls | None,
-                 kick_to_helpdesk: Callable[[int], None]) -> None:
+                 kick_to_helpdesk: Callable[[int], None], comment_wait: float = 300.0) -> None:
+        """comment_wait: seconds a rating waits for its comment (0: it is sent at once, and
+        no comment is asked for)."""
         self.store = store
+        self.comment_wait = comment_wait
         self.display = display
         self.texts = display.texts
         self.link = link
@@ -112,6 +115,10 @@ class ConversationFlow:
             conversation = await self.store.conversation(int(conversation_id))
         # The owner check: a press on someone else's conversation (forged callback data),
         # or on a prompt that was already answered, does nothing but say so.
+        if conversation is not None and conversation.customer_id == customer.id \
+                and _late_comment(verb, value, conversation):
+            await self._keep_late_comment(customer, conversation, press.text)
+            return
         if conversation is None or conversation.customer_id != customer.id \
                 or not _press_fits(verb, value, conversation):
             log.warning("refused a button press that does not fit (%s)", verb,
@@ -129,9 +136,15 @@ class ConversationFlow:
             else:
                 await self.display.notice(customer, "close_kept_open", conversation)
         elif verb == "rate":
-            await self.store.set_conversation(conversation.id, rating=int(value), prompt=None)
-            await self.display.edit_prompt(customer, conversation,
-                                           self.texts.get("rated", language, rating=value))
+            review_now = not self.comment_wait
+            if not await self.store.rate(conversation, int(value), review_now):
+                await self.display.notice(customer, "no_longer_open")
+                return
+            await self.display.edit_prompt(customer, conversation, self.texts.get(
+                "rated", language, rating=value), final=review_now)
+            if review_now:
+                self._kick_to_helpdesk(customer.id)
+                return
             await self.display.prompt(customer, conversation, "comment", "comment_prompt",
                                       [Button(self.texts.get("comment_skip", language),
                                               f"comment:{conversation.id}:skip")])
@@ -149,23 +162,32 @@ class ConversationFlow:
                                          kind, body, dedupe_key)
         self._kick_to_helpdesk(customer.id)
 
+    async def send_rating_alone(self, customer: Customer, conversation: Conversation) -> None:
+        """The rating waited comment_wait for its comment (bridge/relay.py looks): it goes
+        without one."""
+        await self._settle_comment(customer, None, awaiting=conversation)
+
     async def _settle_comment(self, customer: Customer, comment: str | None,
                               dedupe_key: str | None = None,
                               awaiting: Conversation | None = None) -> bool:
         """If a rating waits for its optional comment (awaiting: already looked up), send
         the review now: with this text as the comment, or without one when the customer
-        moved on (a command). True if there was one."""
+        moved on (a command) or the wait is over. True if it was sent now."""
         awaiting = awaiting or await self.store.awaiting_comment(customer.id)
-        if awaiting is None:
+        if awaiting is None or not await self.store.send_review(awaiting, comment, dedupe_key):
             return False
-        await self.store.set_conversation(awaiting.id, prompt=None)
-        body = {"rating": str(awaiting.rating)}
-        if comment:
-            body["review"] = comment
-        await self.request(customer, awaiting, "review", body, dedupe_key)
+        self._kick_to_helpdesk(customer.id)
         await self.display.edit_prompt(customer, awaiting, self.texts.get(
             "comment_thanks", customer.language), final=True)
         return True
+
+    async def _keep_late_comment(self, customer: Customer, conversation: Conversation,
+                                 comment: str | None) -> None:
+        """A comment typed in a form after its rating went alone: the helpdesk takes one
+        review per conversation, so the customer's words are kept in the log, and thanked."""
+        log.info("a comment came after its rating was sent alone; not sent, kept here: %r",
+                 comment or "", extra=log_context(customer))
+        await self.display.notice(customer, "comment_thanks", conversation)
 
     async def _help(self, customer: Customer) -> None:
         adapter = self.adapters.get(customer.platform)
@@ -276,6 +298,12 @@ class ConversationFlow:
             kind="call_invite", text=self.texts.get("call_invite", language),
             url=await self.calls.started(conversation.id, call),
             url_label=self.texts.get("call_join", language)), dedupe_key(call))
+
+
+def _late_comment(verb: str, value: str, conversation: Conversation) -> bool:
+    """A comment typed in a form (Slack's) for a rating that was sent alone meanwhile."""
+    return verb == "comment" and value == "text" and conversation.prompt != "comment" \
+        and conversation.rated_at is not None
 
 
 def _press_fits(verb: str, value: str, conversation: Conversation) -> bool:

@@ -17,6 +17,7 @@ import logging
 from collections import Counter
 from contextlib import contextmanager
 from dataclasses import replace
+from datetime import timedelta
 from typing import Callable, Iterator, Protocol
 
 from cachetools import LRUCache
@@ -33,6 +34,7 @@ from bridge.metrics import Metrics
 from bridge.protocol import HelpdeskEvent, event_to_json
 from bridge.sanitize import strip_controls
 from bridge.store import Store
+from bridge.store.models import utcnow
 from bridge.texts import Texts
 from bridge.to_customer import CustomerOutbox
 from bridge.to_helpdesk import HelpdeskOutbox
@@ -60,8 +62,9 @@ class Relay:
     def __init__(self, store: Store, link_factory: Callable[..., HelpdeskLink],
                  adapters: list[Adapter], http: HttpServer, texts: Texts | None = None,
                  metrics: Metrics | None = None, calls: Calls | None = None,
-                 ownership: Ownership | None = None) -> None:
-        """ownership: None when this daemon alone works the database's customers."""
+                 ownership: Ownership | None = None, comment_wait: float = 300.0) -> None:
+        """ownership: None when this daemon alone works the database's customers.
+        comment_wait: [ratings] comment_wait."""
         self.store = store
         self.ownership = ownership
         self._acting: Counter[int] = Counter()  # shard -> events being handled now
@@ -73,7 +76,8 @@ class Relay:
         tickets: LRUCache[int, str] = LRUCache(TICKET_CACHE)  # a ticket id never changes
         display = Display(store, texts or Texts(), kick=lambda c: self._to_customer.kick(c))
         self.flow = ConversationFlow(store, display, self.link, self.adapters, self.calls,
-                                     kick_to_helpdesk=lambda c: self._to_helpdesk.kick(c))
+                                     kick_to_helpdesk=lambda c: self._to_helpdesk.kick(c),
+                                     comment_wait=comment_wait)
         self._to_helpdesk = HelpdeskOutbox(store, self.link, self.flow, self._locks,
                                            self.adapters, self.metrics, tickets,
                                            on_event=self.on_helpdesk_event)
@@ -227,6 +231,23 @@ class Relay:
             # stored for it, the event is not lost then, and shown once either way (dedupe).
             await self.store.forward(event_to_json(event), elsewhere.shard)
             self.metrics.forwarded.inc()
+
+    # --- ratings that waited long enough for their comment ------------------------------
+
+    async def send_waited_ratings(self) -> None:
+        """Send alone the ratings of this daemon's customers that waited comment_wait for a
+        comment (the wait is in the database: a restart keeps it)."""
+        rated_before = utcnow() - timedelta(seconds=self.flow.comment_wait)
+        for waited in await self.store.waited_out_ratings(rated_before):
+            if not self.owns(waited.customer_id):
+                continue
+            try:
+                with self._acting_for(waited.customer_id):
+                    async with self._locks(waited.customer_id):
+                        customer = await self.store.customer(waited.customer_id)
+                        await self.flow.send_rating_alone(customer, waited)
+            except NotOwned:
+                pass  # its shard moved meanwhile: the daemon holding it sends it
 
     # --- from the call page --------------------------------------------------------
 

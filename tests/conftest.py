@@ -133,11 +133,12 @@ async def sandbox():
 @pytest.fixture
 async def make_bridge(database_url, sandbox):
     """make_bridge(**helpdesk_settings) -> (bridge, console): a started bridge on the
-    sandbox, with the console adapter as the chat platform."""
+    sandbox, with the console adapter as the chat platform (ratings: [ratings] settings)."""
     started: list[Bridge] = []
 
-    async def make(public_url: str = "", **helpdesk: object):
+    async def make(public_url: str = "", ratings: dict | None = None, **helpdesk: object):
         settings = load_settings({
+            "ratings": ratings or {},
             "helpdesk": {"url": sandbox.url, "api_key": DEFAULT_API_KEY, "request_timeout": 3,
                          **helpdesk},
             "storage": {"url": database_url},

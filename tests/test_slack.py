@@ -38,7 +38,8 @@ async def slack():
 LOCAL_FILES = ["127.0.0.1/32"]
 
 
-def _settings(slack, sandbox, database_url, mode="http", file_networks=LOCAL_FILES):
+def _settings(slack, sandbox, database_url, mode="http", file_networks=LOCAL_FILES,
+              ratings: dict | None = None):
     port = free_port()
     section = {"bot_token": BOT_TOKEN, "api_url": slack.api_url, "mode": mode,
                "file_networks": file_networks}
@@ -49,6 +50,7 @@ def _settings(slack, sandbox, database_url, mode="http", file_networks=LOCAL_FIL
         "storage": {"url": database_url},
         "http": {"listen": f"127.0.0.1:{port}", "public_url": f"http://127.0.0.1:{port}"},
         "calls": {"livekit_url": "wss://livekit.example.com"},
+        "ratings": ratings or {},
         "slack": section,
     }, env={}, adapter_schemas=adapter_schemas())
 
@@ -113,6 +115,34 @@ async def _lifecycle(slack, sandbox) -> None:
 
 async def test_whole_lifecycle_over_http(bridge, slack, sandbox):
     await _lifecycle(slack, sandbox)
+
+
+async def test_a_comment_typed_after_its_rating_went_alone_is_thanked_and_not_sent(
+        slack, sandbox, database_url, caplog):
+    """The comment form stays open on the customer's screen while the wait runs out: what
+    they then submit is thanked and kept in the log, not sent as a second review (the
+    helpdesk takes one review per conversation)."""
+    bridge = await _start(slack, sandbox, database_url, ratings={"comment_wait": 1})
+    try:
+        await slack.say(ANN, "bye")
+        rating = await slack.wait_for_text(ANN, "How would you rate")
+        await slack.press(ANN, rating, 4)
+        modal = await slack.wait_for(lambda: slack.views)
+        await slack.wait_for(lambda: next(iter(sandbox.conversations.values())).review)
+        assert next(iter(sandbox.conversations.values())).review == {"rating": "5",
+                                                                     "review": None}
+        await slack.wait_for_text(ANN, "Thanks for your feedback!")
+
+        caplog.set_level(logging.INFO, logger="bridge")
+        await slack.submit(ANN, modal[0], "it took a while, but fine")
+        await slack.wait_for(lambda: len([m for m in slack.messages[slack.dm(ANN)]
+                                          if "Thanks for your feedback!" in shown_text(m)]) == 2)
+        await asyncio.sleep(0.3)
+        assert len([e for e, _ in sandbox.requests if e == "review_support"]) == 1
+        assert "it took a while, but fine" in caplog.text
+        assert "it took a while" not in [m["message"] for m in sandbox.received]
+    finally:
+        await asyncio.wait_for(bridge.stop(), 20)
 
 
 async def test_whole_lifecycle_over_socket_mode(slack, sandbox, database_url):

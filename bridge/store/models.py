@@ -14,6 +14,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -53,6 +54,9 @@ class Customer(Base):
 
 class Conversation(Base):
     __tablename__ = "conversations"
+    __table_args__ = (Index("ix_conversations_awaiting_comment", "rated_at",
+                            postgresql_where=text("prompt = 'comment'"),
+                            sqlite_where=text("prompt = 'comment'")),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     customer_id: Mapped[int] = mapped_column(ForeignKey("customers.id"), index=True)
@@ -64,6 +68,8 @@ class Conversation(Base):
     prompt: Mapped[str | None] = mapped_column(String(16))  # close_confirm|rating|comment
     prompt_ref: Mapped[str | None] = mapped_column(String(128))  # platform message to edit
     rating: Mapped[int | None] = mapped_column(Integer)
+    # When it was rated: the rating waits for its comment until rated_at + comment_wait.
+    rated_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     # Where the platform shows it, on platforms with threads (a Slack thread's ts).
     thread_ref: Mapped[str | None] = mapped_column(String(128))
     # Its latest voice call (bridge/calls.py): its key, and live | closed | sate_left.

@@ -9,7 +9,8 @@ from bridge.store.customer_queue import CustomerQueue
 from bridge.store.customer_rows import CustomerRows
 from bridge.store.driver import driver_for
 from bridge.store.forwarded_queue import ForwardedQueue
-from bridge.store.helpdesk_queue import HelpdeskQueue, NextRequest
+from bridge.store.helpdesk_queue import NextRequest
+from bridge.store.rating_rows import RatingRows
 from bridge.store.support_mode_rows import SupportModeRows
 from bridge.store.upkeep import Upkeep
 
@@ -24,7 +25,7 @@ def make_engine(url: str) -> AsyncEngine:
     return create_async_engine(url)
 
 
-class Store(CustomerRows, HelpdeskQueue, CustomerQueue, ForwardedQueue, SupportModeRows,
+class Store(CustomerRows, RatingRows, CustomerQueue, ForwardedQueue, SupportModeRows,
             Upkeep):
     def __init__(self, engine: AsyncEngine) -> None:
         super().__init__(driver_for(engine))
