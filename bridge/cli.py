@@ -1,4 +1,4 @@
-"""`helpdesk-bridge run|demo|sandbox|migrate|check`."""
+"""`helpdesk-bridge run|demo|sandbox|migrate|status|check|db copy`."""
 from __future__ import annotations
 
 import argparse
@@ -12,15 +12,16 @@ from urllib.parse import urlsplit
 
 from bridge import loop
 from bridge.app import Bridge, load_config
-from bridge.config import ConfigError, Settings, load_settings
+from bridge.config import ConfigError, Settings, load_settings, url_passwords
 from bridge.helpdesk import HelpdeskLink, HelpdeskUnavailable, KeyRefused
-from bridge.logs import add_secrets, setup_logging
+from bridge.logs import add_secrets, redact, setup_logging
 from bridge.memory import settle_imports
 from bridge.registry import adapter_classes, build_adapters
 from bridge.sandbox import DEFAULT_API_KEY, SandboxHelpdesk
 from bridge.shards import SESSION_PREFIX, SHARDS, DifferentConfig
 from bridge.single_daemon import AnotherDaemon
 from bridge.store import SchemaTooNew, Store, upgrade
+from bridge.store.copying import CopyRefused, copy_database, describe
 from bridge.store.models import seconds_since
 from bridge.store.schema import alembic_config, current_revision
 
@@ -53,6 +54,14 @@ def main(argv: list[str] | None = None) -> int:
     status.add_argument("--config", required=True)
     check = commands.add_parser("check", help="validate the config and test every connection")
     check.add_argument("--config", required=True)
+    database = commands.add_parser("db", help="the database itself")
+    database_commands = database.add_subparsers(dest="db_command", required=True)
+    copy = database_commands.add_parser(
+        "copy", help="copy everything into another, empty database (daemons stopped)")
+    copy.add_argument("--from", dest="source", required=True, metavar="URL",
+                      help="the database in use, e.g. sqlite+aiosqlite:///bridge.db")
+    copy.add_argument("--to", dest="target", required=True, metavar="URL",
+                      help="an empty database, e.g. postgresql+asyncpg://user:pw@host/db")
     args = parser.parse_args(argv)
     try:
         if args.command == "run":
@@ -65,6 +74,8 @@ def main(argv: list[str] | None = None) -> int:
             return loop.run(_status(load_config(args.config)))
         if args.command == "migrate":
             return loop.run(_migrate(load_config(args.config)))
+        if args.command == "db":
+            return loop.run(_copy(args.source, args.target))
         return loop.run(_check(args.config))
     except ConfigError as error:
         print(f"config error: {error}", file=sys.stderr)
@@ -215,6 +226,27 @@ async def _migrate(settings: Settings) -> int:
         return EXIT_FAILED
     finally:
         await store.close()
+
+
+async def _copy(source: str, target: str) -> int:
+    """`db copy`: said in terms of the databases' names, never their URLs (passwords)."""
+    setup_logging("WARNING", secrets=[p for url in (source, target)
+                                      for p in url_passwords(url)])
+    print(f"copying {describe(source)} into {describe(target)}")
+    try:
+        counts = await copy_database(source, target, SESSION_PREFIX)
+    except CopyRefused as error:
+        print(f"not copied: {error}", file=sys.stderr)
+        return EXIT_FAILED
+    except Exception as error:  # the reason, never the URL (it may hold a password)
+        print(f"not copied: {type(error).__name__}: {redact(str(error))}; the target is as "
+              "it was", file=sys.stderr)
+        return EXIT_FAILED
+    for table, count in counts.items():
+        print(f"  {table:<14} {count:>9} rows")
+    print("checked: the target holds as many rows as the source in every table. Point "
+          "[storage] url at it and start the daemons.")
+    return 0
 
 
 async def _status(settings: Settings) -> int:

@@ -159,11 +159,12 @@ class Settings(StrictModel):
                     walk(item)
 
         walk(self)
-        found.extend(_url_password(self.storage.url.get_secret_value()))
+        found.extend(url_passwords(self.storage.url.get_secret_value()))
         return [s for s in found if s and not s.startswith("sqlite")]
 
 
-def _url_password(url: str) -> list[str]:
+def url_passwords(url: str) -> list[str]:
+    """The password in a database URL, if any (for the log redactor)."""
     from sqlalchemy.engine import make_url
 
     try:
