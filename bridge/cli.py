@@ -1,9 +1,10 @@
-"""`helpdesk-bridge run|demo|sandbox|migrate|status|check|db copy`."""
+"""`helpdesk-bridge run|demo|sandbox|migrate|status|check|customers|db copy`."""
 from __future__ import annotations
 
 import argparse
 import asyncio
 import io
+import json
 import logging
 import signal
 import sys
@@ -13,6 +14,7 @@ from urllib.parse import urlsplit
 from bridge import loop
 from bridge.app import Bridge, load_config
 from bridge.config import ConfigError, Settings, load_settings, url_passwords
+from bridge.customer_data import CustomerData, UnknownCustomer
 from bridge.helpdesk import HelpdeskLink, HelpdeskUnavailable, KeyRefused
 from bridge.logs import add_secrets, redact, setup_logging
 from bridge.memory import settle_imports
@@ -54,6 +56,16 @@ def main(argv: list[str] | None = None) -> int:
     status.add_argument("--config", required=True)
     check = commands.add_parser("check", help="validate the config and test every connection")
     check.add_argument("--config", required=True)
+    customers = commands.add_parser("customers", help="what the bridge holds about a person")
+    customer_commands = customers.add_subparsers(dest="customers_command", required=True)
+    listing = customer_commands.add_parser("list", help="every customer, a line each")
+    listing.add_argument("--config", required=True)
+    for name, help_text in (("show", "a customer and their conversations"),
+                            ("export", "everything held about a customer, as JSON")):
+        one = customer_commands.add_parser(name, help=help_text)
+        one.add_argument("customer", metavar="PLATFORM:ID",
+                         help="e.g. telegram:123456789 or slack:T0123:U0456")
+        one.add_argument("--config", required=True)
     database = commands.add_parser("db", help="the database itself")
     database_commands = database.add_subparsers(dest="db_command", required=True)
     copy = database_commands.add_parser(
@@ -74,6 +86,9 @@ def main(argv: list[str] | None = None) -> int:
             return loop.run(_status(load_config(args.config)))
         if args.command == "migrate":
             return loop.run(_migrate(load_config(args.config)))
+        if args.command == "customers":
+            return loop.run(_customers(load_config(args.config), args.customers_command,
+                                       getattr(args, "customer", "")))
         if args.command == "db":
             return loop.run(_copy(args.source, args.target))
         return loop.run(_check(args.config))
@@ -222,6 +237,29 @@ async def _migrate(settings: Settings) -> int:
         print(f"database schema at revision {await current_revision(store.engine)}")
         return 0
     except SchemaTooNew as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_FAILED
+    finally:
+        await store.close()
+
+
+async def _customers(settings: Settings, command: str, ref: str) -> int:
+    setup_logging("WARNING", secrets=settings.secrets())
+    store = Store.from_url(settings.storage.url.get_secret_value())
+    try:
+        await upgrade(store.engine)
+        data = CustomerData(store)
+        if command == "list":
+            print(f"{'customer':<40} {'since':<20} {'conversations':>13} {'open':>4}")
+            for row in await data.list():
+                print(f"{row['customer']:<40} {row['since']:%Y-%m-%d %H:%M:%S}  "
+                      f"{row['conversations']:>13} {row['open']:>4}")
+        elif command == "show":
+            print(json.dumps(await data.show(ref), indent=2, ensure_ascii=False))
+        else:
+            print(json.dumps(await data.export(ref), indent=2, ensure_ascii=False))
+        return 0
+    except UnknownCustomer as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_FAILED
     finally:

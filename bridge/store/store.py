@@ -6,7 +6,7 @@ from __future__ import annotations
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from bridge.store.customer_queue import CustomerQueue
-from bridge.store.customer_rows import CustomerRows
+from bridge.store.customer_records import CustomerRecords
 from bridge.store.driver import driver_for
 from bridge.store.forwarded_queue import ForwardedQueue
 from bridge.store.helpdesk_queue import NextRequest
@@ -25,7 +25,7 @@ def make_engine(url: str) -> AsyncEngine:
     return create_async_engine(url)
 
 
-class Store(CustomerRows, RatingRows, CustomerQueue, ForwardedQueue, SupportModeRows,
+class Store(CustomerRecords, RatingRows, CustomerQueue, ForwardedQueue, SupportModeRows,
             Upkeep):
     def __init__(self, engine: AsyncEngine) -> None:
         super().__init__(driver_for(engine))

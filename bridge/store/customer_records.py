@@ -1,0 +1,82 @@
+"""Everything the bridge holds about one customer, for an operator (bridge/customer_data.py):
+found by how the platform knows them, listed, read whole."""
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from bridge.store.customer_rows import CustomerRows
+from bridge.store.driver import FLAGS, TIMES, columns
+from bridge.store.models import Conversation, Customer, InSupportMode, ToCustomer, ToHelpdesk
+from bridge.store.queries import CUSTOMER, IS_OPEN
+
+_SELECT_CUSTOMER = f"SELECT {', '.join(CUSTOMER)} FROM customers"
+_BY_USER = f"{_SELECT_CUSTOMER} WHERE platform = ? AND user_id = ? ORDER BY id"
+_BY_ACCOUNT_USER = f"{_SELECT_CUSTOMER} WHERE platform = ? AND account = ? AND user_id = ?"
+_SUMMARIES = (f"SELECT {', '.join('u.' + name for name in CUSTOMER)}, "
+              "count(c.id), "
+              f"sum(CASE WHEN c.{IS_OPEN} THEN 1 ELSE 0 END), max(c.created_at) "
+              "FROM customers u LEFT JOIN conversations c ON c.customer_id = u.id "
+              f"GROUP BY {', '.join('u.' + name for name in CUSTOMER)} ORDER BY u.id "
+              "LIMIT ? OFFSET ?")
+# What a customer's rows are, table by table (support_mode is keyed by the chat user).
+_OWN_ROWS = {
+    "conversations": (Conversation, "customer_id = ?"),
+    "to_helpdesk": (ToHelpdesk, "customer_id = ?"),
+    "to_customer": (ToCustomer, "customer_id = ?"),
+}
+
+
+class CustomerRecords(CustomerRows):
+    async def customers_named(self, platform: str, user_id: str,
+                              account: str | None = None) -> list[Customer]:
+        """The customers a platform's user id names (of one bot or workspace, if given)."""
+        if account is None:
+            found = await self._db.read_all(_BY_USER, platform, user_id)
+        else:
+            found = await self._db.read_all(_BY_ACCOUNT_USER, platform, account, user_id)
+        return [self._customer(row) for row in found]
+
+    async def customer_summaries(self, limit: int, offset: int = 0
+                                 ) -> list[tuple[Customer, int, int, Any]]:
+        """(customer, conversations, open ones, when the latest began), by id."""
+        rows = await self._db.read_all(_SUMMARIES, limit, offset)
+        split = len(CUSTOMER)
+        return [(self._customer(row[:split]), row[split], row[split + 1] or 0,
+                 self._db.to_time(row[split + 2]) if row[split + 2] is not None else None)
+                for row in rows]
+
+    async def rows_of_customer(self, customer: Customer) -> dict[str, list[dict[str, Any]]]:
+        """Every row the database holds about the customer, as plain values by column."""
+        found = {"customers": [_plain(CUSTOMER, [getattr(customer, n) for n in CUSTOMER])]}
+        for table, (model_class, where) in _OWN_ROWS.items():
+            names = columns(model_class)
+            rows = await self._db.read_all(
+                f"SELECT {', '.join(names)} FROM {table} WHERE {where} ORDER BY id",
+                customer.id)
+            found[table] = [_plain(names, self._values(names, row)) for row in rows]
+        names = columns(InSupportMode)
+        rows = await self._db.read_all(
+            f"SELECT {', '.join(names)} FROM support_mode "
+            "WHERE platform = ? AND account = ? AND user_id = ?",
+            customer.platform, customer.account, customer.user_id)
+        found["support_mode"] = [_plain(names, self._values(names, row)) for row in rows]
+        return found
+
+    def _values(self, names, row) -> list[Any]:
+        values = []
+        for name, value in zip(names, row):
+            if value is not None and name in TIMES:
+                value = self._db.to_time(value)
+            elif value is not None and name in FLAGS:
+                value = bool(value)
+            elif isinstance(value, str) and name in ("body", "event"):
+                value = json.loads(value)
+            values.append(value)
+        return values
+
+
+def _plain(names, values) -> dict[str, Any]:
+    """Column -> value, times as ISO 8601 text: what JSON can hold."""
+    return {name: value.isoformat() if hasattr(value, "isoformat") else value
+            for name, value in zip(names, values)}
