@@ -92,6 +92,7 @@ class Bridge:
         signing_key = hmac.new(helpdesk.api_key.get_secret_value().encode(),
                                b"helpdesk-bridge signed links", hashlib.sha256).digest()
         self.http = HttpServer(settings.http.listen, settings.http.public_url, signing_key)
+        self.http.file_revoked = self.store.file_revoked
         await self.http.start()
         if self.store.engine.dialect.name == "postgresql":
             self.shards = Shards(self.store, settings.cluster.lease_seconds,
@@ -115,6 +116,7 @@ class Bridge:
         self.entry_points.relay = self.relay  # before any adapter receives for it
         if self.shards is None:  # this daemon alone works the customers
             await self.entry_points.open(alone_too=True)
+            self.entry_points.start_handling()  # an operator's changes
             self._start_pruner()
         else:
             await self._join()
@@ -151,8 +153,10 @@ class Bridge:
             adapter.share_limits(len(self.shards.held) / SHARDS)
 
     def _start_pruner(self) -> None:
-        if self.settings.storage.keep_days and self.pruner is None:
-            self.pruner = Pruner(self.store, self.settings.storage.keep_days, self.metrics)
+        storage = self.settings.storage
+        if (storage.keep_days or storage.forget_customers_after_days) and self.pruner is None:
+            self.pruner = Pruner(self.store, storage.keep_days, self.metrics,
+                                 forget_after_days=storage.forget_customers_after_days)
             self.pruner.start()
 
     async def _keep_shards(self) -> None:

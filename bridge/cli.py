@@ -14,14 +14,14 @@ from urllib.parse import urlsplit
 from bridge import loop
 from bridge.app import Bridge, load_config
 from bridge.config import ConfigError, Settings, load_settings, url_passwords
-from bridge.customer_data import CustomerData, UnknownCustomer
+from bridge.customer_data import CustomerData, UnknownCustomer, done, ref_of
 from bridge.helpdesk import HelpdeskLink, HelpdeskUnavailable, KeyRefused
 from bridge.logs import add_secrets, redact, setup_logging
 from bridge.memory import settle_imports
 from bridge.registry import adapter_classes, build_adapters
 from bridge.sandbox import DEFAULT_API_KEY, SandboxHelpdesk
 from bridge.shards import SESSION_PREFIX, SHARDS, DifferentConfig
-from bridge.single_daemon import AnotherDaemon
+from bridge.single_daemon import AnotherDaemon, DatabaseLock
 from bridge.store import SchemaTooNew, Store, upgrade
 from bridge.store.copying import CopyRefused, copy_database, describe
 from bridge.store.models import seconds_since
@@ -61,7 +61,10 @@ def main(argv: list[str] | None = None) -> int:
     listing = customer_commands.add_parser("list", help="every customer, a line each")
     listing.add_argument("--config", required=True)
     for name, help_text in (("show", "a customer and their conversations"),
-                            ("export", "everything held about a customer, as JSON")):
+                            ("export", "everything held about a customer, as JSON"),
+                            ("forget", "erase everything held about a customer"),
+                            ("block", "relay nothing a customer writes (they are told once)"),
+                            ("unblock", "relay what a customer writes again")):
         one = customer_commands.add_parser(name, help=help_text)
         one.add_argument("customer", metavar="PLATFORM:ID",
                          help="e.g. telegram:123456789 or slack:T0123:U0456")
@@ -256,14 +259,47 @@ async def _customers(settings: Settings, command: str, ref: str) -> int:
                       f"{row['conversations']:>13} {row['open']:>4}")
         elif command == "show":
             print(json.dumps(await data.show(ref), indent=2, ensure_ascii=False))
-        else:
+        elif command == "export":
             print(json.dumps(await data.export(ref), indent=2, ensure_ascii=False))
+        else:
+            print(await _change(store, data, command, await data.find(ref),
+                                settings.storage.url.get_secret_value()))
         return 0
     except UnknownCustomer as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_FAILED
     finally:
         await store.close()
+
+
+CHANGE_WAIT = 15.0  # seconds the CLI waits for the daemon to make a change
+
+
+async def _change(store: Store, data: CustomerData, change: str, customer, url: str) -> str:
+    """Made by the daemon working the customer, when one runs (it holds their rows in
+    memory); else here, holding SQLite's lock so that none starts meanwhile."""
+    lock = DatabaseLock.for_url(url)
+    if lock is not None:
+        try:
+            lock.acquire()
+        except AnotherDaemon:
+            pass
+        else:
+            try:
+                return await data.carry_out(change, customer)
+            finally:
+                lock.release()
+    elif not await store.sessions(SESSION_PREFIX):
+        return await data.carry_out(change, customer)
+    shard = customer.id % SHARDS if lock is None else 0
+    row = await store.forward({"kind": change, "customer_id": customer.id}, shard)
+    deadline = asyncio.get_running_loop().time() + CHANGE_WAIT
+    while await store.still_forwarded(row):
+        if asyncio.get_running_loop().time() > deadline:
+            return (f"asked the daemon working {ref_of(customer)} to {change} them; it has "
+                    f"not yet, after {CHANGE_WAIT:.0f} s. It will as soon as it runs.")
+        await asyncio.sleep(0.2)
+    return done(change, customer) + " (done by the daemon working them)"
 
 
 async def _copy(source: str, target: str) -> int:

@@ -61,6 +61,9 @@ class StorageSettings(StrictModel):
     # Days finished messages are kept (0: forever). At least one: a message delivered
     # again within a day (Telegram keeps updates 24 h) must still be recognised.
     keep_days: float = 7.0
+    # Customers with no conversation open, begun or closed for this many days are
+    # forgotten, as `helpdesk-bridge customers forget` would (0: never). docs/customers.md.
+    forget_customers_after_days: float = Field(0.0, ge=0)
 
     @field_validator("url")
     @classmethod

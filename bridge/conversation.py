@@ -155,6 +155,13 @@ class ConversationFlow:
             await self.display.notice(customer, "switched",
                                       label=self.display.label(conversation, language))
 
+    async def refuse_blocked(self, customer: Customer) -> None:
+        """An operator blocked the customer: nothing is relayed, and they are told once
+        (per block)."""
+        log.info("not relayed: the customer is blocked", extra=log_context(customer))
+        await self.display.notice(customer, "blocked", None,
+                                  f"blocked:{customer.id}:{customer.blocked_at.timestamp():.0f}")
+
     async def request(self, customer: Customer, conversation: Conversation | None, kind: str,
                       body: dict, dedupe_key: str | None = None) -> None:
         """Queue a request for the helpdesk (message, close, review, call, close_call)."""

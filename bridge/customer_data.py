@@ -1,7 +1,12 @@
 """What the bridge holds about a person, for the operator who is asked for it (GDPR
-articles 15 and 17): found by how the platform knows them, listed, shown and exported.
-`helpdesk-bridge customers` (bridge/cli.py) calls these, and so can a program that embeds
-the bridge. docs/customers.md.
+articles 15 and 17): found by how the platform knows them, listed, shown, exported, erased
+(forget), blocked and unblocked. `helpdesk-bridge customers` (bridge/cli.py) calls these,
+and so can a program that embeds the bridge. docs/customers.md.
+
+A change (forget, block, unblock) is carried out by the daemon working the customer, under
+their lock, when one runs (bridge/relay.py, carry_out): it holds their rows in memory and
+may be working their queues. The CLI stores the request for it (bridge/forwarding.py) and
+waits; with no daemon running, the CLI carries it out itself.
 
 A person is named PLATFORM:ID, as an operator knows them: `telegram:123456789` (the user
 id), or with the bot or workspace in front when one bridge serves several:
@@ -14,6 +19,7 @@ from typing import Any
 from bridge.store import Store
 from bridge.store.models import Customer, utcnow
 
+CHANGES = ("forget", "block", "unblock")
 HELPDESK_COPY = ("The helpdesk keeps its own copy of these conversations, under the "
                  "session id above: ask for it there, or erase it there.")
 
@@ -81,3 +87,31 @@ class CustomerData:
         return {"customer": ref_of(customer), "session_id": customer.session_id,
                 "exported_at": utcnow().isoformat(), "helpdesk": HELPDESK_COPY,
                 "rows": await self.store.rows_of_customer(customer)}
+
+    async def carry_out(self, change: str, customer: Customer) -> str:
+        """Make a change (one of CHANGES) now: what was done, said for the operator. Only
+        where nothing else acts for the customer meanwhile (see the module's text)."""
+        if change == "forget":
+            await self.store.erase_customer(customer)
+        elif change == "block":
+            if customer.blocked_at is None:
+                await self.store.set_customer(customer.id, blocked_at=utcnow())
+        elif change == "unblock":
+            await self.store.set_customer(customer.id, blocked_at=None)
+        else:
+            raise ValueError(f"no such change: {change}")
+        return done(change, customer)
+
+
+def done(change: str, customer: Customer) -> str:
+    """What a change did, for the operator."""
+    ref = ref_of(customer)
+    if change == "forget":
+        return (f"forgot {ref}: every row about them is erased, and the files they sent are "
+                "no longer served. The helpdesk keeps its own copy of their conversations "
+                f"(session id {customer.session_id}): erase it there too. If they write "
+                "again, they start afresh.")
+    if change == "block":
+        return (f"blocked {ref}: nothing they write is relayed, and they are told so once. "
+                "Conversations open on the helpdesk stay open there.")
+    return f"unblocked {ref}: what they write is relayed again."

@@ -16,6 +16,10 @@ run out, still reaches the customer.
 
 An adapter that must receive alone (Adapter.receives_alone: a Telegram bot polled with
 getUpdates) receives only on the daemon holding shard 0.
+
+An operator's changes to a customer (forget, block, unblock: bridge/customer_data.py) are
+stored the same way, for the daemon working that customer; a daemon alone on its database
+(SQLite) looks for those.
 """
 from __future__ import annotations
 
@@ -25,6 +29,7 @@ import logging
 import asyncpg
 
 from bridge.adapter import Adapter, Unstorable
+from bridge.customer_data import CHANGES
 from bridge.events import Inbound, inbound_from_json, inbound_to_json
 from bridge.http import HttpServer
 from bridge.metrics import Metrics
@@ -131,11 +136,17 @@ class EntryPoints:
                 pass
 
     async def _listen(self) -> None:
+        if self.shards is None:
+            return  # alone: nobody to wake it; the operator's changes wait up to POLL
         if self._listener is None or self._listener.is_closed():
             self._listener = None
             listener = await self.store.dedicated_connection(SESSION_NAME)
             await listener.add_listener(CHANNEL, self._on_notify)
             self._listener = listener
+
+    def _owned(self) -> list[int]:
+        """Alone on the database (SQLite), this daemon works every customer: shard 0."""
+        return [0] if self.shards is None else self.shards.owned()
 
     def _on_notify(self, _connection, _pid, _channel, payload: str) -> None:
         """An event was stored for the holder of shard `payload`: this daemon looks only
@@ -145,9 +156,10 @@ class EntryPoints:
 
     async def _handle_stored(self) -> None:
         while True:
-            stored = await self.store.oldest_forwarded(self.shards.owned(), BATCH)
+            stored = await self.store.oldest_forwarded(self._owned(), BATCH)
             for row_id, data, shard in stored:
-                self.shards.check(shard)
+                if self.shards is not None:
+                    self.shards.check(shard)
                 await self._handle_one(data)
                 await self.store.finish_forwarded(row_id, shard)
             if len(stored) < BATCH:
@@ -159,6 +171,9 @@ class EntryPoints:
         behind it."""
         if data.get("kind") == END_CALL:
             await self.relay.end_call(data["conversation_id"], data["key"])
+            return
+        if data.get("kind") in CHANGES:  # an operator's (helpdesk-bridge customers)
+            await self.relay.carry_out(data["kind"], data["customer_id"])
             return
         if data.get("kind") == HELPDESK_EVENT:
             try:

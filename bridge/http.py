@@ -13,6 +13,8 @@ from urllib.parse import quote, unquote
 
 from aiohttp import web
 
+LINK_DAYS = 7  # how long a signed file link works
+
 log = logging.getLogger(__name__)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -28,6 +30,8 @@ class HttpServer:
         self._prefixes: dict[tuple[str, str], Handler] = {}
         self._runner: web.AppRunner | None = None
         self._signing_key = signing_key or secrets.token_bytes(32)
+        # path -> True once the customer who sent that file was forgotten (bridge/store)
+        self.file_revoked: Callable[[str], Awaitable[bool]] | None = None
 
     def route(self, method: str, path: str, handler: Handler, prefix: bool = False) -> None:
         """Serve path (or, with prefix, every path under it) with handler."""
@@ -42,6 +46,8 @@ class HttpServer:
         async def serve(request: web.Request) -> web.StreamResponse:
             if not self.verify(request):
                 return web.Response(status=403, text="link expired or not valid")
+            if self.file_revoked is not None and await self.file_revoked(request.path):
+                return web.Response(status=410, text="this file is no longer available")
             return await fetch(request, unquote(request.path[len(prefix):]))
         self.route("GET", prefix, serve, prefix=True)
 
@@ -49,7 +55,7 @@ class HttpServer:
         """A signed, expiring link to a file served by serve_files(prefix, ...)."""
         return self.signed_url(prefix + quote(file_id, safe=""))
 
-    def signed_url(self, path: str, ttl: float = 7 * 24 * 3600) -> str | None:
+    def signed_url(self, path: str, ttl: float = LINK_DAYS * 24 * 3600) -> str | None:
         """A link to path on public_url that works until ttl seconds from now; None when
         the bridge has no public URL."""
         if not self.public_url:

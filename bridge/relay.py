@@ -25,6 +25,7 @@ from cachetools import LRUCache
 from bridge.adapter import Adapter, Unstorable
 from bridge.calls import Calls
 from bridge.conversation import ConversationFlow
+from bridge.customer_data import CustomerData
 from bridge.customers import CustomerLocks
 from bridge.display import Display
 from bridge.events import ButtonPress, Command, Inbound, InboundMessage
@@ -73,7 +74,10 @@ class Relay:
         self.adapters = {adapter.name: adapter for adapter in adapters}
         self.calls = calls  # None: no LiveKit server, or no public URL for the call page
         self._locks = CustomerLocks()
-        tickets: LRUCache[int, str] = LRUCache(TICKET_CACHE)  # a ticket id never changes
+        # A ticket id never changes (a forgotten customer's conversations leave it: SQLite
+        # may give a new conversation the id of the last one erased).
+        self._tickets: LRUCache[int, str] = LRUCache(TICKET_CACHE)
+        tickets = self._tickets
         display = Display(store, texts or Texts(), kick=lambda c: self._to_customer.kick(c))
         self.flow = ConversationFlow(store, display, self.link, self.adapters, self.calls,
                                      kick_to_helpdesk=lambda c: self._to_helpdesk.kick(c),
@@ -194,6 +198,9 @@ class Relay:
         customer = await self.store.customer_for(user.platform, user.account, user.user_id,
                                                  user.chat_id, user.language,
                                                  moves_chat=not isinstance(event, ButtonPress))
+        if customer.blocked_at is not None:
+            await self.flow.refuse_blocked(customer)
+            return
         await self.link.watch_customer(customer.session_id)
         if customer.unreachable:  # they wrote, so they can be reached again (bot unblocked)
             await self.store.set_customer(customer.id, unreachable=False)
@@ -231,6 +238,27 @@ class Relay:
             # stored for it, the event is not lost then, and shown once either way (dedupe).
             await self.store.forward(event_to_json(event), elsewhere.shard)
             self.metrics.forwarded.inc()
+
+    # --- an operator's changes (helpdesk-bridge customers) ------------------------------
+
+    async def carry_out(self, change: str, customer_id: int) -> None:
+        """forget, block or unblock a customer this daemon works, under their lock, so that
+        nothing is sent for them halfway (NotOwned when another daemon works them)."""
+        with self._acting_for(customer_id):
+            async with self._locks(customer_id):
+                customer = await self.store.customer(customer_id)
+                if customer is None:
+                    return  # forgotten already
+                if change == "forget":
+                    rows = await self.store.rows_of_customer(customer)
+                    for conversation in rows["conversations"]:
+                        self._tickets.pop(conversation["id"], None)
+                        if conversation["ticket_chat_id"] and conversation["state"] in (
+                                "opening", "open"):
+                            await self.link.unwatch_conversation(
+                                customer.session_id, conversation["ticket_chat_id"])
+                    self.link.forget_customer(customer.session_id)
+                log.info("%s", await CustomerData(self.store).carry_out(change, customer))
 
     # --- ratings that waited long enough for their comment ------------------------------
 

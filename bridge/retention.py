@@ -9,6 +9,7 @@ import asyncio
 import logging
 from datetime import timedelta
 
+from bridge.http import LINK_DAYS
 from bridge.metrics import Metrics
 from bridge.store import Store
 from bridge.store.models import utcnow
@@ -21,9 +22,12 @@ EVERY = 3600.0  # seconds between prunes
 
 class Pruner:
     def __init__(self, store: Store, keep_days: float, metrics: Metrics,
-                 every: float = EVERY) -> None:
+                 every: float = EVERY, forget_after_days: float = 0.0) -> None:
+        """keep_days: finished rows (0: kept); forget_after_days: idle customers (0:
+        kept)."""
         self.store = store
         self.keep_days = keep_days
+        self.forget_after_days = forget_after_days
         self.metrics = metrics
         self.every = every
         self._task: asyncio.Task | None = None
@@ -35,7 +39,25 @@ class Pruner:
         if self._task is not None:
             await cancel_and_wait([self._task])
 
+    async def forget_idle_customers(self) -> int:
+        """Ask the daemons working them to forget the customers idle for forget_after_days
+        (bridge/customer_data.py): how many were asked for."""
+        idle = await self.store.idle_customers(utcnow() - timedelta(days=self.forget_after_days))
+        for customer_id in idle:
+            await self.store.forward({"kind": "forget", "customer_id": customer_id},
+                                     self.store.shard_of(customer_id))
+        if idle:
+            log.info("forgetting %d customers idle for %g days", len(idle),
+                     self.forget_after_days)
+        return len(idle)
+
     async def prune_once(self) -> tuple[int, int]:
+        if self.forget_after_days:
+            await self.forget_idle_customers()
+        # a revoked link is kept until it would have expired anyway
+        await self.store.prune_revoked_files(utcnow() - timedelta(days=LINK_DAYS + 1))
+        if not self.keep_days:
+            return 0, 0
         up, down = await self.store.prune(utcnow() - timedelta(days=self.keep_days))
         self.metrics.pruned.labels("to_helpdesk").inc(up)
         self.metrics.pruned.labels("to_customer").inc(down)

@@ -21,6 +21,7 @@ DEFAULT_TEXTS: dict[str, str] = {
     "comment_skip": "Skip",
     "comment_thanks": "Thanks for your feedback!",
     "no_longer_open": "This conversation is no longer open.",
+    "blocked": "Sorry, messages from this account are no longer passed on to our support team.",
     "conversation_limit": "You already have {count} open conversations, the most allowed. "
                           "Continue one of them:",
     "conversation_list": "Your open conversations:",

@@ -21,11 +21,11 @@ async def test_upgrade_downgrade_upgrade(database_url):
     try:
         await upgrade(store.engine)
         assert {"customers", "conversations", "to_helpdesk", "to_customer"} <= await _tables(store)
-        assert await current_revision(store.engine) == "0008"
+        assert await current_revision(store.engine) == "0009"
         await downgrade(store.engine, "base")
         assert await _tables(store) <= {"alembic_version"}
         await upgrade(store.engine)
-        assert await current_revision(store.engine) == "0008"
+        assert await current_revision(store.engine) == "0009"
     finally:
         await store.close()
 

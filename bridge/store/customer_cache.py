@@ -42,6 +42,11 @@ class CustomerCache:
         self.generation += 1
         self._rows.pop(customer_id, None)
 
+    def erased(self, row: Customer) -> None:
+        """The customer's row is gone: a message from them makes a new one."""
+        self.changed(row.id)
+        self._ids.pop((row.platform, row.account, row.user_id), None)
+
     def clear(self) -> None:
         self.generation += 1
         self._rows.clear()

@@ -3,11 +3,20 @@ found by how the platform knows them, listed, read whole."""
 from __future__ import annotations
 
 import json
+from datetime import datetime
 from typing import Any
+from urllib.parse import unquote, urlsplit
 
 from bridge.store.customer_rows import CustomerRows
 from bridge.store.driver import FLAGS, TIMES, columns
-from bridge.store.models import Conversation, Customer, InSupportMode, ToCustomer, ToHelpdesk
+from bridge.store.models import (
+    Conversation,
+    Customer,
+    InSupportMode,
+    ToCustomer,
+    ToHelpdesk,
+    utcnow,
+)
 from bridge.store.queries import CUSTOMER, IS_OPEN
 
 _SELECT_CUSTOMER = f"SELECT {', '.join(CUSTOMER)} FROM customers"
@@ -19,6 +28,20 @@ _SUMMARIES = (f"SELECT {', '.join('u.' + name for name in CUSTOMER)}, "
               "FROM customers u LEFT JOIN conversations c ON c.customer_id = u.id "
               f"GROUP BY {', '.join('u.' + name for name in CUSTOMER)} ORDER BY u.id "
               "LIMIT ? OFFSET ?")
+_BODIES = "SELECT body FROM to_helpdesk WHERE customer_id = ?"
+_REVOKE = "INSERT INTO revoked_files (path, revoked_at) VALUES (?, ?) ON CONFLICT DO NOTHING"
+_REVOKED = "SELECT 1 FROM revoked_files WHERE path = ?"
+_PRUNE_REVOKED = "DELETE FROM revoked_files WHERE revoked_at < ?"
+_ERASE = ["DELETE FROM to_customer WHERE customer_id = ?",
+          "DELETE FROM to_helpdesk WHERE customer_id = ?",
+          "DELETE FROM conversations WHERE customer_id = ?"]
+_ERASE_SUPPORT_MODE = "DELETE FROM support_mode WHERE platform = ? AND account = ? AND user_id = ?"
+_ERASE_CUSTOMER = "DELETE FROM customers WHERE id = ?"
+# No conversation open, and none closed (or begun) since then.
+_IDLE_SINCE = ("SELECT u.id FROM customers u WHERE u.created_at < ? AND NOT EXISTS ("
+               "SELECT 1 FROM conversations c WHERE c.customer_id = u.id "
+               f"AND (c.{IS_OPEN} OR c.closed_at >= ? OR c.created_at >= ?)) "
+               "ORDER BY u.id LIMIT ?")
 # What a customer's rows are, table by table (support_mode is keyed by the chat user).
 _OWN_ROWS = {
     "conversations": (Conversation, "customer_id = ?"),
@@ -74,6 +97,39 @@ class CustomerRecords(CustomerRows):
                 value = json.loads(value)
             values.append(value)
         return values
+
+
+    async def erase_customer(self, customer: Customer) -> None:
+        """Delete every row about the customer, in one transaction, and stop serving the
+        files they sent (revoked_files)."""
+        paths = set()
+        for (body,) in await self._db.read_all(_BODIES, customer.id):
+            attachment = (json.loads(body) if isinstance(body, str) else body).get("attachment")
+            if isinstance(attachment, dict) and isinstance(attachment.get("url"), str):
+                paths.add(unquote(urlsplit(attachment["url"]).path))
+        async with self._transaction(changes_customer=customer.id) as transaction:
+            for path in sorted(paths):
+                await transaction.run(_REVOKE, path, self._db.from_time(utcnow()))
+            for statement in _ERASE:
+                await transaction.run(statement, customer.id)
+            await transaction.run(_ERASE_SUPPORT_MODE, customer.platform, customer.account,
+                                  customer.user_id)
+            await transaction.run(_ERASE_CUSTOMER, customer.id)
+        self._customers.erased(customer)
+
+    async def file_revoked(self, path: str) -> bool:
+        """The file at this path (as served, unquoted) belonged to a forgotten customer."""
+        return await self._db.read(_REVOKED, path) is not None
+
+    async def prune_revoked_files(self, before: datetime) -> None:
+        """Revoked links old enough to have expired anyway."""
+        await self._db.write(_PRUNE_REVOKED, self._db.from_time(before))
+
+    async def idle_customers(self, since: datetime, limit: int = 500) -> list[int]:
+        """Customers with no conversation open and none begun or closed since then."""
+        moment = self._db.from_time(since)
+        return [found[0] for found in await self._db.read_all(_IDLE_SINCE, moment, moment,
+                                                               moment, limit)]
 
 
 def _plain(names, values) -> dict[str, Any]:

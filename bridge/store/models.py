@@ -50,6 +50,8 @@ class Customer(Base):
     active_conversation_id: Mapped[int | None] = mapped_column(Integer)
     unreachable: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    # Set by an operator (helpdesk-bridge customers block): nothing they write is relayed.
+    blocked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 
 class Conversation(Base):
@@ -149,3 +151,12 @@ class InSupportMode(Base):
     account: Mapped[str] = mapped_column(String(128), primary_key=True)
     user_id: Mapped[str] = mapped_column(String(128), primary_key=True)
     since: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class RevokedFile(Base):
+    """A file link of a forgotten customer (a path the bridge serves, bridge/http.py): no
+    longer served, though its signature would still be valid."""
+    __tablename__ = "revoked_files"
+
+    path: Mapped[str] = mapped_column(String(512), primary_key=True)
+    revoked_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
