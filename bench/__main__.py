@@ -4,6 +4,7 @@
     python -m bench scale --customers 1000 5000 10000
     python -m bench relay --rates 10 20 40 --db postgresql+asyncpg://postgres@127.0.0.1/test
     python -m bench limits --customers 300 --messages 1000
+    python -m bench fairness --modes quiet one forty backlog
 
 --db: a SQLAlchemy URL (default: a temporary SQLite). limits runs in one process. relay:
 the sandbox helpdesk and the local Bot API server run in the bench's process, the bridge
@@ -17,6 +18,8 @@ import asyncio
 import os
 
 from bench.database import database, databases, reset
+from bench.fairness import MODES as FAIRNESS_MODES
+from bench.fairness import run as fairness
 from bench.relay import bridge_run, echo_floor, socketio_floor, split_run
 from bench.scale import scale
 from bench.telegram_limits import burst
@@ -105,6 +108,21 @@ def run_limits(args) -> None:
           f"{row['peak_1s']:>11} {row['refused_429']:>5}", flush=True)
 
 
+def run_fairness(args) -> None:
+    print(f"\nfairness: 50 customers chatting (one message each every 5 s) for 20 s, "
+          f"{_backend(args.db)}; trip of their messages, milliseconds")
+    print(f"{'mode':<8} {'messages':>8} {'p50':>8} {'p99':>8} {'max':>8} {'in p99':>8} "
+          f"{'out p99':>8} {'429s':>5}")
+    for mode in args.modes:
+        if args.db:
+            reset(args.db)
+        with database(args.db) as url:
+            row = asyncio.run(fairness(url, mode, backlog=args.backlog))
+        print(f"{row['mode']:<8} {row['messages']:>8} {row['p50']:>8.0f} {row['p99']:>8.0f} "
+              f"{row['max']:>8.0f} {row['inbound_p99']:>8.0f} {row['outbound_p99']:>8.0f} "
+              f"{row['refused_429']:>5}", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench")
     parser.add_argument("--db", default="", help="SQLAlchemy URL (default: temporary SQLite)")
@@ -128,7 +146,12 @@ def main() -> None:
     limits_args.add_argument("--messages", type=int, default=1000)
     limits_args.add_argument("--daemons", type=int, default=1,
                              help="several daemons on one PostgreSQL (--db), in this process")
-    for sub in (scale_args, relay_args, limits_args):
+    fairness_args = commands.add_parser("fairness")
+    fairness_args.add_argument("--modes", nargs="+", choices=FAIRNESS_MODES,
+                               default=list(FAIRNESS_MODES))
+    fairness_args.add_argument("--backlog", type=int, default=100_000,
+                               help="rows queued at start in the backlog mode")
+    for sub in (scale_args, relay_args, limits_args, fairness_args):
         sub.add_argument("--db", default=argparse.SUPPRESS)
     args = parser.parse_args()
     setup_logging("ERROR")
@@ -140,6 +163,8 @@ def main() -> None:
         run_relay(args if chosen else _defaults(args, "relay"))
     if chosen in (None, "limits"):
         run_limits(args if chosen else _defaults(args, "limits"))
+    if chosen == "fairness":
+        run_fairness(args)
 
 
 def _defaults(args, name: str):

@@ -21,9 +21,9 @@ from adapters.telegram import TelegramAdapter
 from bridge import loop
 from bridge.app import Bridge
 from bridge.config import load_settings
+from bridge.fair_share import FairShare
 from bridge.logs import setup_logging
 from bridge.memory import settle_imports
-from bridge.pacing import ChatPacer
 from bridge.registry import adapter_schemas
 from bridge.sandbox import DEFAULT_API_KEY
 
@@ -42,7 +42,7 @@ def unlimited_bridge(telegram_url: str, helpdesk_url: str, db_url: str) -> Bridg
     bot = ExtBot(TOKEN, base_url=f"{telegram_url}/bot")  # no rate limiter
     adapter = TelegramAdapter(settings.adapters["telegram"], bot=bot)
     adapter._owns_bot = True  # standalone receiving, with the unlimited bot
-    adapter._pacer = ChatPacer(burst=1_000_000)
+    adapter._fair_share = FairShare(1_000_000, chat_burst=1_000_000)
     return Bridge(settings, [adapter])
 
 

@@ -110,7 +110,8 @@ class Bridge:
         self.relay = Relay(self.store, link_factory, self.adapters, self.http,
                            Texts(settings.texts, settings.default_language),
                            metrics=self.metrics, calls=self.calls, ownership=self.shards,
-                           comment_wait=settings.ratings.comment_wait)
+                           comment_wait=settings.ratings.comment_wait,
+                           messages_per_minute=settings.limits.messages_per_minute)
         await self.relay.start()
         self._background.start(self._send_waited_ratings(), name="ratings")
         self.entry_points.relay = self.relay  # before any adapter receives for it

@@ -128,6 +128,12 @@ class RatingsSettings(StrictModel):
     comment_wait: float = Field(300.0, ge=0, le=86_400)
 
 
+class LimitsSettings(StrictModel):
+    # One customer's messages reach the helpdesk at most this fast (a burst of 10 seconds'
+    # worth, then this pace); beyond it they wait, in order. 0: no limit. docs/customers.md.
+    messages_per_minute: float = Field(30.0, ge=0)
+
+
 class LoggingSettings(StrictModel):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     format: Literal["text", "json"] = "text"
@@ -140,6 +146,7 @@ class Settings(StrictModel):
     calls: CallsSettings = CallsSettings()
     cluster: ClusterSettings = ClusterSettings()
     ratings: RatingsSettings = RatingsSettings()
+    limits: LimitsSettings = LimitsSettings()
     logging: LoggingSettings = LoggingSettings()
     # language -> key -> template; "" is the default language.
     texts: dict[str, dict[str, str]] = Field(default_factory=dict)
@@ -251,8 +258,8 @@ def _placeholders(template: str) -> set[str]:
     return {name for _text, name, _spec, _conv in string.Formatter().parse(template) if name}
 
 
-CORE_SECTIONS = {"helpdesk", "storage", "http", "calls", "cluster", "ratings", "logging",
-                 "texts"}
+CORE_SECTIONS = {"helpdesk", "storage", "http", "calls", "cluster", "ratings", "limits",
+                 "logging", "texts"}
 
 
 def load_settings(raw: dict[str, Any], env: dict[str, str] | None = None,

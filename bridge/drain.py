@@ -1,5 +1,11 @@
 """One worker per key (a customer), started on demand, so each customer's queue is worked
-through in order while different customers proceed in parallel."""
+through in order while different customers proceed in parallel.
+
+What is found queued at start (or on taking shards over) is a backlog: thousands of
+customers at once after an outage. Their workers start BACKLOG at a time, so that a
+customer who writes now, whose worker starts at once, is not queued behind all of them
+for every statement (the review measured 35.8 s for a new customer's first answer behind
+100,983 queued rows)."""
 from __future__ import annotations
 
 import asyncio
@@ -10,6 +16,8 @@ from bridge.store.queries import LeaseLost
 
 log = logging.getLogger(__name__)
 
+BACKLOG = 16  # backlog workers running at once, per direction
+
 
 class Drainer:
     def __init__(self, work: Callable[[Hashable], Awaitable[None]], name: str) -> None:
@@ -18,14 +26,24 @@ class Drainer:
         self._running: dict[Hashable, asyncio.Task] = {}
         self._again: set[Hashable] = set()
         self._stopping = False
+        self._backlog: dict[Hashable, None] = {}  # waiting to start, oldest first
+        self._backlog_running: set[Hashable] = set()
 
-    def kick(self, key: Hashable) -> None:
-        """There may be work for key: run the worker, or have the running one look again."""
+    def kick(self, key: Hashable, backlog: bool = False) -> None:
+        """There may be work for key: run the worker, or have the running one look again.
+        backlog: found queued (not just now): started BACKLOG at a time, after what comes
+        in now."""
         if self._stopping:
             return
         if key in self._running:
             self._again.add(key)
             return
+        if backlog and len(self._backlog_running) >= BACKLOG:
+            self._backlog[key] = None
+            return
+        self._backlog.pop(key, None)  # in the backlog, but something new came: now
+        if backlog:
+            self._backlog_running.add(key)
         self._running[key] = asyncio.create_task(self._run(key), name=f"{self._name}-{key}")
 
     def running(self) -> list[Hashable]:
@@ -55,6 +73,10 @@ class Drainer:
                     break
         finally:
             self._running.pop(key, None)
+            if key in self._backlog_running:
+                self._backlog_running.discard(key)
+                if self._backlog and not self._stopping:
+                    self.kick(next(iter(self._backlog)), backlog=True)
 
     async def stop(self, grace: float) -> None:
         """Let workers finish for up to grace seconds, then cancel the rest. What a cancelled

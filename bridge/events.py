@@ -108,6 +108,9 @@ class Outgoing:
     edit_original: str | None = None     # edit: that message's text, filled at delivery
     notice: str | None = None            # notice: which one (its [texts] key, "agent_joined")
     final: bool = False                  # the last word of a conversation (after the rating)
+    busy: bool = False                   # filled at delivery: the customer has a queue
+    #                                      (their turn of the bot's budget comes after
+    #                                      quiet customers': bridge/fair_share.py)
     thread: str | None = None            # the conversation's platform thread, filled at
     #                                      delivery for adapters with threads (Slack)
 

@@ -26,6 +26,7 @@ from bridge.adapter import Adapter, Unstorable
 from bridge.calls import Calls
 from bridge.conversation import ConversationFlow
 from bridge.customer_data import CustomerData
+from bridge.customer_pace import CustomerPace
 from bridge.customers import CustomerLocks
 from bridge.display import Display
 from bridge.events import ButtonPress, Command, Inbound, InboundMessage
@@ -63,9 +64,10 @@ class Relay:
     def __init__(self, store: Store, link_factory: Callable[..., HelpdeskLink],
                  adapters: list[Adapter], http: HttpServer, texts: Texts | None = None,
                  metrics: Metrics | None = None, calls: Calls | None = None,
-                 ownership: Ownership | None = None, comment_wait: float = 300.0) -> None:
+                 ownership: Ownership | None = None, comment_wait: float = 300.0,
+                 messages_per_minute: float = 0.0) -> None:
         """ownership: None when this daemon alone works the database's customers.
-        comment_wait: [ratings] comment_wait."""
+        comment_wait: [ratings] comment_wait; messages_per_minute: [limits]'s."""
         self.store = store
         self.ownership = ownership
         self._acting: Counter[int] = Counter()  # shard -> events being handled now
@@ -84,9 +86,11 @@ class Relay:
                                      comment_wait=comment_wait)
         self._to_helpdesk = HelpdeskOutbox(store, self.link, self.flow, self._locks,
                                            self.adapters, self.metrics, tickets,
-                                           on_event=self.on_helpdesk_event)
+                                           on_event=self.on_helpdesk_event,
+                                           pace=CustomerPace(messages_per_minute))
         self._to_customer = CustomerOutbox(store, self.link, display, self.adapters,
-                                           self.metrics, tickets)
+                                           self.metrics, tickets,
+                                           backlogged=self._to_helpdesk.backlogged)
 
     # --- lifecycle ---------------------------------------------------------------
 
@@ -117,10 +121,10 @@ class Relay:
         up, down = await self.store.customers_with_work()
         for customer_id in up:
             if self.owns(customer_id):
-                self._to_helpdesk.kick(customer_id)
+                self._to_helpdesk.kick(customer_id, backlog=True)
         for customer_id in down:
             if self.owns(customer_id):
-                self._to_customer.kick(customer_id)
+                self._to_customer.kick(customer_id, backlog=True)
 
     def owns(self, customer_id: int) -> bool:
         return self.ownership is None or self.ownership.owns(customer_id)

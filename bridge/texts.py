@@ -21,6 +21,8 @@ DEFAULT_TEXTS: dict[str, str] = {
     "comment_skip": "Skip",
     "comment_thanks": "Thanks for your feedback!",
     "no_longer_open": "This conversation is no longer open.",
+    "paced": "You're writing faster than we can read: your messages will reach us "
+             "shortly, in order.",
     "blocked": "Sorry, messages from this account are no longer passed on to our support team.",
     "conversation_limit": "You already have {count} open conversations, the most allowed. "
                           "Continue one of them:",

@@ -36,8 +36,11 @@ UNSHOWABLE_ATTEMPTS = 3  # tries for a row that fails for a reason other than th
 class CustomerOutbox:
     def __init__(self, store: Store, link: HelpdeskLink, display: Display,
                  adapters: dict[str, Adapter], metrics: Metrics,
-                 tickets: LRUCache[int, str]) -> None:
+                 tickets: LRUCache[int, str], backlogged: set[int] | None = None) -> None:
+        """backlogged: the customers working through a queue of messages to the helpdesk
+        (their answers wait for the quiet customers' first: bridge/fair_share.py)."""
         self.store = store
+        self.backlogged = backlogged if backlogged is not None else set()
         self.link = link
         self.display = display
         self.adapters = adapters
@@ -45,8 +48,9 @@ class CustomerOutbox:
         self.tickets = tickets  # conversation id -> ticket_chat_id, for read receipts
         self._workers = Drainer(self._drain, "to-customer")
 
-    def kick(self, customer_id: int) -> None:
-        self._workers.kick(customer_id)
+    def kick(self, customer_id: int, backlog: bool = False) -> None:
+        """backlog: found queued, not queued just now (bridge/drain.py)."""
+        self._workers.kick(customer_id, backlog)
 
     def working(self) -> list[int]:
         """The customers whose worker runs now."""
@@ -57,6 +61,7 @@ class CustomerOutbox:
 
     async def _drain(self, customer_id: int) -> None:
         attempt = 0
+        shown = 0  # rows shown in this drain: more than one, and the customer has a queue
         customer = await self.store.customer(customer_id)
         row = await self.store.next_to_customer(customer_id)
         while row is not None:
@@ -80,6 +85,7 @@ class CustomerOutbox:
             if threaded:
                 outgoing.thread = (await self.store.conversation(row.conversation_id)).thread_ref
             self.store.check_fence(customer_id)  # LeaseLost: another daemon may show it
+            outgoing.busy = shown > 0 or customer_id in self.backlogged
             try:
                 ref = await _show(adapter, customer, outgoing)
             except DeliveryError as error:
@@ -117,6 +123,7 @@ class CustomerOutbox:
                 row = await self._unshowable(customer, row, outgoing, error)
                 continue
             attempt = 0
+            shown += 1
             delivered = row
             starts_thread = threaded and outgoing.thread is None and ref
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from typing import Awaitable, Callable
 
 from cachetools import LRUCache
@@ -16,6 +17,7 @@ from cachetools import LRUCache
 from bridge.adapter import Adapter
 from bridge.backoff import retry_delay
 from bridge.conversation import ConversationFlow
+from bridge.customer_pace import CustomerPace
 from bridge.customers import CustomerLocks, chat_user, log_context
 from bridge.delivery import Delivery
 from bridge.drain import Drainer
@@ -29,12 +31,16 @@ from bridge.tasks import Background
 
 log = logging.getLogger(__name__)
 
+NOTICE_EVERY = 600  # seconds: a customer held to their pace is told at most this often
+
 
 class HelpdeskOutbox:
     def __init__(self, store: Store, link: HelpdeskLink, flow: ConversationFlow,
                  locks: CustomerLocks, adapters: dict[str, Adapter], metrics: Metrics,
                  tickets: LRUCache[int, str],
-                 on_event: Callable[[HelpdeskEvent], Awaitable[None]]) -> None:
+                 on_event: Callable[[HelpdeskEvent], Awaitable[None]],
+                 pace: CustomerPace | None = None) -> None:
+        """pace: [limits] messages_per_minute (None: none)."""
         self.store = store
         self.link = link
         self.flow = flow
@@ -45,9 +51,13 @@ class HelpdeskOutbox:
         self._on_event = on_event  # the relay's: an answer that is an event (call_support)
         self._workers = Drainer(self._drain, "to-helpdesk")
         self._courtesies = Background()  # typing indicators: never awaited by a send
+        self.pace = pace or CustomerPace(0)
+        # customers working through more than one queued row now (bridge/fair_share.py)
+        self.backlogged: set[int] = set()
 
-    def kick(self, customer_id: int) -> None:
-        self._workers.kick(customer_id)
+    def kick(self, customer_id: int, backlog: bool = False) -> None:
+        """backlog: found queued, not queued just now (bridge/drain.py)."""
+        self._workers.kick(customer_id, backlog)
 
     def working(self) -> list[int]:
         """The customers whose worker runs now."""
@@ -58,11 +68,19 @@ class HelpdeskOutbox:
         await self._courtesies.cancel()
 
     async def _drain(self, customer_id: int) -> None:
+        try:
+            await self._drain_queue(customer_id)
+        finally:
+            self.backlogged.discard(customer_id)
+
+    async def _drain_queue(self, customer_id: int) -> None:
         attempt = 0
         customer = await self.store.customer(customer_id)
         pending = await self.store.next_to_helpdesk(customer_id)
         while pending is not None:
             row, conversation = pending
+            if row.kind == "message" and attempt == 0:
+                await self._keep_pace(customer)
             self.store.check_fence(customer_id)  # LeaseLost: not even the typing indicator
             if row.kind == "message" and attempt == 0:
                 # before sending: a first message is done only when SATE's reply is in
@@ -90,9 +108,22 @@ class HelpdeskOutbox:
             else:
                 await delivery.done()
                 pending = delivery.next
+                if pending is not None:
+                    self.backlogged.add(customer_id)
                 self.metrics.relayed.labels(customer.platform, "to_helpdesk").inc()
                 self.metrics.latency.labels("to_helpdesk").observe(seconds_since(row.created_at))
             attempt = 0
+
+    async def _keep_pace(self, customer: Customer) -> None:
+        """Wait for the customer's pace; the first time it holds a message back in a while,
+        they are told their messages will arrive shortly."""
+        if self.pace.would_wait(customer.id):
+            self.backlogged.add(customer.id)
+            minutes = int(time.time() // NOTICE_EVERY)
+            async with self.locks(customer.id):
+                await self.flow.display.notice(customer, "paced", None,
+                                               f"paced:{customer.id}:{minutes}")
+        await self.pace.wait(customer.id)
 
     def _show_awaiting(self, customer: Customer, conversation: Conversation | None) -> None:
         adapter = self.adapters.get(customer.platform)

@@ -25,9 +25,9 @@ from adapters.telegram.settings import TelegramSettings
 from adapters.telegram.typing_indicator import TypingIndicator
 from bridge.adapter import Adapter, DeliveryError, EditTargetGone, Sink, Unstorable
 from bridge.events import COMMANDS, ChatUser, Outgoing
+from bridge.fair_share import FairShare
 from bridge.http import HttpServer
 from bridge.markdown import BOLD, Document, Span
-from bridge.pacing import ChatPacer
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +41,7 @@ COMMAND_DESCRIPTIONS = {  # one for each of bridge.events.COMMANDS
 }
 REMEMBERED = 10_000  # recent update ids kept, to skip a repeat
 CHAT_BURST = 3  # messages; then one a second per chat
+CHAT_EVERY = 1.1  # seconds: one a second, with room for the jitter of the way there
 BOT_RATE = 28   # messages a second for the whole bot (Telegram: about 30)
 UPDATE_ATTEMPTS = 3  # an update the core calls Unstorable this often is skipped
 NOT_RECEIVED = "Sorry, your last message could not be received. Please send it again."
@@ -77,8 +78,10 @@ class TelegramAdapter(Adapter):
         self._receiver = UpdateReceiver(self.bot, settings, self.dispatch)
         self._recent_updates: LRUCache[int, None] = LRUCache(REMEMBERED)
         self._failures: dict[int, int] = {}  # update_id -> Unstorable so far; gone once handled
-        self._typing = TypingIndicator(self.bot)
-        self._pacer = ChatPacer(burst=CHAT_BURST)
+        # The bot's ~30/s and each chat's pace, shared fairly between chats; PTB's limiter
+        # stays behind it for every other call (edits, files, button answers).
+        self._fair_share = FairShare(BOT_RATE, chat_burst=CHAT_BURST, chat_every=CHAT_EVERY)
+        self._typing = TypingIndicator(self.bot, crowded=lambda: self._fair_share.crowded())
         self._http: HttpServer | None = None
         self.account = ""
 
@@ -88,6 +91,7 @@ class TelegramAdapter(Adapter):
         limiter = self.bot.rate_limiter
         if isinstance(limiter, SharedRateLimiter):
             limiter.set_overall_rate(BOT_RATE * fraction)
+        self._fair_share.set_rate(BOT_RATE * fraction)
 
     @property
     def receives_alone(self) -> bool:
@@ -255,15 +259,16 @@ class TelegramAdapter(Adapter):
             sent = await self._send_attachments(chat_id, message)
             if sent is not None and not message.text:
                 return sent
-        return await self._send_text(chat_id, _document_of(message), _keyboard(message))
+        return await self._send_text(chat_id, _document_of(message), _keyboard(message),
+                                     message.busy)
 
     async def _send_text(self, chat_id: int, document: Document,
-                         keyboard: InlineKeyboardMarkup | None) -> str | None:
+                         keyboard: InlineKeyboardMarkup | None, busy: bool) -> str | None:
         pieces = messages(document)  # none: nothing to show (a reply of blank lines)
         last = None
         for index, (text, entities) in enumerate(pieces):
             markup = keyboard if index == len(pieces) - 1 else None
-            await self._pacer.wait(str(chat_id))
+            await self._fair_share.turn(str(chat_id), busy)
             try:
                 last = await self.bot.send_message(chat_id, text, entities=entities,
                                                    reply_markup=markup)

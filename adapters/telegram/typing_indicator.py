@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Callable
 
 from telegram.constants import ChatAction
 from telegram.error import TelegramError
@@ -13,8 +14,11 @@ TYPING_CAP = 60.0
 
 
 class TypingIndicator:
-    def __init__(self, bot: ExtBot) -> None:
+    def __init__(self, bot: ExtBot, crowded: Callable[[], bool] = lambda: False) -> None:
+        """crowded: True while messages wait for the bot's budget (a courtesy must not take
+        a turn from them)."""
         self._bot = bot
+        self._crowded = crowded
         self._typing: dict[int, asyncio.Task] = {}
 
     def start(self, chat_id: int) -> None:
@@ -36,6 +40,9 @@ class TypingIndicator:
         for every message cost as much as the message itself under load."""
         await asyncio.sleep(TYPING_AFTER)
         for _ in range(int(TYPING_CAP / TYPING_EVERY)):
+            if self._crowded():
+                await asyncio.sleep(TYPING_EVERY)
+                continue
             try:
                 await self._bot.send_chat_action(chat_id, ChatAction.TYPING)
             except TelegramError:

@@ -1,0 +1,158 @@
+"""Fairness: does one customer, or a crowd, or a backlog, slow everyone else down?
+
+`python -m bench fairness --mode quiet|one|forty|backlog [--db URL]`
+
+Fifty customers chat at their usual pace (each writes every few seconds; SATE answers at
+once) while, from the second second:
+- quiet:   nothing else (the baseline);
+- one:     one customer pushes 1,000 messages in 10 seconds;
+- forty:   40 customers write 30 messages each, all at once;
+- backlog: 100,000 rows were queued (for 10,000 customers) before the bridge started.
+
+Measured for the fifty only, message by message: from the update offered by the Bot API
+server to SATE's answer reaching sendMessage, less the time the sandbox took to answer.
+The bridge runs as shipped, in this process: Telegram's limits on (PTB's limiter for the
+bot, per-chat pacing) against a Bot API server that enforces them (bench.telegram_limits).
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import secrets
+import time
+
+from adapters.telegram import TelegramAdapter
+from bench.relay import TimedSandbox, _marker, percentiles
+from bench.telegram_limits import TOKEN, LimitedTelegram
+from bridge.app import Bridge
+from bridge.config import load_settings
+from bridge.registry import adapter_schemas
+from bridge.sandbox import DEFAULT_API_KEY
+from bridge.store import Store, upgrade
+from bridge.store.models import utcnow
+
+MODES = ("quiet", "one", "forty", "backlog")
+BOT_ID = TOKEN.split(":")[0]
+NORMAL_FIRST = 10_000  # user ids: the fifty
+FLOOD_FIRST = 50_000   # the flooders
+BACKLOG_FIRST = 100_000
+
+
+class TimedLimitedTelegram(LimitedTelegram):
+    def __init__(self, token: str) -> None:
+        super().__init__(token)
+        self.offered: dict[str, float] = {}
+        self.answered: dict[str, float] = {}
+
+    def offer(self, user_id: int, marker: str) -> None:
+        self.offered[marker] = time.perf_counter()
+        self.say(user_id, marker)
+
+    async def _api_sendMessage(self, params: dict):
+        marker = _marker(str(params.get("text", "")))
+        if marker:
+            self.answered.setdefault(marker, time.perf_counter())
+        return await super()._api_sendMessage(params)
+
+
+async def run(db_url: str, mode: str, customers: int = 50, seconds: float = 20,
+              every: float = 5.0, backlog: int = 100_000) -> dict:
+    sandbox, telegram = TimedSandbox(), TimedLimitedTelegram(TOKEN)
+    await sandbox.start(port=0)
+    await telegram.start()
+    settings = load_settings({
+        "helpdesk": {"url": sandbox.url, "api_key": DEFAULT_API_KEY, "connections": 8,
+                     "request_timeout": 30},
+        "storage": {"url": db_url}, "http": {"listen": "127.0.0.1:0"},
+        "telegram": {"token": TOKEN, "api_url": telegram.url, "poll_timeout": 1},
+    }, env={}, adapter_schemas=adapter_schemas())
+    try:
+        if mode == "backlog":
+            await _queue_backlog(db_url, backlog, backlog // 10)
+        async with Bridge(settings, [TelegramAdapter(settings.adapters["telegram"])]) as bridge:
+            await bridge.relay.link.wait_connected(30)
+            if mode != "backlog":  # with a backlog, the fifty are new customers
+                for n in range(customers):
+                    telegram.offer(NORMAL_FIRST + n, f"m#w{n:011d}")
+                await _until(lambda: sum(1 for m in telegram.answered if "#w" in m)
+                             >= customers, 120)
+            telegram.offered.clear()
+            flood = asyncio.create_task(_flood(telegram, mode))
+            await _chat(telegram, customers, seconds, every)
+            await _until(lambda: all(m in telegram.answered for m in telegram.offered), 300)
+            flood.cancel()
+    finally:
+        await telegram.stop()
+        await sandbox.stop()
+    trip = [(telegram.answered[m] - t - (sandbox.replied[m] - sandbox.arrived[m])) * 1000
+            for m, t in telegram.offered.items()
+            if m in sandbox.replied and m in sandbox.arrived]
+    inbound = [(sandbox.arrived[m] - t) * 1000 for m, t in telegram.offered.items()
+               if m in sandbox.arrived]
+    outbound = [(telegram.answered[m] - sandbox.replied[m]) * 1000
+                for m in telegram.offered if m in sandbox.replied]
+    p50, p99 = percentiles(trip)
+    return {"mode": mode, "messages": len(trip), "p50": p50, "p99": p99, "max": max(trip),
+            "inbound_p99": percentiles(inbound)[1], "outbound_p99": percentiles(outbound)[1],
+            "refused_429": telegram.refused}
+
+
+async def _chat(telegram: TimedLimitedTelegram, customers: int, seconds: float,
+                every: float) -> None:
+    """Each of the fifty writes every `every` seconds, staggered, for `seconds`."""
+    started, n = time.perf_counter(), 0
+    total = int(seconds / every * customers)
+    for n in range(total):
+        delay = started + n * every / customers - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        telegram.offer(NORMAL_FIRST + n % customers, f"m#{n:012d}")
+
+
+async def _flood(telegram: TimedLimitedTelegram, mode: str) -> None:
+    await asyncio.sleep(1)
+    if mode == "one":
+        for n in range(1000):
+            telegram.say(FLOOD_FIRST, f"flood {n}")
+            await asyncio.sleep(0.01)
+    elif mode == "forty":
+        for n in range(30):
+            for who in range(40):
+                telegram.say(FLOOD_FIRST + who, f"flood {n}")
+
+
+async def _queue_backlog(db_url: str, rows: int, customers: int) -> None:
+    """`rows` messages queued for `customers` customers, as an outage would leave them."""
+    store = Store.from_url(db_url)
+    await upgrade(store.engine)
+    now = store._db.from_time(utcnow())
+    try:
+        async with store._db.transaction() as transaction:
+            for n in range(customers):
+                user, number = str(BACKLOG_FIRST + n), BACKLOG_FIRST + n
+                await transaction.run(
+                    "INSERT INTO customers (id, platform, account, user_id, chat_id, "
+                    "session_id, active_conversation_id, unreachable, created_at) "
+                    "VALUES (?, 'telegram', ?, ?, ?, ?, ?, ?, ?)", number, BOT_ID, user, user,
+                    secrets.token_hex(16), number, False, now)
+                await transaction.run(
+                    "INSERT INTO conversations (id, customer_id, number, state, handler, "
+                    "created_at) VALUES (?, ?, 1, 'opening', 'sate', ?)", number, number, now)
+            body = json.dumps({"text": "sent during the outage", "attachment": None})
+            for n in range(rows):
+                await transaction.run(
+                    "INSERT INTO to_helpdesk (customer_id, conversation_id, kind, body, "
+                    "dedupe_key, status, attempts, created_at) "
+                    "VALUES (?, ?, 'message', ?, ?, 'queued', 0, ?)",
+                    BACKLOG_FIRST + n % customers, BACKLOG_FIRST + n % customers, body,
+                    f"backlog:{n}", now)
+    finally:
+        await store.close()
+
+
+async def _until(predicate, timeout: float) -> None:
+    deadline = time.perf_counter() + timeout
+    while not predicate():
+        if time.perf_counter() > deadline:
+            raise TimeoutError("the run did not complete")
+        await asyncio.sleep(0.05)
