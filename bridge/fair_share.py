@@ -53,6 +53,7 @@ class FairShare:
         self._waiting: list[tuple[bool, float, int, str, asyncio.Future]] = []
         self._order = itertools.count()
         self._granting: asyncio.Task | None = None
+        self._arrived = asyncio.Event()  # a new waiter: perhaps one whose chat may send now
 
     def set_rate(self, rate: float) -> None:
         """A new bot-wide rate (several daemons share a bot): at least one a second, so
@@ -66,9 +67,15 @@ class FairShare:
     async def turn(self, chat: str, busy: bool = False) -> None:
         """Returns when one message may go to chat, now. busy: the customer has more
         waiting (they go after those who have not)."""
+        if not self._waiting and self._budget.has_capacity() and self._bucket(chat).take():
+            # nobody waits and both limits allow it: no hop through the granting task
+            await self._budget.acquire()  # returns at once: there is capacity
+            self._served[chat] = time.monotonic()
+            return
         future = asyncio.get_running_loop().create_future()
         heapq.heappush(self._waiting, (busy, self._served.get(chat, 0.0),
                                        next(self._order), chat, future))
+        self._arrived.set()
         if self._granting is None or self._granting.done():
             self._granting = asyncio.create_task(self._grant(), name="fair-share")
         await future
@@ -76,8 +83,15 @@ class FairShare:
     async def _grant(self) -> None:
         while self._waiting:
             await self._budget.acquire()
+            self._arrived.clear()
             while self._waiting and not self._grant_one():
-                await asyncio.sleep(RECHECK)  # the bot's turn is kept for the first ready
+                # the bot's turn is kept for the first that may use it: a chat whose own
+                # limit allows one again, or a new waiter
+                try:
+                    await asyncio.wait_for(self._arrived.wait(), RECHECK)
+                except asyncio.TimeoutError:
+                    pass
+                self._arrived.clear()
 
     def _grant_one(self) -> bool:
         """Give the turn to the first waiter in order whose chat may have one now."""
