@@ -22,12 +22,9 @@ import secrets
 import time
 
 from adapters.telegram import TelegramAdapter
-from bench.relay import TimedSandbox, _marker, percentiles
-from bench.telegram_limits import TOKEN, LimitedTelegram
+from bench.relay import Timed, TimedSandbox, percentiles
+from bench.telegram_limits import TOKEN, LimitedTelegram, shipped_settings
 from bridge.app import Bridge
-from bridge.config import load_settings
-from bridge.registry import adapter_schemas
-from bridge.sandbox import DEFAULT_API_KEY
 from bridge.store import Store, upgrade
 from bridge.store.models import utcnow
 
@@ -38,21 +35,8 @@ FLOOD_FIRST = 50_000   # the flooders
 BACKLOG_FIRST = 100_000
 
 
-class TimedLimitedTelegram(LimitedTelegram):
-    def __init__(self, token: str) -> None:
-        super().__init__(token)
-        self.offered: dict[str, float] = {}
-        self.answered: dict[str, float] = {}
-
-    def offer(self, user_id: int, marker: str) -> None:
-        self.offered[marker] = time.perf_counter()
-        self.say(user_id, marker)
-
-    async def _api_sendMessage(self, params: dict):
-        marker = _marker(str(params.get("text", "")))
-        if marker:
-            self.answered.setdefault(marker, time.perf_counter())
-        return await super()._api_sendMessage(params)
+class TimedLimitedTelegram(Timed, LimitedTelegram):
+    pass
 
 
 async def run(db_url: str, mode: str, customers: int = 50, seconds: float = 20,
@@ -60,12 +44,7 @@ async def run(db_url: str, mode: str, customers: int = 50, seconds: float = 20,
     sandbox, telegram = TimedSandbox(), TimedLimitedTelegram(TOKEN)
     await sandbox.start(port=0)
     await telegram.start()
-    settings = load_settings({
-        "helpdesk": {"url": sandbox.url, "api_key": DEFAULT_API_KEY, "connections": 8,
-                     "request_timeout": 30},
-        "storage": {"url": db_url}, "http": {"listen": "127.0.0.1:0"},
-        "telegram": {"token": TOKEN, "api_url": telegram.url, "poll_timeout": 1},
-    }, env={}, adapter_schemas=adapter_schemas())
+    settings = shipped_settings(sandbox.url, telegram.url, db_url)
     try:
         if mode == "backlog":
             await _queue_backlog(db_url, backlog, backlog // 10)

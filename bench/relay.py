@@ -34,8 +34,9 @@ from bridge.sandbox import DEFAULT_API_KEY, NAMESPACE, SandboxHelpdesk
 from testing.fake_telegram import FakeTelegram
 
 
-class TimedTelegram(FakeTelegram):
-    """Remembers when each marked text was offered and when its answer was sent."""
+class Timed:
+    """For a Bot API stand-in: remembers when each marked text was offered and when its
+    answer was sent."""
 
     def __init__(self, token: str) -> None:
         super().__init__(token)
@@ -51,6 +52,10 @@ class TimedTelegram(FakeTelegram):
         if marker:
             self.answered.setdefault(marker, time.perf_counter())
         return await super()._api_sendMessage(params)
+
+
+class TimedTelegram(Timed, FakeTelegram):
+    pass
 
 
 class TimedSandbox(SandboxHelpdesk):

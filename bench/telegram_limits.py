@@ -77,18 +77,23 @@ class LimitedTelegram(FakeTelegram):
         return request["params"]
 
 
+def shipped_settings(helpdesk_url: str, telegram_url: str, db_url: str):
+    """The bridge's settings as shipped (Telegram's limits on), on the local servers."""
+    return load_settings({
+        "helpdesk": {"url": helpdesk_url, "api_key": DEFAULT_API_KEY, "connections": 8,
+                     "request_timeout": 30},
+        "storage": {"url": db_url}, "http": {"listen": "127.0.0.1:0"},
+        "telegram": {"token": TOKEN, "api_url": telegram_url, "poll_timeout": 1},
+    }, env={}, adapter_schemas=adapter_schemas())
+
+
 async def burst(db_url: str, customers: int, messages: int, daemons: int = 1) -> dict:
     """daemons: several Bridges on one PostgreSQL database (in this process), sharing the
     customers and Telegram's limit for the bot."""
     sandbox, telegram = SandboxHelpdesk(), LimitedTelegram(TOKEN)
     await sandbox.start(port=0)
     await telegram.start()
-    settings = load_settings({
-        "helpdesk": {"url": sandbox.url, "api_key": DEFAULT_API_KEY, "connections": 8,
-                     "request_timeout": 30},
-        "storage": {"url": db_url}, "http": {"listen": "127.0.0.1:0"},
-        "telegram": {"token": TOKEN, "api_url": telegram.url, "poll_timeout": 1},
-    }, env={}, adapter_schemas=adapter_schemas())
+    settings = shipped_settings(sandbox.url, telegram.url, db_url)
     try:
         async with AsyncExitStack() as stack:
             bridges = [await stack.enter_async_context(
