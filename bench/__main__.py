@@ -110,14 +110,16 @@ def run_limits(args) -> None:
 
 def run_fairness(args) -> None:
     print(f"\nfairness: 50 customers chatting (one message each every 5 s) for 20 s, "
-          f"{_backend(args.db)}; trip of their messages, milliseconds")
+          f"{_backend(args.db)}, Telegram by {args.telegram}; trip of their messages, "
+          "milliseconds")
     print(f"{'mode':<8} {'messages':>8} {'p50':>8} {'p99':>8} {'max':>8} {'in p99':>8} "
           f"{'out p99':>8} {'429s':>5}")
     for mode in args.modes:
         if args.db:
             reset(args.db)
         with database(args.db) as url:
-            row = asyncio.run(fairness(url, mode, backlog=args.backlog))
+            row = asyncio.run(fairness(url, mode, backlog=args.backlog,
+                                       receiving=args.telegram))
         print(f"{row['mode']:<8} {row['messages']:>8} {row['p50']:>8.0f} {row['p99']:>8.0f} "
               f"{row['max']:>8.0f} {row['inbound_p99']:>8.0f} {row['outbound_p99']:>8.0f} "
               f"{row['refused_429']:>5}", flush=True)
@@ -151,6 +153,8 @@ def main() -> None:
                                default=list(FAIRNESS_MODES))
     fairness_args.add_argument("--backlog", type=int, default=100_000,
                                help="rows queued at start in the backlog mode")
+    fairness_args.add_argument("--telegram", choices=("polling", "webhook"),
+                               default="polling", help="how the bridge receives updates")
     for sub in (scale_args, relay_args, limits_args, fairness_args):
         sub.add_argument("--db", default=argparse.SUPPRESS)
     args = parser.parse_args()

@@ -1,6 +1,6 @@
 """Fairness: does one customer, or a crowd, or a backlog, slow everyone else down?
 
-`python -m bench fairness --mode quiet|one|forty|backlog [--db URL]`
+`python -m bench [--db URL] fairness --modes quiet one forty backlog [--telegram webhook]`
 
 Fifty customers chat at their usual pace (each writes every few seconds; SATE answers at
 once) while, from the second second:
@@ -40,11 +40,12 @@ class TimedLimitedTelegram(Timed, LimitedTelegram):
 
 
 async def run(db_url: str, mode: str, customers: int = 50, seconds: float = 20,
-              every: float = 5.0, backlog: int = 100_000) -> dict:
+              every: float = 5.0, backlog: int = 100_000, receiving: str = "polling") -> dict:
+    """receiving: how the bridge gets Telegram's updates, "polling" or "webhook"."""
     sandbox, telegram = TimedSandbox(), TimedLimitedTelegram(TOKEN)
     await sandbox.start(port=0)
     await telegram.start()
-    settings = shipped_settings(sandbox.url, telegram.url, db_url)
+    settings = shipped_settings(sandbox.url, telegram.url, db_url, receiving)
     try:
         if mode == "backlog":
             await _queue_backlog(db_url, backlog, backlog // 10)

@@ -25,6 +25,7 @@ from bridge.registry import adapter_schemas
 from bridge.sandbox import DEFAULT_API_KEY, SandboxHelpdesk
 from bridge.shards import SHARDS
 from testing.fake_telegram import FakeTelegram
+from testing.local import free_port
 
 TOKEN = "123456789:AAHdqTcvCH1vGWJxfSeofSAs0K5PALDsaw"
 SENDING = {"sendMessage", "sendPhoto", "sendDocument", "editMessageText",
@@ -77,13 +78,19 @@ class LimitedTelegram(FakeTelegram):
         return request["params"]
 
 
-def shipped_settings(helpdesk_url: str, telegram_url: str, db_url: str):
-    """The bridge's settings as shipped (Telegram's limits on), on the local servers."""
+def shipped_settings(helpdesk_url: str, telegram_url: str, db_url: str,
+                     mode: str = "polling"):
+    """The bridge's settings as shipped (Telegram's limits on), on the local servers;
+    mode: how updates arrive (webhook: on a port of its own, as the public URL)."""
+    port = free_port() if mode == "webhook" else 0
     return load_settings({
         "helpdesk": {"url": helpdesk_url, "api_key": DEFAULT_API_KEY, "connections": 8,
                      "request_timeout": 30},
-        "storage": {"url": db_url}, "http": {"listen": "127.0.0.1:0"},
-        "telegram": {"token": TOKEN, "api_url": telegram_url, "poll_timeout": 1},
+        "storage": {"url": db_url},
+        "http": {"listen": f"127.0.0.1:{port}",
+                 "public_url": f"http://127.0.0.1:{port}" if port else ""},
+        "telegram": {"token": TOKEN, "api_url": telegram_url, "poll_timeout": 1,
+                     "mode": mode},
     }, env={}, adapter_schemas=adapter_schemas())
 
 
