@@ -8,6 +8,7 @@ import json
 import logging
 import signal
 import sys
+from functools import partial
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -20,8 +21,8 @@ from bridge.logs import add_secrets, redact, setup_logging
 from bridge.memory import settle_imports
 from bridge.registry import adapter_classes, build_adapters
 from bridge.sandbox import DEFAULT_API_KEY, SandboxHelpdesk
-from bridge.shards import SESSION_PREFIX, SHARDS, DifferentConfig
-from bridge.single_daemon import AnotherDaemon, DatabaseLock
+from bridge.shards import SESSION_PREFIX, SHARDS, DifferentConfig, shard_of
+from bridge.single_daemon import AnotherDaemon, while_no_daemon
 from bridge.store import SchemaTooNew, Store, upgrade
 from bridge.store.copying import CopyRefused, copy_database, describe
 from bridge.store.models import seconds_since
@@ -278,20 +279,11 @@ CHANGE_WAIT = 15.0  # seconds the CLI waits for the daemon to make a change
 async def _change(store: Store, data: CustomerData, change: str, customer, url: str) -> str:
     """Made by the daemon working the customer, when one runs (it holds their rows in
     memory); else here, holding SQLite's lock so that none starts meanwhile."""
-    lock = DatabaseLock.for_url(url)
-    if lock is not None:
-        try:
-            lock.acquire()
-        except AnotherDaemon:
-            pass
-        else:
-            try:
-                return await data.carry_out(change, customer)
-            finally:
-                lock.release()
-    elif not await store.sessions(SESSION_PREFIX):
-        return await data.carry_out(change, customer)
-    shard = customer.id % SHARDS if lock is None else 0
+    async with while_no_daemon(url, partial(store.sessions, SESSION_PREFIX)) as alone:
+        if alone:
+            return await data.carry_out(change, customer)
+    # for the daemon holding the customer's shard (SQLite's one daemon: shard 0)
+    shard = shard_of(customer.id) if store.engine.dialect.name == "postgresql" else 0
     row = await store.forward({"kind": change, "customer_id": customer.id}, shard)
     deadline = asyncio.get_running_loop().time() + CHANGE_WAIT
     while await store.still_forwarded(row):

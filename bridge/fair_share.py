@@ -22,33 +22,16 @@ import time
 from aiolimiter import AsyncLimiter
 from cachetools import LRUCache
 
-REMEMBERED = 10_000  # chats whose last turn and own limit are kept (least recent forgotten)
+from bridge.pacing import Pacer
+
+REMEMBERED = 10_000  # chats whose last turn is kept (the least recent forgotten first)
 RECHECK = 0.05  # seconds between looks while every waiting chat is at its own limit
-
-
-class ChatBucket:
-    """A chat's own limit: `burst` at once, then one every `every` seconds."""
-
-    def __init__(self, burst: int, every: float) -> None:
-        self.burst, self.every = burst, every
-        self.tokens, self.at = float(burst), time.monotonic()
-
-    def take(self) -> bool:
-        """True, and one message counted, if one may go now."""
-        now = time.monotonic()
-        self.tokens = min(self.burst, self.tokens + (now - self.at) / self.every)
-        self.at = now
-        if self.tokens >= 1:
-            self.tokens -= 1
-            return True
-        return False
 
 
 class FairShare:
     def __init__(self, rate: float, chat_burst: int = 3, chat_every: float = 1.0) -> None:
         self._budget = AsyncLimiter(rate, 1)
-        self._chat_burst, self._chat_every = chat_burst, chat_every
-        self._chats: LRUCache[str, ChatBucket] = LRUCache(REMEMBERED)
+        self._chats = Pacer(chat_burst, chat_burst * chat_every)  # each chat's own limit
         self._served: LRUCache[str, float] = LRUCache(REMEMBERED)
         self._waiting: list[tuple[bool, float, int, str, asyncio.Future]] = []
         self._order = itertools.count()
@@ -67,10 +50,9 @@ class FairShare:
     async def turn(self, chat: str, busy: bool = False) -> None:
         """Returns when one message may go to chat, now. busy: the customer has more
         waiting (they go after those who have not)."""
-        if not self._waiting and self._budget.has_capacity() and self._bucket(chat).take():
+        if not self._waiting and self._budget.has_capacity() and self._chats.ready(chat):
             # nobody waits and both limits allow it: no hop through the granting task
-            await self._budget.acquire()  # returns at once: there is capacity
-            self._served[chat] = time.monotonic()
+            await self._take(chat)
             return
         future = asyncio.get_running_loop().create_future()
         heapq.heappush(self._waiting, (busy, self._served.get(chat, 0.0),
@@ -84,7 +66,7 @@ class FairShare:
         while self._waiting:
             await self._budget.acquire()
             self._arrived.clear()
-            while self._waiting and not self._grant_one():
+            while self._waiting and not await self._grant_one():
                 # the bot's turn is kept for the first that may use it: a chat whose own
                 # limit allows one again, or a new waiter
                 try:
@@ -93,7 +75,7 @@ class FairShare:
                     pass
                 self._arrived.clear()
 
-    def _grant_one(self) -> bool:
+    async def _grant_one(self) -> bool:
         """Give the turn to the first waiter in order whose chat may have one now."""
         passed_over = []
         granted = False
@@ -102,7 +84,8 @@ class FairShare:
             *_, chat, future = waiter
             if future.done():  # cancelled meanwhile
                 continue
-            if self._bucket(chat).take():
+            if self._chats.ready(chat):
+                await self._chats.wait(chat)  # at once: it is ready
                 self._served[chat] = time.monotonic()
                 future.set_result(None)
                 granted = True
@@ -112,8 +95,8 @@ class FairShare:
             heapq.heappush(self._waiting, waiter)
         return granted
 
-    def _bucket(self, chat: str) -> ChatBucket:
-        bucket = self._chats.get(chat)
-        if bucket is None:
-            bucket = self._chats[chat] = ChatBucket(self._chat_burst, self._chat_every)
-        return bucket
+    async def _take(self, chat: str) -> None:
+        """A turn that both limits allow now (neither waits)."""
+        await self._budget.acquire()
+        await self._chats.wait(chat)
+        self._served[chat] = time.monotonic()

@@ -26,7 +26,6 @@ from bridge.adapter import Adapter, Unstorable
 from bridge.calls import Calls
 from bridge.conversation import ConversationFlow
 from bridge.customer_data import CustomerData
-from bridge.customer_pace import CustomerPace
 from bridge.customers import CustomerLocks
 from bridge.display import Display
 from bridge.events import ButtonPress, Command, Inbound, InboundMessage
@@ -39,7 +38,7 @@ from bridge.store import Store
 from bridge.store.models import utcnow
 from bridge.texts import Texts
 from bridge.to_customer import CustomerOutbox
-from bridge.to_helpdesk import HelpdeskOutbox
+from bridge.to_helpdesk import HelpdeskOutbox, customer_pace
 
 log = logging.getLogger(__name__)
 
@@ -76,8 +75,7 @@ class Relay:
         self.adapters = {adapter.name: adapter for adapter in adapters}
         self.calls = calls  # None: no LiveKit server, or no public URL for the call page
         self._locks = CustomerLocks()
-        # A ticket id never changes (a forgotten customer's conversations leave it: SQLite
-        # may give a new conversation the id of the last one erased).
+        # conversation id -> ticket id, which never changes (but see carry_out)
         self._tickets: LRUCache[int, str] = LRUCache(TICKET_CACHE)
         tickets = self._tickets
         display = Display(store, texts or Texts(), kick=lambda c: self._to_customer.kick(c))
@@ -87,7 +85,7 @@ class Relay:
         self._to_helpdesk = HelpdeskOutbox(store, self.link, self.flow, self._locks,
                                            self.adapters, self.metrics, tickets,
                                            on_event=self.on_helpdesk_event,
-                                           pace=CustomerPace(messages_per_minute))
+                                           pace=customer_pace(messages_per_minute))
         self._to_customer = CustomerOutbox(store, self.link, display, self.adapters,
                                            self.metrics, tickets,
                                            backlogged=self._to_helpdesk.backlogged)
@@ -254,14 +252,14 @@ class Relay:
                 if customer is None:
                     return  # forgotten already
                 if change == "forget":
-                    rows = await self.store.rows_of_customer(customer)
-                    for conversation in rows["conversations"]:
-                        self._tickets.pop(conversation["id"], None)
-                        if conversation["ticket_chat_id"] and conversation["state"] in (
-                                "opening", "open"):
+                    for conversation in await self.store.open_conversations(customer_id):
+                        if conversation.ticket_chat_id:
                             await self.link.unwatch_conversation(
-                                customer.session_id, conversation["ticket_chat_id"])
+                                customer.session_id, conversation.ticket_chat_id)
                     self.link.forget_customer(customer.session_id)
+                    # SQLite may give a new conversation the id of the last one erased:
+                    # the ids it knew are refilled from the database as needed
+                    self._tickets.clear()
                 log.info("%s", await CustomerData(self.store).carry_out(change, customer))
 
     # --- ratings that waited long enough for their comment ------------------------------

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import fcntl
 import os
+from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import AsyncIterator, Awaitable, Callable
 
 from sqlalchemy.engine import make_url
 
@@ -52,3 +54,24 @@ class DatabaseLock:
             fcntl.flock(self._fd, fcntl.LOCK_UN)
             os.close(self._fd)
             self._fd = None
+
+
+@asynccontextmanager
+async def while_no_daemon(url: str, live_daemons: Callable[[], Awaitable[list[str]]]
+                          ) -> AsyncIterator[bool]:
+    """True while no daemon runs on the database at url, for a command that must change it
+    alone (db copy, customers forget): on SQLite its lock, held meanwhile so that none
+    starts; on PostgreSQL, live_daemons() (their sessions) is empty. False: one runs."""
+    lock = DatabaseLock.for_url(url)
+    if lock is None:
+        yield not await live_daemons()
+        return
+    try:
+        lock.acquire()
+    except AnotherDaemon:
+        yield False
+        return
+    try:
+        yield True
+    finally:
+        lock.release()

@@ -17,12 +17,12 @@ from cachetools import LRUCache
 from bridge.adapter import Adapter
 from bridge.backoff import retry_delay
 from bridge.conversation import ConversationFlow
-from bridge.customer_pace import CustomerPace
 from bridge.customers import CustomerLocks, chat_user, log_context
 from bridge.delivery import Delivery
 from bridge.drain import Drainer
 from bridge.helpdesk import HelpdeskLink, HelpdeskUnavailable
 from bridge.metrics import Metrics
+from bridge.pacing import Pacer
 from bridge.protocol import HelpdeskError, HelpdeskEvent, parse_event
 from bridge.store import Conversation, Customer, Store, ToHelpdesk
 from bridge.store.driver import Duplicate
@@ -32,6 +32,16 @@ from bridge.tasks import Background
 log = logging.getLogger(__name__)
 
 NOTICE_EVERY = 600  # seconds: a customer held to their pace is told at most this often
+BURST_SECONDS = 10   # a customer's burst: this many seconds' worth of their pace at once
+
+
+def customer_pace(per_minute: float) -> Pacer | None:
+    """[limits] messages_per_minute: one customer's messages reach the helpdesk at most
+    this fast, after a short burst, so that a script or an angry customer cannot crowd
+    out everyone else (docs/customers.md). None: no limit."""
+    if not per_minute:
+        return None
+    return Pacer(max(1.0, per_minute * BURST_SECONDS / 60), BURST_SECONDS)
 
 
 class HelpdeskOutbox:
@@ -39,8 +49,8 @@ class HelpdeskOutbox:
                  locks: CustomerLocks, adapters: dict[str, Adapter], metrics: Metrics,
                  tickets: LRUCache[int, str],
                  on_event: Callable[[HelpdeskEvent], Awaitable[None]],
-                 pace: CustomerPace | None = None) -> None:
-        """pace: [limits] messages_per_minute (None: none)."""
+                 pace: Pacer | None = None) -> None:
+        """pace: each customer's, customer_pace() (None: no limit)."""
         self.store = store
         self.link = link
         self.flow = flow
@@ -51,7 +61,7 @@ class HelpdeskOutbox:
         self._on_event = on_event  # the relay's: an answer that is an event (call_support)
         self._workers = Drainer(self._drain, "to-helpdesk")
         self._courtesies = Background()  # typing indicators: never awaited by a send
-        self.pace = pace or CustomerPace(0)
+        self.pace = pace
         # customers working through more than one queued row now (bridge/fair_share.py)
         self.backlogged: set[int] = set()
 
@@ -117,7 +127,9 @@ class HelpdeskOutbox:
     async def _keep_pace(self, customer: Customer) -> None:
         """Wait for the customer's pace; the first time it holds a message back in a while,
         they are told their messages will arrive shortly."""
-        if self.pace.would_wait(customer.id):
+        if self.pace is None:
+            return
+        if not self.pace.ready(customer.id):
             self.backlogged.add(customer.id)
             minutes = int(time.time() // NOTICE_EVERY)
             async with self.locks(customer.id):

@@ -7,6 +7,7 @@ import asyncio
 import json
 import logging
 import time
+from contextlib import asynccontextmanager
 
 import pytest
 
@@ -395,8 +396,7 @@ def _embedded_example(slack, sandbox, database_url, monkeypatch):
 
 async def test_embedded_in_an_existing_slack_app(slack, sandbox, database_url, monkeypatch):
     """examples/slack_embedded.py, run for real against the local Slack."""
-    running = asyncio.create_task(_embedded_example(slack, sandbox, database_url, monkeypatch)())
-    try:
+    async with _running(_embedded_example(slack, sandbox, database_url, monkeypatch)):
         status, answer = await _retry_until_listening(slack, slack.command_form(ANN, "", "/hello"))
         assert "Hello from ACME's own app!" in answer
         await slack.say(ANN, "just chatting")
@@ -429,9 +429,6 @@ async def test_embedded_in_an_existing_slack_app(slack, sandbox, database_url, m
         await slack.wait_for(lambda: slack.responses)
         assert "You left support" in slack.responses[0]["text"]
         assert "thanks bot" not in [m["message"] for m in sandbox.received]
-    finally:
-        running.cancel()
-        await asyncio.gather(running, return_exceptions=True)
 
 
 async def test_support_mode_of_an_embedded_app_outlives_a_restart(slack, sandbox, database_url,
@@ -439,19 +436,22 @@ async def test_support_mode_of_an_embedded_app_outlives_a_restart(slack, sandbox
     """A user in support mode when the company's app restarts (a deploy) goes on talking
     to the helpdesk; it is kept in the database, which every daemon shares."""
     main = _embedded_example(slack, sandbox, database_url, monkeypatch)
-    running = asyncio.create_task(main())
-    try:
+    async with _running(main):
         await _retry_until_listening(slack, slack.command_form(ANN, "", "/support"))
         await slack.say(ANN, "before the restart")
         await slack.wait_for_text(ANN, 'You said: "before the restart"')
-    finally:
-        running.cancel()
-        await asyncio.gather(running, return_exceptions=True)
-    running = asyncio.create_task(main())
-    try:
+    async with _running(main):
         await _retry_until_listening(slack, slack.command_form(ANN, "", "/hello"))
         await slack.say(ANN, "after the restart")
         await slack.wait_for_text(ANN, 'You said: "after the restart"')
+
+
+@asynccontextmanager
+async def _running(main):
+    """The example app's main() running for the length of the block."""
+    running = asyncio.create_task(main())
+    try:
+        yield
     finally:
         running.cancel()
         await asyncio.gather(running, return_exceptions=True)

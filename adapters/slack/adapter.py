@@ -41,7 +41,7 @@ from adapters.slack.settings import SlackSettings
 from bridge.adapter import Adapter, DeliveryError, EditTargetGone, Sink
 from bridge.events import ChatUser, Outgoing, comment_action
 from bridge.http import HttpServer
-from bridge.pacing import ChatPacer
+from bridge.pacing import Pacer
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +78,7 @@ class SlackAdapter(Adapter):
         self._socket: AsyncSocketModeHandler | None = None
         self._seen_events: LRUCache[str, None] = LRUCache(REMEMBERED)
         self._dm_channels: LRUCache[str, str] = LRUCache(REMEMBERED)
-        self._pacer = ChatPacer(burst=CHANNEL_BURST)
+        self._pacer = Pacer(burst=CHANNEL_BURST)
         self._files = SlackFiles(self.client, settings, self._pacer)
         self.bot_user_id = ""
         self.team = ""

@@ -17,7 +17,7 @@ from adapters.slack.errors import error_code
 from adapters.slack.settings import SlackSettings
 from bridge.events import Outgoing
 from bridge.files import FileRefused, fetch_public, networks, refused, serve_download
-from bridge.pacing import ChatPacer
+from bridge.pacing import Pacer
 
 log = logging.getLogger(__name__)
 
@@ -27,7 +27,7 @@ ATTACHMENT_LIMIT = 50 * 1024 * 1024
 
 class SlackFiles:
     def __init__(self, client: AsyncWebClient, settings: SlackSettings,
-                 pacer: ChatPacer) -> None:
+                 pacer: Pacer) -> None:
         self._client = client
         self._settings = settings
         self._pacer = pacer

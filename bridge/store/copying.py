@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import json
 from contextlib import AsyncExitStack
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import JSON, Table
 from sqlalchemy.engine import make_url
 
-from bridge.single_daemon import AnotherDaemon, DatabaseLock
+from bridge.single_daemon import while_no_daemon
 from bridge.store.driver import FLAGS, TIMES, Driver
 from bridge.store.models import Base
 from bridge.store.schema import upgrade
@@ -53,21 +54,16 @@ async def copy_database(source_url: str, target_url: str,
             source_parsed.database or "").is_file():
         raise CopyRefused(f"there is no SQLite database at {source_parsed.database}")
     async with AsyncExitStack() as stack:
-        lock = DatabaseLock.for_url(source_url)
-        if lock is not None:  # held through the copy: no daemon starts on the source
-            try:
-                lock.acquire()
-            except AnotherDaemon:
-                raise CopyRefused("a daemon is running on the source database: stop it "
-                                  "first, so that nothing changes while it is copied") from None
-            stack.callback(lock.release)
         source, target = Store.from_url(source_url), Store.from_url(target_url)
         stack.push_async_callback(source.close)
         stack.push_async_callback(target.close)
-        for store, which in ((source, "source"), (target, "target")):
-            if await store.sessions(sessions_prefix):
-                raise CopyRefused(f"a daemon is running on the {which} database: stop every "
-                                  "daemon of both, so that nothing changes while it is copied")
+        for url, store, which in ((source_url, source, "source"), (target_url, target,
+                                                                   "target")):
+            # held through the copy: no daemon starts on either meanwhile
+            if not await stack.enter_async_context(
+                    while_no_daemon(url, partial(store.sessions, sessions_prefix))):
+                raise CopyRefused(f"a daemon is running on the {which} database: stop it "
+                                  "first, so that nothing changes while it is copied")
         await upgrade(source.engine)  # the rows as this version reads them
         await upgrade(target.engine)
         for table in COPIED:

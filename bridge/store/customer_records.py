@@ -7,8 +7,8 @@ from datetime import datetime
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
-from bridge.store.customer_rows import CustomerRows
-from bridge.store.driver import FLAGS, TIMES, columns
+from bridge.store.customer_rows import BY_USER, SELECT_CUSTOMER, CustomerRows
+from bridge.store.driver import columns, model
 from bridge.store.models import (
     Conversation,
     Customer,
@@ -19,9 +19,7 @@ from bridge.store.models import (
 )
 from bridge.store.queries import CUSTOMER, IS_OPEN
 
-_SELECT_CUSTOMER = f"SELECT {', '.join(CUSTOMER)} FROM customers"
-_BY_USER = f"{_SELECT_CUSTOMER} WHERE platform = ? AND user_id = ? ORDER BY id"
-_BY_ACCOUNT_USER = f"{_SELECT_CUSTOMER} WHERE platform = ? AND account = ? AND user_id = ?"
+_BY_PLATFORM_USER = f"{SELECT_CUSTOMER} WHERE platform = ? AND user_id = ? ORDER BY id"
 _SUMMARIES = (f"SELECT {', '.join('u.' + name for name in CUSTOMER)}, "
               "count(c.id), "
               f"sum(CASE WHEN c.{IS_OPEN} THEN 1 ELSE 0 END), max(c.created_at) "
@@ -55,9 +53,9 @@ class CustomerRecords(CustomerRows):
                               account: str | None = None) -> list[Customer]:
         """The customers a platform's user id names (of one bot or workspace, if given)."""
         if account is None:
-            found = await self._db.read_all(_BY_USER, platform, user_id)
+            found = await self._db.read_all(_BY_PLATFORM_USER, platform, user_id)
         else:
-            found = await self._db.read_all(_BY_ACCOUNT_USER, platform, account, user_id)
+            found = await self._db.read_all(BY_USER, platform, account, user_id)
         return [self._customer(row) for row in found]
 
     async def customer_summaries(self, limit: int, offset: int = 0
@@ -77,27 +75,19 @@ class CustomerRecords(CustomerRows):
             rows = await self._db.read_all(
                 f"SELECT {', '.join(names)} FROM {table} WHERE {where} ORDER BY id",
                 customer.id)
-            found[table] = [_plain(names, self._values(names, row)) for row in rows]
+            found[table] = [self._plain(model_class, names, row) for row in rows]
         names = columns(InSupportMode)
         rows = await self._db.read_all(
             f"SELECT {', '.join(names)} FROM support_mode "
             "WHERE platform = ? AND account = ? AND user_id = ?",
             customer.platform, customer.account, customer.user_id)
-        found["support_mode"] = [_plain(names, self._values(names, row)) for row in rows]
+        found["support_mode"] = [self._plain(InSupportMode, names, row) for row in rows]
         return found
 
-    def _values(self, names, row) -> list[Any]:
-        values = []
-        for name, value in zip(names, row):
-            if value is not None and name in TIMES:
-                value = self._db.to_time(value)
-            elif value is not None and name in FLAGS:
-                value = bool(value)
-            elif isinstance(value, str) and name in ("body", "event"):
-                value = json.loads(value)
-            values.append(value)
-        return values
-
+    def _plain(self, model_class: type, names, row) -> dict[str, Any]:
+        """A row as the database holds it, as JSON values (times as ISO 8601 text)."""
+        read = model(model_class, names, row, self._db)
+        return _plain(names, [getattr(read, name) for name in names])
 
     async def erase_customer(self, customer: Customer) -> None:
         """Delete every row about the customer, in one transaction, and stop serving the

@@ -8,9 +8,9 @@ from bridge.store.driver import Duplicate, column_list, model
 from bridge.store.models import Customer, utcnow
 from bridge.store.queries import CUSTOMER, Queries
 
-_SELECT = f"SELECT {column_list(CUSTOMER)} FROM customers"
-_BY_ID = f"{_SELECT} WHERE id = ?"
-_BY_USER = f"{_SELECT} WHERE platform = ? AND account = ? AND user_id = ?"
+SELECT_CUSTOMER = f"SELECT {column_list(CUSTOMER)} FROM customers"
+_BY_ID = f"{SELECT_CUSTOMER} WHERE id = ?"
+BY_USER = f"{SELECT_CUSTOMER} WHERE platform = ? AND account = ? AND user_id = ?"
 _INSERT = ("INSERT INTO customers (platform, account, user_id, chat_id, session_id, language, "
            "unreachable, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?) RETURNING id")
 
@@ -25,7 +25,7 @@ class CustomerRows(Queries):
         known = self._customers.id_of(platform, account, user_id)
         found = self._customers.get(known) if known is not None else None
         if found is None:
-            found = self._customer(await self._db.read(_BY_USER, platform, account, user_id))
+            found = self._customer(await self._db.read(BY_USER, platform, account, user_id))
             if found is not None:
                 self._customers.put(found, generation)
         if found is None:
@@ -33,7 +33,7 @@ class CustomerRows(Queries):
                 return await self._insert_customer(platform, account, user_id, chat_id,
                                                    language)
             except Duplicate:  # created by a concurrent first message
-                return self._customer(await self._db.read(_BY_USER, platform, account,
+                return self._customer(await self._db.read(BY_USER, platform, account,
                                                           user_id))
         if not moves_chat:
             chat_id = found.chat_id
@@ -52,7 +52,7 @@ class CustomerRows(Queries):
         if known is not None:
             return known
         generation = self._customers.generation
-        found = self._customer(await self._db.read(_BY_USER, platform, account, user_id))
+        found = self._customer(await self._db.read(BY_USER, platform, account, user_id))
         if found is not None:
             self._customers.put(found, generation)
             return found.id
@@ -60,7 +60,7 @@ class CustomerRows(Queries):
             return (await self._insert_customer(platform, account, user_id, chat_id,
                                                 language)).id
         except Duplicate:  # created by a concurrent first message
-            return self._customer(await self._db.read(_BY_USER, platform, account,
+            return self._customer(await self._db.read(BY_USER, platform, account,
                                                       user_id)).id
 
     async def _insert_customer(self, platform: str, account: str, user_id: str, chat_id: str,
