@@ -52,10 +52,11 @@ class EmbeddedSlackAdapter(SlackAdapter):
         await super()._on_command(ack, body)
 
     async def deliver(self, user: ChatUser, message: Outgoing) -> str | None:
-        ref = await super().deliver(user, message)
         if message.final:
+            # left before the customer can see the last word: what they write once they
+            # have seen it goes to the company's app, never to the ended conversation
             await self.support_mode.leave("slack", user.account, user.user_id)
-        return ref
+        return await super().deliver(user, message)
 
 
 def install(app: AsyncApp, command: str = "/support") -> SlackAdapter:

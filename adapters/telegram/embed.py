@@ -68,10 +68,11 @@ class EmbeddedTelegramAdapter(TelegramAdapter):
         raise ApplicationHandlerStop
 
     async def deliver(self, user: ChatUser, message: Outgoing) -> str | None:
-        ref = await super().deliver(user, message)
         if message.final:
+            # left before the customer can see the last word: what they write once they
+            # have seen it goes to the company's bot, never to the ended conversation
             await self.support_mode.leave("telegram", self.account, user.user_id)
-        return ref
+        return await super().deliver(user, message)
 
 
 def install(application: Application, settings: TelegramSettings,
