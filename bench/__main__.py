@@ -119,7 +119,8 @@ def run_fairness(args) -> None:
             reset(args.db)
         with database(args.db) as url:
             row = asyncio.run(fairness(url, mode, backlog=args.backlog,
-                                       receiving=args.telegram))
+                                       receiving=args.telegram,
+                                       one_process=args.one_process))
         print(f"{row['mode']:<8} {row['messages']:>8} {row['p50']:>8.0f} {row['p99']:>8.0f} "
               f"{row['max']:>8.0f} {row['inbound_p99']:>8.0f} {row['outbound_p99']:>8.0f} "
               f"{row['refused_429']:>5}", flush=True)
@@ -155,6 +156,9 @@ def main() -> None:
                                help="rows queued at start in the backlog mode")
     fairness_args.add_argument("--telegram", choices=("polling", "webhook"),
                                default="polling", help="how the bridge receives updates")
+    fairness_args.add_argument("--one-process", action="store_true",
+                               help="run the bridge in the bench's own loop, beside the "
+                                    "stand-ins (as before session 16)")
     for sub in (scale_args, relay_args, limits_args, fairness_args):
         sub.add_argument("--db", default=argparse.SUPPRESS)
     args = parser.parse_args()

@@ -11,8 +11,11 @@ once) while, from the second second:
 
 Measured for the fifty only, message by message: from the update offered by the Bot API
 server to SATE's answer reaching sendMessage, less the time the sandbox took to answer.
-The bridge runs as shipped, in this process: Telegram's limits on (PTB's limiter for the
-bot, per-chat pacing) against a Bot API server that enforces them (bench.telegram_limits).
+The bridge runs as shipped: Telegram's limits on (PTB's limiter for the bot, per-chat
+pacing) against a Bot API server that enforces them (bench.telegram_limits). It runs in a
+process of its own (bench.relay_peer), as in production, where the platform and the helpdesk
+are elsewhere: in the bench's process, the stand-ins' work for the flood would take the
+bridge's CPU. With one_process, all share this process (the figures before session 16).
 """
 from __future__ import annotations
 
@@ -20,9 +23,10 @@ import asyncio
 import json
 import secrets
 import time
+from contextlib import asynccontextmanager
 
 from adapters.telegram import TelegramAdapter
-from bench.relay import Timed, TimedSandbox, percentiles
+from bench.relay import Timed, TimedSandbox, peer, percentiles
 from bench.telegram_limits import TOKEN, LimitedTelegram, shipped_settings
 from bridge.app import Bridge
 from bridge.store import Store, upgrade
@@ -40,17 +44,16 @@ class TimedLimitedTelegram(Timed, LimitedTelegram):
 
 
 async def run(db_url: str, mode: str, customers: int = 50, seconds: float = 20,
-              every: float = 5.0, backlog: int = 100_000, receiving: str = "polling") -> dict:
+              every: float = 5.0, backlog: int = 100_000, receiving: str = "polling",
+              one_process: bool = False) -> dict:
     """receiving: how the bridge gets Telegram's updates, "polling" or "webhook"."""
     sandbox, telegram = TimedSandbox(), TimedLimitedTelegram(TOKEN)
     await sandbox.start(port=0)
     await telegram.start()
-    settings = shipped_settings(sandbox.url, telegram.url, db_url, receiving)
     try:
         if mode == "backlog":
             await _queue_backlog(db_url, backlog, backlog // 10)
-        async with Bridge(settings, [TelegramAdapter(settings.adapters["telegram"])]) as bridge:
-            await bridge.relay.link.wait_connected(30)
+        async with _shipped_bridge(sandbox, telegram, db_url, receiving, one_process):
             if mode != "backlog":  # with a backlog, the fifty are new customers
                 for n in range(customers):
                     telegram.offer(NORMAL_FIRST + n, f"m#w{n:011d}")
@@ -75,6 +78,22 @@ async def run(db_url: str, mode: str, customers: int = 50, seconds: float = 20,
     return {"mode": mode, "messages": len(trip), "p50": p50, "p99": p99, "max": max(trip),
             "inbound_p99": percentiles(inbound)[1], "outbound_p99": percentiles(outbound)[1],
             "refused_429": telegram.refused}
+
+
+@asynccontextmanager
+async def _shipped_bridge(sandbox: TimedSandbox, telegram: TimedLimitedTelegram, db_url: str,
+                          receiving: str, one_process: bool):
+    """The bridge as shipped, connected to the helpdesk, for the duration of the block."""
+    if one_process:
+        settings = shipped_settings(sandbox.url, telegram.url, db_url, receiving)
+        async with Bridge(settings, [TelegramAdapter(settings.adapters["telegram"])]) as bridge:
+            await bridge.relay.link.wait_connected(30)
+            yield
+        return
+    async with peer("shipped", "--telegram", telegram.url, "--helpdesk", sandbox.url,
+                    "--db", db_url, "--receiving", receiving):
+        await _until(lambda: sandbox.connects > 0, 60)
+        yield
 
 
 async def _chat(telegram: TimedLimitedTelegram, customers: int, seconds: float,

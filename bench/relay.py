@@ -131,7 +131,7 @@ async def _wait_all(done: dict, total: int, timeout: float) -> None:
 
 
 @asynccontextmanager
-async def _peer(*args: str):
+async def peer(*args: str):
     """bench/relay_peer.py in a process of its own, for the duration of the block."""
     process = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "bench.relay_peer", *args,
@@ -148,7 +148,7 @@ async def _peer(*args: str):
 async def _bridge(telegram_url: str, helpdesk_url: str, db_url: str, apart: bool):
     """Yields the process id of the bridge's own process (None in this one)."""
     if apart:
-        async with _peer("bridge", "--telegram", telegram_url, "--helpdesk", helpdesk_url,
+        async with peer("bridge", "--telegram", telegram_url, "--helpdesk", helpdesk_url,
                          "--db", db_url) as process:
             yield process.pid
         return
@@ -159,7 +159,7 @@ async def _bridge(telegram_url: str, helpdesk_url: str, db_url: str, apart: bool
 @asynccontextmanager
 async def _echo_bot(telegram_url: str, apart: bool):
     if apart:
-        async with _peer("echo", "--telegram", telegram_url) as process:
+        async with peer("echo", "--telegram", telegram_url) as process:
             yield process.pid
         return
     async with echo_bot(telegram_url):

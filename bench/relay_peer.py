@@ -1,7 +1,11 @@
 """The side of the relay bench that is measured, as a process of its own:
 
     python -m bench.relay_peer bridge --telegram URL --helpdesk URL --db URL
+    python -m bench.relay_peer shipped --telegram URL --helpdesk URL --db URL [--receiving webhook]
     python -m bench.relay_peer echo --telegram URL
+
+`bridge` has Telegram's limits off (what the relay bench measures); `shipped` is the bridge
+as shipped, limits on (the fairness bench).
 
 In production the Bot API and the helpdesk run elsewhere; run in the bench's process, the
 local servers standing in for them would take CPU from the bridge and be counted as its
@@ -18,6 +22,7 @@ from typing import AsyncIterator
 from telegram.ext import Application, ExtBot, MessageHandler, filters
 
 from adapters.telegram import TelegramAdapter
+from bench.telegram_limits import shipped_settings
 from bridge import loop
 from bridge.app import Bridge
 from bridge.config import load_settings
@@ -76,6 +81,12 @@ async def run_bridge(args) -> None:
         await _until_terminated()
 
 
+async def run_shipped(args) -> None:
+    settings = shipped_settings(args.helpdesk, args.telegram, args.db, args.receiving)
+    async with Bridge(settings, [TelegramAdapter(settings.adapters["telegram"])]):
+        await _until_terminated()
+
+
 async def run_echo(args) -> None:
     async with echo_bot(args.telegram):
         await _until_terminated()
@@ -83,16 +94,17 @@ async def run_echo(args) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.relay_peer")
-    parser.add_argument("side", choices=["bridge", "echo"])
+    parser.add_argument("side", choices=["bridge", "shipped", "echo"])
     parser.add_argument("--telegram", required=True)
     parser.add_argument("--helpdesk", default="")
     parser.add_argument("--db", default="")
+    parser.add_argument("--receiving", choices=("polling", "webhook"), default="polling")
     args = parser.parse_args()
     setup_logging("ERROR")
     # the daemon's loop (uvloop where installed) and garbage collector settings, for the
     # echo bot too: the same ground
     settle_imports()
-    loop.run(run_bridge(args) if args.side == "bridge" else run_echo(args))
+    loop.run({"bridge": run_bridge, "shipped": run_shipped, "echo": run_echo}[args.side](args))
 
 
 if __name__ == "__main__":
