@@ -39,6 +39,7 @@ from bridge.protocol import (
     parse_envelope,
     parse_event,
 )
+from bridge.room_joins import CONVERSATION_ROOM, CUSTOMER_ROOM, RoomJoins
 
 log = logging.getLogger(__name__)
 
@@ -63,8 +64,9 @@ class HelpdeskLink:
                  request_timeout: float = 15.0) -> None:
         self._timeout = request_timeout
         self._pool = ConnectionPool(url, api_key, namespace, connections, request_timeout,
-                                    on_dropped=self._dropped)
+                                    on_dropped=self._dropped, on_connected=self._connected)
         self._requests = Requests(self._pool, namespace, request_timeout)
+        self._joins = RoomJoins(self._requests)
         self._connections = self._pool.connections
         self._lanes = EventLanes(on_event, hold_timeout=request_timeout)
         self._stopping = False
@@ -80,6 +82,7 @@ class HelpdeskLink:
     async def stop(self) -> None:
         self._stopping = True
         await self._pool.stop()
+        await self._joins.stop()
         await self._lanes.stop(grace=2)
         for connection in self._connections:
             self._fail_waiters(connection, HelpdeskUnavailable("the bridge is stopping"))
@@ -105,6 +108,9 @@ class HelpdeskLink:
     def seconds_disconnected(self) -> float:
         return self._pool.seconds_disconnected
 
+    def _connected(self, connection: Connection) -> None:
+        self._joins.rejoin(connection)
+
     def _dropped(self, connection: Connection) -> None:
         self._fail_waiters(connection, HelpdeskUnavailable("the helpdesk connection dropped"))
 
@@ -117,17 +123,19 @@ class HelpdeskLink:
         """Join the customer's personal room, now and after every reconnect."""
         connection = self._connection_for(session_id)
         await self._watch(connection, connection.customers, session_id,
-                          "enter_customer_support", {"session_id": session_id})
+                          CUSTOMER_ROOM, {"session_id": session_id})
 
     def forget_customer(self, session_id: str) -> None:
         """Stop re-joining the customer's room after reconnects (nothing left open). The API
         has no way to leave it now; the next reconnect simply does not re-join it."""
-        self._connection_for(session_id).customers.discard(session_id)
+        connection = self._connection_for(session_id)
+        connection.customers.discard(session_id)
+        connection.unjoined.pop((CUSTOMER_ROOM, session_id), None)
 
     async def watch_conversation(self, session_id: str, ticket_chat_id: str) -> None:
         connection = self._connection_for(session_id)
         await self._watch(connection, connection.conversations, ticket_chat_id,
-                          "enter_support", {"ticket_chat_id": ticket_chat_id})
+                          CONVERSATION_ROOM, {"ticket_chat_id": ticket_chat_id})
 
     async def _watch(self, connection: Connection, watched: set[str], room: str, event: str,
                      payload: dict) -> None:
@@ -143,6 +151,7 @@ class HelpdeskLink:
         if ticket_chat_id not in connection.conversations:
             return
         connection.conversations.discard(ticket_chat_id)
+        connection.unjoined.pop((CONVERSATION_ROOM, ticket_chat_id), None)
         if connection.connected.is_set():
             await self._pool.emit_quietly(connection, "leave_support", {"ticket_chat_id": ticket_chat_id})
 
@@ -150,6 +159,7 @@ class HelpdeskLink:
         """Send without waiting for an answer (read receipts); dropped if not connected."""
         connection = self._connection_for(session_id)
         if connection.connected.is_set():
+            await self._joins.first(connection, session_id, payload.get("ticket_chat_id"))
             await self._pool.emit_quietly(connection, event, payload)
 
     # --- requests ----------------------------------------------------------------
@@ -158,9 +168,13 @@ class HelpdeskLink:
                       answer_event: str | None = None, patient: bool = False,
                       delivered: Delivered | None = None) -> Envelope:
         """Send a request on the customer's connection and wait for its response
-        (bridge/link_requests.py)."""
-        return await self._requests.request(self._connection_for(session_id), event, payload,
-                                            answer_event, patient, delivered)
+        (bridge/link_requests.py). The customer's rooms are joined first, if a reconnect
+        left them to join (bridge/room_joins.py)."""
+        connection = self._connection_for(session_id)
+        if connection.connected.is_set():
+            await self._joins.first(connection, session_id, payload.get("ticket_chat_id"))
+        return await self._requests.request(connection, event, payload, answer_event, patient,
+                                            delivered)
 
     async def send_message(self, session_id: str, ticket_chat_id: str, text: str,
                            attachment_metadata: Any = None,
@@ -228,7 +242,8 @@ class HelpdeskLink:
             return
         connection.conversations.add(ticket_chat_id)
         opening.ticket.set_result(ticket_chat_id)
-        await self._pool.emit_quietly(connection, "enter_support", {"ticket_chat_id": ticket_chat_id})
+        await self._pool.emit_quietly(connection, CONVERSATION_ROOM,
+                                      {"ticket_chat_id": ticket_chat_id})
 
     # --- server events -----------------------------------------------------------
 

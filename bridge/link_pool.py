@@ -1,6 +1,7 @@
 """The helpdesk link's sockets: a fixed pool of Socket.IO connections, each kept up by a
 supervisor (reconnects with jittered backoff), its rooms joined again after every
-connect, a refused API key reported once instead of retried in a loop.
+connect (bridge/room_joins.py), a refused API key reported once instead of retried in a
+loop.
 
 What travels over a connection is the link's (bridge/helpdesk.py): the pool hands it the
 events as they arrive (Connection.inbox, in arrival order) and says when a connection
@@ -20,7 +21,6 @@ import socketio
 
 from bridge.answers import Answers
 from bridge.backoff import backoff
-from bridge.tasks import Background
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +45,8 @@ class Connection:
     gone: asyncio.Event = field(default_factory=asyncio.Event)
     customers: set[str] = field(default_factory=set)       # session ids whose rooms it joins
     conversations: set[str] = field(default_factory=set)   # ticket_chat_ids, likewise
+    # after a connect, the rooms not joined again yet: (event, room) -> payload
+    unjoined: dict[tuple[str, str], dict] = field(default_factory=dict)
     answers: Answers = field(default_factory=Answers)
     inbox: asyncio.Queue = field(default_factory=asyncio.Queue)  # (event, payload), or None
     open_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
@@ -56,15 +58,17 @@ class Connection:
 
 class ConnectionPool:
     def __init__(self, url: str, api_key: str, namespace: str, size: int, timeout: float,
-                 on_dropped: Callable[[Connection], None]) -> None:
+                 on_dropped: Callable[[Connection], None],
+                 on_connected: Callable[[Connection], None]) -> None:
+        """on_connected: has the connection's rooms joined again (bridge/room_joins.py)."""
         self._url = url
         self._api_key = api_key
         self.namespace = namespace
         self._timeout = timeout
         self._on_dropped = on_dropped
+        self._on_connected = on_connected
         self.connections = [self._make_connection(i) for i in range(size)]
         self._supervisors: list[asyncio.Task] = []
-        self._background = Background()  # re-joining rooms after each connect
         self._stopping = False
         self.failure: KeyRefused | None = None
         self.reconnects = 0
@@ -135,7 +139,6 @@ class ConnectionPool:
         # future); the flags above end the loops then, and the timeout bounds the rest.
         if self._supervisors:
             await asyncio.wait(self._supervisors, timeout=5)
-        await self._background.cancel()
 
     async def close(self) -> None:
         for connection in self.connections:
@@ -160,7 +163,7 @@ class ConnectionPool:
         ns = self.namespace
 
         async def on_connect() -> None:
-            self._background.start(self._after_connect(connection))
+            self._after_connect(connection)
 
         async def on_connect_error(data: Any = None) -> None:
             status = _refusal_status(data)
@@ -226,26 +229,19 @@ class ConnectionPool:
             log.error("helpdesk refused the API key (status %s): check [helpdesk] api_key", status)
         self.failure = KeyRefused(f"helpdesk refused the API key (status {status})")
 
-    async def _after_connect(self, connection: Connection) -> None:
-        """Re-join every room this connection serves, then let queued work through."""
-        was_down = connection.disconnected_at
-        client, ns = connection.client, self.namespace
-        try:
-            for session_id in list(connection.customers):
-                await client.emit("enter_customer_support", {"session_id": session_id}, namespace=ns)
-            for ticket in list(connection.conversations):
-                await client.emit("enter_support", {"ticket_chat_id": ticket}, namespace=ns)
-        except socketio.exceptions.SocketIOError:
-            return  # dropped again while re-joining; the next connect re-joins
-        if was_down is not None:
-            gap = time.monotonic() - was_down
+    def _after_connect(self, connection: Connection) -> None:
+        """Have its rooms joined again, then let queued work through: a request for a
+        customer joins their rooms first (bridge/room_joins.py)."""
+        self._on_connected(connection)
+        if connection.disconnected_at is not None:
+            gap = time.monotonic() - connection.disconnected_at
             self.reconnects += 1
             self.seconds_disconnected += gap
             connection.disconnected_at = None
             log.warning("helpdesk link %d reconnected after %.2fs without a connection; "
-                        "re-joined %d customer and %d conversation rooms (server events sent "
-                        "in that window are not replayed by Socket.IO)", connection.index, gap,
-                        len(connection.customers), len(connection.conversations))
+                        "joining %d customer and %d conversation rooms again (server events "
+                        "sent in that window are not replayed by Socket.IO)", connection.index,
+                        gap, len(connection.customers), len(connection.conversations))
         else:
             log.info("helpdesk link %d connected", connection.index)
         connection.ever_connected = True

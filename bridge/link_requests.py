@@ -55,9 +55,33 @@ class Requests:
         finally:
             waiter.handed_over.set()
 
+    async def sent(self, connection: Connection, event: str, payload: dict
+                   ) -> Awaitable[Envelope]:
+        """Send a request at once on a connection that is up: emitted before this first
+        waits, so it keeps its place among the connection's packets. Returns its answer, to
+        await (HelpdeskError, HelpdeskUnavailable as for request)."""
+        waiter = Waiter(event, payload.get("ticket_chat_id"),
+                        asyncio.get_running_loop().create_future())
+        on_ack, ack_id = await self._emit(connection, waiter, event, payload)
+
+        async def answer() -> Envelope:
+            try:
+                envelope = await self._answer(connection, waiter, event, on_ack, ack_id, False)
+                envelope.raise_for_status()
+                return envelope
+            finally:
+                waiter.handed_over.set()
+        return answer()
+
     async def _exchange(self, connection: Connection, waiter: Waiter, event: str,
                         payload: dict, patient: bool) -> Envelope:
         """Emit, and wait for the answer by ack or event (see request)."""
+        on_ack, ack_id = await self._emit(connection, waiter, event, payload)
+        return await self._answer(connection, waiter, event, on_ack, ack_id, patient)
+
+    async def _emit(self, connection: Connection, waiter: Waiter, event: str,
+                    payload: dict) -> tuple[Callable, int | None]:
+        """Emit, the answer expected by ack or event: the ack callback and its id."""
         connection.answers.expect(waiter)
 
         def on_ack(*args: Any) -> None:
@@ -67,20 +91,24 @@ class Requests:
                 except MalformedPayload as error:
                     log.warning("helpdesk: malformed ack to %s skipped: %s", event, error)
 
-        ack_id = None
         try:
             await connection.client.emit(event, payload, namespace=self._namespace,
                                          callback=on_ack)
-            ack_id = _ack_id(connection.client, self._namespace, on_ack)
-            timeout = self._timeout * (PATIENCE if patient else 1)
+        except socketio.exceptions.SocketIOError as error:
+            connection.answers.done_waiting(waiter)
+            raise HelpdeskUnavailable(f"could not send {event}: {error}") from None
+        return on_ack, _ack_id(connection.client, self._namespace, on_ack)
+
+    async def _answer(self, connection: Connection, waiter: Waiter, event: str,
+                      on_ack: Callable, ack_id: int | None, patient: bool) -> Envelope:
+        timeout = self._timeout * (PATIENCE if patient else 1)
+        try:
             return await asyncio.wait_for(asyncio.shield(waiter.future), timeout)
         except asyncio.TimeoutError:
             log.warning("helpdesk: no answer to %s within %.1fs", event, timeout)
             if patient:
                 await self._pool.recycle(connection)
             raise HelpdeskUnavailable(f"no answer to {event}") from None
-        except socketio.exceptions.SocketIOError as error:
-            raise HelpdeskUnavailable(f"could not send {event}: {error}") from None
         finally:
             connection.answers.done_waiting(waiter)
             if ack_id is not None:

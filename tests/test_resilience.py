@@ -52,6 +52,44 @@ async def test_dropped_connections_rejoin_rooms(make_bridge, sandbox):
         await console.expect(name, "closed because it looked resolved")
 
 
+async def test_after_a_reconnect_a_customer_who_writes_goes_ahead_of_the_rooms_rejoined(
+        make_bridge, sandbox):
+    """A helpdesk back after a restart has every open conversation's rooms to join again.
+    A customer who writes then is not made to wait behind all of them: their own rooms and
+    message go first, the others are joined a window at a time; and all are joined."""
+    bridge, console = await make_bridge(connections=2)
+    names = [f"c{n}" for n in range(150)]  # 300 rooms: a customer's and a conversation's each
+    for name in names:
+        await console.say(name, "hi")
+    for name in names:
+        await console.expect(name, 'You said: "hi"', timeout=20)
+    sandbox.behaviour.request_cost = 0.005  # one request at a time: 1.5 s of joins
+    handled_before = len(sandbox.requests)
+    await sandbox.drop_connections()
+    await bridge.relay.link.wait_connected(10)
+    await console.say("c77", "back again")
+    await console.expect("c77", 'You said: "back again"', timeout=20)
+
+    handled = sandbox.requests[handled_before:]
+    message_at = next(i for i, (name, data) in enumerate(handled)
+                      if name == "support" and data.get("message") == "back again")
+    joins_before = sum(1 for name, _ in handled[:message_at] if name.startswith("enter_"))
+    assert joins_before < 200, f"the message waited behind {joins_before} of 300 room joins"
+
+    def rooms_joined() -> set:
+        return {tuple(data.items())[0] for name, data in sandbox.requests[handled_before:]
+                if name.startswith("enter_")}
+    for _ in range(200):  # every room is joined again in the end
+        if len(rooms_joined()) >= 300:
+            break
+        await asyncio.sleep(0.05)
+    assert len(rooms_joined()) == 300
+    for conversation in sandbox.conversations.values():
+        await sandbox.auto_close(conversation.ticket_chat_id)
+    for name in names:
+        await console.expect(name, "closed because it looked resolved", timeout=20)
+
+
 @pytest.mark.parametrize("payload", [
     "not an object", 42, None, [], {"status_code": "teapot"},
     {"status_code": 200, "data": "a string"},

@@ -40,6 +40,9 @@ class CustomerApi:
 
     def _recording(self, name: str, handler):
         async def wrapped(sid: str, data: Any = None):
+            if self.behaviour.request_cost:
+                async with self._one_at_a_time:
+                    await asyncio.sleep(self.behaviour.request_cost)
             self.requests.append((name, data))
             self._trim(self.requests)
             if not isinstance(data, dict):

@@ -51,6 +51,7 @@ class SandboxHelpdesk(CustomerApi):
         self._of_session: dict[str, list[SandboxConversation]] = {}
         self.received: list[dict] = []      # every customer message, in arrival order
         self.requests: list[tuple[str, dict]] = []  # every client event, in order
+        self._one_at_a_time = asyncio.Lock()  # Behaviour.request_cost
         self.connects = 0
         self.refused = 0
         self.port: int | None = None

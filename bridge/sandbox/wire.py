@@ -25,6 +25,9 @@ class Behaviour:
     replay_replies: bool = False        # every reply sent twice (a replayed event)
     sate_delay: float = 0.0             # seconds SATE "thinks" before replying
     silent: bool = False                # accept messages, never echo or answer
+    # A busy helpdesk: requests handled one at a time, in arrival order, each taking this
+    # many seconds (as a single-worker server would, whatever the connection).
+    request_cost: float = 0.0
 
 
 @dataclass
