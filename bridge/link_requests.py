@@ -59,18 +59,17 @@ class Requests:
                    ) -> Awaitable[Envelope]:
         """Send a request at once on a connection that is up: emitted before this first
         waits, so it keeps its place among the connection's packets. Returns its answer, to
-        await (HelpdeskError, HelpdeskUnavailable as for request)."""
+        await (HelpdeskError, HelpdeskUnavailable as for request). For requests whose
+        answer the caller records nothing of (room joins): it holds no event back."""
         waiter = Waiter(event, payload.get("ticket_chat_id"),
                         asyncio.get_running_loop().create_future())
+        waiter.handed_over.set()  # nothing to record: the answer holds no event back
         on_ack, ack_id = await self._emit(connection, waiter, event, payload)
 
         async def answer() -> Envelope:
-            try:
-                envelope = await self._answer(connection, waiter, event, on_ack, ack_id, False)
-                envelope.raise_for_status()
-                return envelope
-            finally:
-                waiter.handed_over.set()
+            envelope = await self._answer(connection, waiter, event, on_ack, ack_id, False)
+            envelope.raise_for_status()
+            return envelope
         return answer()
 
     async def _exchange(self, connection: Connection, waiter: Waiter, event: str,
