@@ -4,12 +4,12 @@
     python -m bench scale --customers 1000 5000 10000
     python -m bench relay --rates 10 20 40 --db postgresql+asyncpg://postgres@127.0.0.1/test
     python -m bench limits --customers 300 --messages 1000
-    python -m bench fairness --modes quiet one forty backlog
+    python -m bench fairness --modes quiet one forty backlog [--floor]
 
 --db: a SQLAlchemy URL (default: a temporary SQLite). limits runs in one process. relay:
 the sandbox helpdesk and the local Bot API server run in the bench's process, the bridge
 (and the echo bot it is compared with) in one of its own (relay --one-process: all in one);
-scale runs the sandbox in a process of its own.
+fairness likewise (--one-process); scale runs the sandbox in a process of its own.
 """
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ import os
 
 from bench.database import database, databases, reset
 from bench.fairness import MODES as FAIRNESS_MODES
+from bench.fairness import floor as fairness_floor
 from bench.fairness import run as fairness
 from bench.relay import bridge_run, echo_floor, socketio_floor, split_run
 from bench.scale import scale
@@ -109,21 +110,34 @@ def run_limits(args) -> None:
 
 
 def run_fairness(args) -> None:
-    print(f"\nfairness: 50 customers chatting (one message each every 5 s) for 20 s, "
-          f"{_backend(args.db)}, Telegram by {args.telegram}; trip of their messages, "
-          "milliseconds")
-    print(f"{'mode':<8} {'messages':>8} {'p50':>8} {'p99':>8} {'max':>8} {'in p99':>8} "
-          f"{'out p99':>8} {'429s':>5}")
+    bot = "a bare python-telegram-bot echo bot" if args.floor else \
+        f"the bridge, {_backend(args.db)}, Telegram by {args.telegram}"
+    print(f"\nfairness: 50 customers chatting (one message each every 5 s) for 20 s, {bot}; "
+          "their messages, milliseconds (queued: waiting in Telegram's queue)")
+    print(f"{'mode':<8} {'messages':>8} {'p50':>8} {'p99':>8} {'max':>8} {'queued':>8} "
+          f"{'in p99':>8} {'out p99':>8} {'429s':>5}")
     for mode in args.modes:
-        if args.db:
-            reset(args.db)
-        with database(args.db) as url:
-            row = asyncio.run(fairness(url, mode, backlog=args.backlog,
-                                       receiving=args.telegram,
-                                       one_process=args.one_process))
-        print(f"{row['mode']:<8} {row['messages']:>8} {row['p50']:>8.0f} {row['p99']:>8.0f} "
-              f"{row['max']:>8.0f} {row['inbound_p99']:>8.0f} {row['outbound_p99']:>8.0f} "
-              f"{row['refused_429']:>5}", flush=True)
+        if args.floor:
+            if mode == "backlog":
+                continue
+            row = asyncio.run(fairness_floor(mode))
+        else:
+            if args.db:
+                reset(args.db)
+            with database(args.db) as url:
+                row = asyncio.run(fairness(url, mode, backlog=args.backlog,
+                                           receiving=args.telegram,
+                                           one_process=args.one_process))
+        cells = [_cell(row.get(key)) for key in
+                 ("p50", "p99", "max", "queued_p99", "inbound_p99", "outbound_p99",
+                  "refused_429")]
+        print(f"{row['mode']:<8} {row['messages']:>8} " + " ".join(
+            f"{cell:>{5 if n == 6 else 8}}" for n, cell in enumerate(cells)), flush=True)
+
+
+def _cell(value) -> str:
+    """A figure, or "-" where it does not apply."""
+    return "-" if value is None else f"{value:.0f}"
 
 
 def main() -> None:
@@ -159,6 +173,8 @@ def main() -> None:
     fairness_args.add_argument("--one-process", action="store_true",
                                help="run the bridge in the bench's own loop, beside the "
                                     "stand-ins (as before session 16)")
+    fairness_args.add_argument("--floor", action="store_true",
+                               help="the same load on a bare python-telegram-bot echo bot")
     for sub in (scale_args, relay_args, limits_args, fairness_args):
         sub.add_argument("--db", default=argparse.SUPPRESS)
     args = parser.parse_args()

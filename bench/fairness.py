@@ -10,7 +10,9 @@ once) while, from the second second:
 - backlog: 100,000 rows were queued (for 10,000 customers) before the bridge started.
 
 Measured for the fifty only, message by message: from the update offered by the Bot API
-server to SATE's answer reaching sendMessage, less the time the sandbox took to answer.
+server to SATE's answer reaching sendMessage, less the time the sandbox took to answer;
+and, apart, how long each waited in Telegram's queue (offered -> first handed out by
+getUpdates). `floor` runs the same load on a bare python-telegram-bot echo bot.
 The bridge runs as shipped: Telegram's limits on (PTB's limiter for the bot, per-chat
 pacing) against a Bot API server that enforces them (bench.telegram_limits). It runs in a
 process of its own (bench.relay_peer), as in production, where the platform and the helpdesk
@@ -26,7 +28,7 @@ import time
 from contextlib import asynccontextmanager
 
 from adapters.telegram import TelegramAdapter
-from bench.relay import Timed, TimedSandbox, peer, percentiles
+from bench.relay import Timed, TimedSandbox, TimedTelegram, peer, percentiles
 from bench.telegram_limits import TOKEN, LimitedTelegram, shipped_settings
 from bridge.app import Bridge
 from bridge.store import Store, upgrade
@@ -77,7 +79,44 @@ async def run(db_url: str, mode: str, customers: int = 50, seconds: float = 20,
     p50, p99 = percentiles(trip)
     return {"mode": mode, "messages": len(trip), "p50": p50, "p99": p99, "max": max(trip),
             "inbound_p99": percentiles(inbound)[1], "outbound_p99": percentiles(outbound)[1],
-            "refused_429": telegram.refused}
+            "queued_p99": _queued_p99(telegram), "refused_429": telegram.refused}
+
+
+async def floor(mode: str, customers: int = 50, seconds: float = 20,
+                every: float = 5.0) -> dict:
+    """The same load on a bare python-telegram-bot echo bot (bench.relay_peer echo, no
+    storage, no helpdesk, no limits of its own, Telegram's not enforced): how long the
+    fifty's updates wait in Telegram's queue behind the flood when the bot does nothing
+    but read them, and their trip to the echo."""
+    if mode == "backlog":
+        raise ValueError("the backlog is the bridge's own: no floor to compare with")
+    telegram = TimedTelegram(TOKEN)
+    await telegram.start()
+    try:
+        async with peer("echo", "--telegram", telegram.url):
+            for n in range(customers):
+                telegram.offer(NORMAL_FIRST + n, f"m#w{n:011d}")
+            await _until(lambda: sum(1 for m in telegram.answered if "#w" in m) >= customers,
+                         120)
+            telegram.offered.clear()
+            flood = asyncio.create_task(_flood(telegram, mode))
+            await _chat(telegram, customers, seconds, every)
+            await _until(lambda: all(m in telegram.answered for m in telegram.offered), 300)
+            flood.cancel()
+    finally:
+        await telegram.stop()
+    trip = [(telegram.answered[m] - t) * 1000 for m, t in telegram.offered.items()]
+    p50, p99 = percentiles(trip)
+    return {"mode": mode, "messages": len(trip), "p50": p50, "p99": p99, "max": max(trip),
+            "queued_p99": _queued_p99(telegram)}
+
+
+def _queued_p99(telegram: Timed) -> float | None:
+    """p99 of the fifty's wait in Telegram's queue: offered -> first fetched (getUpdates;
+    None by webhook)."""
+    waits = [(telegram.fetched[m] - t) * 1000 for m, t in telegram.offered.items()
+             if m in telegram.fetched]
+    return percentiles(waits)[1] if waits else None
 
 
 @asynccontextmanager
@@ -96,7 +135,7 @@ async def _shipped_bridge(sandbox: TimedSandbox, telegram: TimedLimitedTelegram,
         yield
 
 
-async def _chat(telegram: TimedLimitedTelegram, customers: int, seconds: float,
+async def _chat(telegram: Timed, customers: int, seconds: float,
                 every: float) -> None:
     """Each of the fifty writes every `every` seconds, staggered, for `seconds`."""
     started, n = time.perf_counter(), 0
@@ -108,7 +147,7 @@ async def _chat(telegram: TimedLimitedTelegram, customers: int, seconds: float,
         telegram.offer(NORMAL_FIRST + n % customers, f"m#{n:012d}")
 
 
-async def _flood(telegram: TimedLimitedTelegram, mode: str) -> None:
+async def _flood(telegram: Timed, mode: str) -> None:
     await asyncio.sleep(1)
     if mode == "one":
         for n in range(1000):

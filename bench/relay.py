@@ -35,17 +35,27 @@ from testing.fake_telegram import FakeTelegram
 
 
 class Timed:
-    """For a Bot API stand-in: remembers when each marked text was offered and when its
-    answer was sent."""
+    """For a Bot API stand-in: remembers when each marked text was offered, first fetched
+    (getUpdates) and answered (sendMessage)."""
 
     def __init__(self, token: str) -> None:
         super().__init__(token)
         self.offered: dict[str, float] = {}
+        self.fetched: dict[str, float] = {}  # first handed out by getUpdates
         self.answered: dict[str, float] = {}
 
     def offer(self, user_id: int, marker: str) -> None:
         self.offered[marker] = time.perf_counter()
         self.say(user_id, marker)
+
+    async def _api_getUpdates(self, params: dict) -> list[dict]:
+        updates = await super()._api_getUpdates(params)
+        now = time.perf_counter()
+        for update in updates:
+            marker = _marker(str(update.get("message", {}).get("text", "")))
+            if marker:
+                self.fetched.setdefault(marker, now)
+        return updates
 
     async def _api_sendMessage(self, params: dict):
         marker = _marker(str(params.get("text", "")))
