@@ -139,12 +139,13 @@ class HelpdeskLink:
 
     async def _watch(self, connection: Connection, watched: set[str], room: str, event: str,
                      payload: dict) -> None:
-        """A room the connection re-joins after every reconnect, joined now if it is up."""
+        """A room the connection re-joins after every reconnect, joined now if it is up
+        (in the window of bridge/room_joins.py: a request for its customer joins it first)."""
         if room in watched:
             return
         watched.add(room)
         if connection.connected.is_set():
-            await self._pool.emit_quietly(connection, event, payload)
+            self._joins.join(connection, event, room, payload)
 
     async def unwatch_conversation(self, session_id: str, ticket_chat_id: str) -> None:
         connection = self._connection_for(session_id)

@@ -1,10 +1,11 @@
 """Joining the helpdesk's rooms again after a connect, without making anyone wait for it.
 
 Each connection joins the rooms of the customers it serves (a customer's own room, and
-each open conversation's) and, after every connect, must join them all again. A helpdesk
-handles a connection's requests in the order they arrive, so 10,000 joins sent at once put
-a customer who writes meanwhile behind all of them: seconds (bench/RESULTS.md, "Fair to
-every customer"). So:
+each open conversation's) and, after every connect, must join them all again; a daemon
+that takes over shards (on PostgreSQL, at its start too) joins all of their customers'
+rooms at once. A helpdesk handles a connection's requests in the order they arrive, so
+10,000 joins sent at once put a customer who writes meanwhile behind all of them: seconds
+(bench/RESULTS.md, "Fair to every customer"). So:
 
 * the joins go out a window at a time, the next as each is answered (WINDOW unanswered
   over the whole pool);
@@ -54,6 +55,18 @@ class RoomJoins:
         previous = self._pacers.get(connection.index)
         if previous is not None:
             previous.cancel()
+        self._start_pacing(connection)
+
+    def join(self, connection: Connection, event: str, room: str, payload: dict) -> None:
+        """A room to join on a connection that is up (a daemon taking over 10,000
+        customers' shards joins their rooms here): in the window, unless a request for its
+        customer comes first."""
+        connection.unjoined[(event, room)] = payload
+        pacer = self._pacers.get(connection.index)
+        if pacer is None or pacer.done():
+            self._start_pacing(connection)
+
+    def _start_pacing(self, connection: Connection) -> None:
         self._pacers[connection.index] = asyncio.create_task(
             self._pace(connection), name=f"helpdesk-rejoin-{connection.index}")
 
@@ -81,8 +94,8 @@ class RoomJoins:
             event, room = next(iter(connection.unjoined))
             payload = connection.unjoined.pop((event, room))
             await self._send(connection, event, payload, paced=True)
-        if rooms:
-            log.info("helpdesk link %d: %d rooms joined again", connection.index, rooms)
+        if rooms > 1:
+            log.info("helpdesk link %d: %d rooms joined", connection.index, rooms)
 
     async def _send(self, connection: Connection, event: str, payload: dict,
                     paced: bool) -> None:
