@@ -316,6 +316,21 @@ class FakeTelegram:
         return self._message(params, document={"file_id": "d1", "file_unique_id": "u2"},
                              caption=params.get("caption"), source=params.get("document"))
 
+    async def _api_sendVideo(self, params: dict) -> dict:
+        return self._message(params, video={"file_id": "v1", "file_unique_id": "u3",
+                                            "width": 1, "height": 1, "duration": 1},
+                             caption=params.get("caption"), source=params.get("video"))
+
+    async def _api_sendAudio(self, params: dict) -> dict:
+        return self._message(params, audio={"file_id": "a1", "file_unique_id": "u4",
+                                            "duration": 1},
+                             caption=params.get("caption"), source=params.get("audio"))
+
+    async def _api_sendVoice(self, params: dict) -> dict:
+        return self._message(params, voice={"file_id": "o1", "file_unique_id": "u5",
+                                            "duration": 1},
+                             caption=params.get("caption"), source=params.get("voice"))
+
 
 def _entities_of(params: dict) -> dict:
     entities = params.get("entities")

@@ -46,6 +46,9 @@ BOT_RATE = 28   # messages a second for the whole bot (Telegram: about 30)
 UPDATE_ATTEMPTS = 3  # an update the core calls Unstorable this often is skipped
 NOT_RECEIVED = "Sorry, your last message could not be received. Please send it again."
 GROUP_NOTE = "Please write to me in a private chat, so your conversation stays private."
+TOO_LARGE = ("That file is larger than 20 MB, the most Telegram lets a bot receive, so the "
+             "support team cannot see it. Please send a smaller file, or a link to it.")
+UNSENDABLE = "Sorry, {kind} cannot be sent to the support team. Please describe it in words."
 
 
 class SharedRateLimiter(AIORateLimiter):
@@ -160,10 +163,14 @@ class TelegramAdapter(Adapter):
         message = update.message or update.edited_message
         if message is None or message.chat.type != ChatType.PRIVATE:
             return
+        await self._tell(message.chat.id, NOT_RECEIVED)
+
+    async def _tell(self, chat_id: int, text: str) -> None:
+        """A word from the bridge itself, outside any conversation; not retried."""
         try:
-            await self.bot.send_message(message.chat.id, NOT_RECEIVED)
+            await self.bot.send_message(chat_id, text)
         except TelegramError as error:
-            log.warning("telegram: could not say that a message was not received: %s", error)
+            log.warning("telegram: could not tell a customer what was not received: %s", error)
 
     async def _handle(self, update: Update) -> None:
         if update.callback_query is not None:
@@ -185,6 +192,18 @@ class TelegramAdapter(Adapter):
             event = inbound.message_event(self.account, update, self._file_url)
         if event is not None:
             await self._sink(event)
+        if update.edited_message is None:
+            await self._say_what_could_not_go(message)
+
+    async def _say_what_could_not_go(self, message) -> None:
+        """A file too large to fetch, or a kind of message the helpdesk cannot take: the
+        customer is told, once the rest (a caption) is stored."""
+        kind = inbound.unsendable(message)
+        sent = inbound.file_of(message)
+        if kind is not None:
+            await self._tell(message.chat.id, UNSENDABLE.format(kind=kind))
+        elif sent is not None and inbound.too_large(sent):
+            await self._tell(message.chat.id, TOO_LARGE)
 
     def _file_url(self, file_id: str) -> str | None:
         if self._http is None:
@@ -282,18 +301,30 @@ class TelegramAdapter(Adapter):
         return str(last.message_id) if last is not None else None
 
     async def _send_attachments(self, chat_id: int, message: Outgoing) -> str | None:
-        """Agent attachments: each as a photo or a document (Telegram fetches it), or as a
-        link when Telegram can't. The reference of the last one sent."""
+        """Agent attachments: each by the method that fits its type (Telegram fetches it),
+        or as a link when Telegram can't. The reference of the last one sent."""
         sent = None
         for item in message.attachments:
             try:
-                if item.mime_type.startswith("image/"):
-                    sent = await self.bot.send_photo(chat_id, item.url, caption=item.name)
-                else:
-                    sent = await self.bot.send_document(chat_id, item.url, caption=item.name)
+                send = self._sender_for(item.mime_type)
+                sent = await send(chat_id, item.url, caption=item.name)
             except BadRequest:
                 sent = await self.bot.send_message(chat_id, f"{item.name}: {item.url}")
         return str(sent.message_id) if sent is not None else None
+
+
+    def _sender_for(self, mime_type: str):
+        """The Bot API method an agent's file goes by: a photo, a video, a voice note
+        (Telegram plays OGG/Opus as one), other audio, or else a document."""
+        if mime_type.startswith("image/") and mime_type != "image/gif":
+            return self.bot.send_photo
+        if mime_type.startswith("video/"):
+            return self.bot.send_video
+        if mime_type in ("audio/ogg", "audio/opus"):
+            return self.bot.send_voice
+        if mime_type.startswith("audio/"):
+            return self.bot.send_audio
+        return self.bot.send_document
 
 
 def _command(update: Update) -> str | None:

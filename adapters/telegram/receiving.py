@@ -33,6 +33,18 @@ WEBHOOK_PATH = "/telegram/webhook"
 Dispatch = Callable[[Update], Awaitable[None]]  # returns once stored, raises if not
 
 
+class _WithoutUpdates(logging.Filter):
+    """python-telegram-bot logs a whole batch it cannot read, customers' words and all, at
+    CRITICAL: they stay out of the log (which a forgotten customer's data cannot be
+    erased from); the skipped update is logged here, by id."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("Error while parsing updates")
+
+
+_WITHOUT_UPDATES = _WithoutUpdates()
+
+
 class UpdateReceiver:
     def __init__(self, bot: ExtBot, settings: TelegramSettings, dispatch: Dispatch) -> None:
         self._bot = bot
@@ -40,6 +52,8 @@ class UpdateReceiver:
         self._dispatch = dispatch
         self._poller: asyncio.Task | None = None
         self._webhook_secret = ""
+        for name in ("telegram.Bot", "telegram.ext.ExtBot"):  # the bot's logger
+            logging.getLogger(name).addFilter(_WITHOUT_UPDATES)
 
     async def start(self, http: HttpServer | None) -> None:
         if self._settings.mode == "webhook":
@@ -69,9 +83,18 @@ class UpdateReceiver:
             log.warning("telegram: webhook request without the right secret token refused")
             return web.Response(status=401)
         try:
-            update = Update.de_json(await request.json(), self._bot)
-        except Exception:
+            data = await request.json()
+        except ValueError:
             return web.Response(status=400, text="not a Telegram update")
+        if not isinstance(data, dict) or not isinstance(data.get("update_id"), int):
+            return web.Response(status=400, text="not a Telegram update")
+        try:
+            update = Update.de_json(data, self._bot)
+        except (TypeError, ValueError, KeyError) as error:
+            # answered 200: refused, Telegram would send it again and again
+            log.error("telegram: update %s could not be read by python-telegram-bot (%s); "
+                      "skipped", data["update_id"], type(error).__name__)
+            return web.Response(text="skipped")
         try:
             await self._dispatch(update)
         except Exception:
@@ -109,11 +132,38 @@ class UpdateReceiver:
                 log.warning("telegram: getUpdates failed (%s); retrying in %.1fs", error, delay)
                 await asyncio.sleep(delay)
                 continue
+            except (TypeError, ValueError, KeyError):
+                # python-telegram-bot could not read one of them (a shape of a newer Bot
+                # API): it would come back with every getUpdates and stop the bot for good.
+                updates, unread = await self._readable_updates(offset)
+                if unread is not None and not updates:
+                    offset = unread + 1
+                    continue
             last_stored, failed = await dispatch_batch(updates, self._dispatch)
             if last_stored is not None:
                 offset = last_stored + 1  # confirmed with the next getUpdates
             if failed:
                 await asyncio.sleep(1)
+
+    async def _readable_updates(self, offset: int | None) -> tuple[list[Update], int | None]:
+        """The updates from offset that python-telegram-bot can read, up to the first it
+        cannot, which is logged (its id, never its content) and skipped: the id of that
+        one, or None."""
+        with warnings.catch_warnings():  # its advice (use get_updates) is what just failed
+            warnings.simplefilter("ignore")
+            raw = await self._bot.do_api_request(
+                "getUpdates", api_kwargs={"offset": offset, "timeout": 0,
+                                          "allowed_updates": ALLOWED_UPDATES})
+        readable = []
+        for data in raw or []:
+            try:
+                readable.append(Update.de_json(data, self._bot))
+            except (TypeError, ValueError, KeyError) as error:
+                update_id = data.get("update_id") if isinstance(data, dict) else None
+                log.error("telegram: update %s could not be read by python-telegram-bot "
+                          "(%s); skipped", update_id, type(error).__name__)
+                return readable, update_id if isinstance(update_id, int) else None
+        return readable, None
 
 
 def webhook_secret(token: str) -> str:
