@@ -56,16 +56,8 @@ async def run(db_url: str, mode: str, customers: int = 50, seconds: float = 20,
         if mode == "backlog":
             await _queue_backlog(db_url, backlog, backlog // 10)
         async with _shipped_bridge(sandbox, telegram, db_url, receiving, one_process):
-            if mode != "backlog":  # with a backlog, the fifty are new customers
-                for n in range(customers):
-                    telegram.offer(NORMAL_FIRST + n, f"m#w{n:011d}")
-                await _until(lambda: sum(1 for m in telegram.answered if "#w" in m)
-                             >= customers, 120)
-            telegram.offered.clear()
-            flood = asyncio.create_task(_flood(telegram, mode))
-            await _chat(telegram, customers, seconds, every)
-            await _until(lambda: all(m in telegram.answered for m in telegram.offered), 300)
-            flood.cancel()
+            # with a backlog, the fifty are new customers: no warm-up
+            await _load(telegram, mode, customers, seconds, every, warm=mode != "backlog")
     finally:
         await telegram.stop()
         await sandbox.stop()
@@ -94,15 +86,7 @@ async def floor(mode: str, customers: int = 50, seconds: float = 20,
     await telegram.start()
     try:
         async with peer("echo", "--telegram", telegram.url):
-            for n in range(customers):
-                telegram.offer(NORMAL_FIRST + n, f"m#w{n:011d}")
-            await _until(lambda: sum(1 for m in telegram.answered if "#w" in m) >= customers,
-                         120)
-            telegram.offered.clear()
-            flood = asyncio.create_task(_flood(telegram, mode))
-            await _chat(telegram, customers, seconds, every)
-            await _until(lambda: all(m in telegram.answered for m in telegram.offered), 300)
-            flood.cancel()
+            await _load(telegram, mode, customers, seconds, every, warm=True)
     finally:
         await telegram.stop()
     trip = [(telegram.answered[m] - t) * 1000 for m, t in telegram.offered.items()]
@@ -133,6 +117,21 @@ async def _shipped_bridge(sandbox: TimedSandbox, telegram: TimedLimitedTelegram,
                     "--db", db_url, "--receiving", receiving):
         await _until(lambda: sandbox.connects > 0, 60)
         yield
+
+
+async def _load(telegram: Timed, mode: str, customers: int, seconds: float, every: float,
+                warm: bool) -> None:
+    """The fifty chat while the mode's flood runs, until each of them has its answer;
+    warm: each of the fifty writes once first (not measured)."""
+    if warm:
+        for n in range(customers):
+            telegram.offer(NORMAL_FIRST + n, f"m#w{n:011d}")
+        await _until(lambda: sum(1 for m in telegram.answered if "#w" in m) >= customers, 120)
+    telegram.offered.clear()
+    flood = asyncio.create_task(_flood(telegram, mode))
+    await _chat(telegram, customers, seconds, every)
+    await _until(lambda: all(m in telegram.answered for m in telegram.offered), 300)
+    flood.cancel()
 
 
 async def _chat(telegram: Timed, customers: int, seconds: float,
