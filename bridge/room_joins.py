@@ -1,4 +1,5 @@
-"""Joining the helpdesk's rooms again after a connect, without making anyone wait for it.
+"""Joining the helpdesk's rooms by the thousand (after a connect, on taking shards over)
+without making a customer who writes wait for it.
 
 Each connection joins the rooms of the customers it serves (a customer's own room, and
 each open conversation's) and, after every connect, must join them all again; a daemon
@@ -18,7 +19,7 @@ re-join takes longer, and events broadcast into a room not joined yet are lost (
 replays nothing). 128 per round trip is 2,560 joins a second at a 50 ms round trip,
 faster than the sandbox takes them (about 2,000 a second); and a customer who writes
 waits behind at most 128 joins. A helpdesk that answers no joins at all (none within the
-request timeout) gets the rest at once, as before there was a window.
+request timeout) gets the rest all at once.
 """
 from __future__ import annotations
 
