@@ -312,7 +312,6 @@ class TelegramAdapter(Adapter):
                 sent = await self.bot.send_message(chat_id, f"{item.name}: {item.url}")
         return str(sent.message_id) if sent is not None else None
 
-
     def _sender_for(self, mime_type: str):
         """The Bot API method an agent's file goes by: a photo, a video, a voice note
         (Telegram plays OGG/Opus as one), other audio, or else a document."""
