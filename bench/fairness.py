@@ -29,7 +29,7 @@ from contextlib import asynccontextmanager
 
 from adapters.telegram import TelegramAdapter
 from bench.relay import Timed, TimedSandbox, TimedTelegram, peer, percentiles
-from bench.telegram_limits import TOKEN, LimitedTelegram, shipped_settings
+from bench.telegram_limits import TOKEN, LimitedTelegram, shipped_settings, until
 from bridge.app import Bridge
 from bridge.store import Store, upgrade
 from bridge.store.models import utcnow
@@ -115,7 +115,7 @@ async def _shipped_bridge(sandbox: TimedSandbox, telegram: TimedLimitedTelegram,
         return
     async with peer("shipped", "--telegram", telegram.url, "--helpdesk", sandbox.url,
                     "--db", db_url, "--receiving", receiving):
-        await _until(lambda: sandbox.connects > 0, 60)
+        await until(lambda: sandbox.connects > 0, 60)
         yield
 
 
@@ -126,11 +126,11 @@ async def _load(telegram: Timed, mode: str, customers: int, seconds: float, ever
     if warm:
         for n in range(customers):
             telegram.offer(NORMAL_FIRST + n, f"m#w{n:011d}")
-        await _until(lambda: sum(1 for m in telegram.answered if "#w" in m) >= customers, 120)
+        await until(lambda: sum(1 for m in telegram.answered if "#w" in m) >= customers, 120)
     telegram.offered.clear()
     flood = asyncio.create_task(_flood(telegram, mode))
     await _chat(telegram, customers, seconds, every)
-    await _until(lambda: all(m in telegram.answered for m in telegram.offered), 300)
+    await until(lambda: all(m in telegram.answered for m in telegram.offered), 300)
     flood.cancel()
 
 
@@ -186,10 +186,3 @@ async def _queue_backlog(db_url: str, rows: int, customers: int) -> None:
     finally:
         await store.close()
 
-
-async def _until(predicate, timeout: float) -> None:
-    deadline = time.perf_counter() + timeout
-    while not predicate():
-        if time.perf_counter() > deadline:
-            raise TimeoutError("the run did not complete")
-        await asyncio.sleep(0.05)

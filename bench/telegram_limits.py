@@ -110,11 +110,11 @@ async def burst(db_url: str, customers: int, messages: int, daemons: int = 1) ->
                 await bridge.relay.link.wait_connected(30)
             if daemons > 1:  # each works its share of the customers
                 share = -(-SHARDS // daemons)
-                await _until(lambda: sum(len(b.shards.held) for b in bridges) == SHARDS
+                await until(lambda: sum(len(b.shards.held) for b in bridges) == SHARDS
                              and all(len(b.shards.held) <= share for b in bridges), 60)
             for n in range(customers):
                 telegram.say(20_000 + n, f"hello {n}")
-            await _until(lambda: len(sandbox.conversations) >= customers and all(
+            await until(lambda: len(sandbox.conversations) >= customers and all(
                 any("You said" in m.get("text", "") for m in telegram.sent_to(20_000 + n))
                 for n in range(customers)), 600)
             setup_refused = telegram.refused
@@ -129,7 +129,7 @@ async def burst(db_url: str, customers: int, messages: int, daemons: int = 1) ->
                 return sum(1 for chat in telegram.sent.values() for m in chat.values()
                            if m.get("text", "").startswith("Agent: burst "))
 
-            await _until(lambda: delivered() >= messages, 600)
+            await until(lambda: delivered() >= messages, 600)
             elapsed = time.perf_counter() - started
             sent = telegram.sent_at[mark:]
             peak = max(sum(1 for t in sent if s <= t < s + 1) for s in sent) if sent else 0
@@ -141,9 +141,10 @@ async def burst(db_url: str, customers: int, messages: int, daemons: int = 1) ->
         await sandbox.stop()
 
 
-async def _until(predicate, timeout: float) -> None:
+async def until(predicate, timeout: float) -> None:
+    """Until predicate() holds; TimeoutError (the run did not complete) after timeout."""
     deadline = time.perf_counter() + timeout
     while not predicate():
         if time.perf_counter() > deadline:
-            raise TimeoutError("the burst did not complete")
+            raise TimeoutError("the run did not complete")
         await asyncio.sleep(0.05)

@@ -47,7 +47,8 @@ class Requests:
         waiter = Waiter(answer_event or event, payload.get("ticket_chat_id"),
                         asyncio.get_running_loop().create_future())
         try:
-            envelope = await self._exchange(connection, waiter, event, payload, patient)
+            on_ack, ack_id = await self._emit(connection, waiter, event, payload)
+            envelope = await self._answer(connection, waiter, event, on_ack, ack_id, patient)
             envelope.raise_for_status()
             if delivered is not None:
                 await delivered()  # its errors are the caller's, not the helpdesk's
@@ -72,12 +73,6 @@ class Requests:
             return envelope
         return answer()
 
-    async def _exchange(self, connection: Connection, waiter: Waiter, event: str,
-                        payload: dict, patient: bool) -> Envelope:
-        """Emit, and wait for the answer by ack or event (see request)."""
-        on_ack, ack_id = await self._emit(connection, waiter, event, payload)
-        return await self._answer(connection, waiter, event, on_ack, ack_id, patient)
-
     async def _emit(self, connection: Connection, waiter: Waiter, event: str,
                     payload: dict) -> tuple[Callable, int | None]:
         """Emit, the answer expected by ack or event: the ack callback and its id."""
@@ -100,6 +95,8 @@ class Requests:
 
     async def _answer(self, connection: Connection, waiter: Waiter, event: str,
                       on_ack: Callable, ack_id: int | None, patient: bool) -> Envelope:
+        """The answer, by ack or event, within the request timeout (PATIENCE of them when
+        patient: see request)."""
         timeout = self._timeout * (PATIENCE if patient else 1)
         try:
             return await asyncio.wait_for(asyncio.shield(waiter.future), timeout)

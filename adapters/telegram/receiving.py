@@ -108,9 +108,7 @@ class UpdateReceiver:
         failures = 0
         while True:
             try:
-                updates = await self._bot.get_updates(
-                    offset=offset, timeout=self._settings.poll_timeout,
-                    allowed_updates=ALLOWED_UPDATES)
+                updates, unread = await self._fetch(offset)
                 failures = 0
             except RetryAfter as error:
                 await asyncio.sleep(retry_after(error))
@@ -132,18 +130,25 @@ class UpdateReceiver:
                 log.warning("telegram: getUpdates failed (%s); retrying in %.1fs", error, delay)
                 await asyncio.sleep(delay)
                 continue
-            except (TypeError, ValueError, KeyError):
-                # python-telegram-bot could not read one of them (a shape of a newer Bot
-                # API): it would come back with every getUpdates and stop the bot for good.
-                updates, unread = await self._readable_updates(offset)
-                if unread is not None and not updates:
-                    offset = unread + 1
-                    continue
+            if unread is not None and not updates:
+                offset = unread + 1  # confirmed, skipped
+                continue
             last_stored, failed = await dispatch_batch(updates, self._dispatch)
             if last_stored is not None:
                 offset = last_stored + 1  # confirmed with the next getUpdates
             if failed:
                 await asyncio.sleep(1)
+
+    async def _fetch(self, offset: int | None) -> tuple[list[Update], int | None]:
+        """The next updates, and the id of one python-telegram-bot could not read (a shape
+        of a newer Bot API), which would otherwise come back with every getUpdates and
+        stop the bot for good; None when it read them all."""
+        try:
+            return await self._bot.get_updates(
+                offset=offset, timeout=self._settings.poll_timeout,
+                allowed_updates=ALLOWED_UPDATES), None
+        except (TypeError, ValueError, KeyError):
+            return await self._readable_updates(offset)
 
     async def _readable_updates(self, offset: int | None) -> tuple[list[Update], int | None]:
         """The updates from offset that python-telegram-bot can read, up to the first it
