@@ -79,6 +79,11 @@ class ConversationFlow:
 
     async def on_command(self, customer: Customer, command: Command) -> None:
         await self._settle_comment(customer, None)
+        if command.thread is not None:  # typed in a conversation's thread: about that one
+            in_thread = await self.store.thread_conversation(customer.id, command.thread)
+            if in_thread is not None and in_thread.id != customer.active_conversation_id:
+                await self.store.set_customer(customer.id, active_conversation_id=in_thread.id)
+                customer = await self.store.customer(customer.id)
         name = command.name
         if name == "start":
             await self.display.notice(customer, "greeting")
@@ -88,7 +93,8 @@ class ConversationFlow:
                 await self.display.offer_conversations(customer, "conversation_limit")
                 return
             await self.store.set_customer(customer.id, active_conversation_id=None)
-            await self.display.notice(customer, "new_conversation")
+            # in the thread the platform opened for it, if it did (a Telegram topic)
+            await self.display.notice(customer, "new_conversation", thread=command.thread)
         elif name == "conversations":
             await self.display.offer_conversations(customer, "conversation_list")
         elif name == "close":

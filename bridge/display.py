@@ -29,10 +29,12 @@ class Display:
         return True
 
     async def notice(self, customer: Customer, key: str, conversation: Conversation | None = None,
-                     dedupe_key: str | None = None, **values: Any) -> None:
+                     dedupe_key: str | None = None, thread: str | None = None,
+                     **values: Any) -> None:
+        """thread: where to show a notice that belongs to no conversation (yet)."""
         text = self.texts.get(key, customer.language, **values)
-        await self.queue(customer, conversation, Outgoing(kind="notice", text=text, notice=key),
-                         dedupe_key)
+        await self.queue(customer, conversation,
+                         Outgoing(kind="notice", text=text, notice=key, thread=thread), dedupe_key)
 
     async def prompt(self, customer: Customer, conversation: Conversation, prompt: str, key: str,
                      buttons: list[Button], dedupe_key: str | None = None) -> None:

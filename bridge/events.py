@@ -56,6 +56,7 @@ COMMANDS = ("start", "new", "conversations", "close", "call", "help")
 class Command:
     user: ChatUser
     name: str          # one of COMMANDS
+    thread: str | None = None  # the platform thread it was typed in: that conversation's
 
 
 Inbound = InboundMessage | ButtonPress | Command
@@ -112,7 +113,12 @@ class Outgoing:
     #                                      (their turn of the bot's budget comes after
     #                                      quiet customers': bridge/fair_share.py)
     thread: str | None = None            # the conversation's platform thread, filled at
-    #                                      delivery for adapters with threads (Slack)
+    #                                      delivery for adapters with threads (Slack, Telegram
+    #                                      topics). An adapter that opens a thread for a
+    #                                      conversation without one sets it here: the core
+    #                                      keeps it as that conversation's thread.
+    thread_title: str | None = None      # filled with thread None: the conversation's first
+    #                                      words, to name a thread the adapter opens for it
 
     @cached_property
     def document(self) -> Document:

@@ -84,6 +84,8 @@ class CustomerOutbox:
             threaded = adapter.threads and row.conversation_id is not None
             if threaded:
                 outgoing.thread = (await self.store.conversation(row.conversation_id)).thread_ref
+                if outgoing.thread is None:
+                    outgoing.thread_title = await self.store.first_words(row.conversation_id)
             self.store.check_fence(customer_id)  # LeaseLost: another daemon may show it
             outgoing.busy = shown > 0 or customer_id in self.backlogged
             try:
@@ -125,11 +127,13 @@ class CustomerOutbox:
             attempt = 0
             shown += 1
             delivered = row
-            starts_thread = threaded and outgoing.thread is None and ref
+            opened_thread = outgoing.thread if threaded and outgoing.thread_title is not None \
+                else None
 
             async def finish() -> ToCustomer | None:
-                if starts_thread:  # the first word of a conversation with no thread yet
-                    await self.store.set_conversation(delivered.conversation_id, thread_ref=ref)
+                if opened_thread:  # the first word of a conversation with no thread yet
+                    await self.store.set_conversation(delivered.conversation_id,
+                                                      thread_ref=opened_thread)
                 if outgoing.kind == "call_invite":  # its link holds the call's token
                     await self.store.replace_body(delivered.id, {**delivered.body, "url": None})
                 return await self.store.finish_to_customer(delivered, "delivered", ref)

@@ -53,6 +53,10 @@ class FakeTelegram:
         self.latency: dict[str, float] = {}  # method -> seconds it takes to answer
         # file id -> (file_path getFile answers, the content, the file_size it states)
         self.files: dict[str, tuple[str, bytes, int | None]] = {}
+        # Topics in private chats (Bot API 9.3): on when getMe says has_topics_enabled.
+        self.topics_enabled = False
+        self.topics: dict[int, dict[int, dict]] = {}  # chat id -> thread id -> topic
+        self._thread_ids = itertools.count(5000)
 
     # --- the test's side -------------------------------------------------------------
 
@@ -123,6 +127,21 @@ class FakeTelegram:
 
     def say(self, user_id: int, text: str, **kwargs: Any) -> int:
         return self.push({"message": self.text(user_id, text, **kwargs)})
+
+    def topic_by_user(self, user_id: int, name: str) -> int:
+        """A topic the customer opened in their chat with the bot; its thread id."""
+        thread = next(self._thread_ids)
+        self.topics.setdefault(user_id, {})[thread] = {"name": name, "closed": False}
+        return thread
+
+    def say_in_topic(self, user_id: int, thread: int, text: str) -> int:
+        message = self.text(user_id, text)
+        message.update(message_thread_id=thread, is_topic_message=True)
+        return self.push({"message": message})
+
+    def sent_in(self, chat_id: int, thread: int | None) -> list[dict]:
+        """What the bot sent in a topic of the chat (None: outside any topic)."""
+        return [m for m in self.sent_to(chat_id) if m.get("message_thread_id") == thread]
 
     def press(self, user_id: int, message: dict, data: str) -> int:
         """A callback query from user on a message the bot sent."""
@@ -196,9 +215,12 @@ class FakeTelegram:
         return web.json_response(body, status=status)
 
     def _bot_user(self) -> dict:
-        return {"id": BOT_ID, "is_bot": True, "first_name": "Support", "username": "support_bot",
-                "can_join_groups": True, "can_read_all_group_messages": False,
-                "supports_inline_queries": False}
+        bot = {"id": BOT_ID, "is_bot": True, "first_name": "Support", "username": "support_bot",
+               "can_join_groups": True, "can_read_all_group_messages": False,
+               "supports_inline_queries": False}
+        if self.topics_enabled:
+            bot.update(has_topics_enabled=True, allows_users_to_create_topics=True)
+        return bot
 
     async def _api_getMe(self, _params: dict) -> dict:
         return self._bot_user()
@@ -233,10 +255,15 @@ class FakeTelegram:
         self.stored_at[(chat_id, message["message_id"])] = time.monotonic()
         return message
 
-    def _message(self, params: dict, **content: Any) -> dict:
+    def _message(self, params: dict, **content: Any) -> dict | web.Response:
         chat_id = int(params["chat_id"])
         message = {"message_id": next(self._message_ids), "date": int(time.time()),
                    "from": self._bot_user(), "chat": self.private_chat(chat_id), **content}
+        if params.get("message_thread_id"):
+            thread = int(params["message_thread_id"])
+            if thread not in self.topics.get(chat_id, {}):
+                return self._error(400, "Bad Request: message thread not found")
+            message.update(message_thread_id=thread, is_topic_message=True)
         if params.get("reply_markup"):
             message["reply_markup"] = params["reply_markup"]
         return self._store(chat_id, message)
@@ -300,6 +327,34 @@ class FakeTelegram:
         self.calls.append(Call("download", {"path": path}))
         content = next((c for p, c, _size in self.files.values() if p == path), JPEG)
         return web.Response(body=content, content_type="image/jpeg")
+
+    async def _api_createForumTopic(self, params: dict) -> dict | web.Response:
+        chat_id = int(params["chat_id"])
+        if chat_id > 0 and not self.topics_enabled:
+            return self._error(400, "Bad Request: BOT_FORUM_CREATE_FORBIDDEN")
+        name = str(params["name"])
+        if not 1 <= len(name) <= 128:
+            return self._error(400, "Bad Request: TOPIC_TITLE_EMPTY")
+        thread = next(self._thread_ids)
+        self.topics.setdefault(chat_id, {})[thread] = {"name": name, "closed": False}
+        return {"message_thread_id": thread, "name": name, "icon_color": 7322096}
+
+    def _topic(self, params: dict) -> dict | None:
+        return self.topics.get(int(params["chat_id"]), {}).get(int(params["message_thread_id"]))
+
+    async def _api_editForumTopic(self, params: dict) -> bool | web.Response:
+        topic = self._topic(params)
+        if topic is None:
+            return self._error(400, "Bad Request: message thread not found")
+        topic["name"] = str(params.get("name") or topic["name"])
+        return True
+
+    async def _api_closeForumTopic(self, params: dict) -> bool | web.Response:
+        topic = self._topic(params)
+        if topic is None:
+            return self._error(400, "Bad Request: message thread not found")
+        topic["closed"] = True
+        return True
 
     async def _api_answerCallbackQuery(self, _params: dict) -> bool:
         return True

@@ -261,6 +261,8 @@ class SlackAdapter(Adapter):
                 self.client.chat_postMessage, channel=channel, text=fallback,
                 thread_ts=message.thread, unfurl_links=False, unfurl_media=False), rendered)
             first = first or posted.get("ts")
+        # A conversation without a thread yet: its first message becomes its thread.
+        message.thread = message.thread or first
         return first
 
 

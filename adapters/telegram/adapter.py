@@ -22,6 +22,7 @@ from adapters.telegram.entities import messages
 from adapters.telegram.files import FILES_PATH, fetch_customer_file
 from adapters.telegram.receiving import UpdateReceiver, retry_after
 from adapters.telegram.settings import TelegramSettings
+from adapters.telegram.topics import Topics
 from adapters.telegram.typing_indicator import TypingIndicator
 from bridge.adapter import Adapter, DeliveryError, EditTargetGone, Sink, Unstorable
 from bridge.events import COMMANDS, ChatUser, Outgoing
@@ -85,10 +86,16 @@ class TelegramAdapter(Adapter):
         # stays behind it for every other call (edits, files, button answers).
         self._fair_share = FairShare(BOT_RATE, chat_burst=CHAT_BURST, chat_every=CHAT_EVERY)
         self._typing = TypingIndicator(self.bot, crowded=lambda: self._fair_share.crowded())
+        self._topics = Topics(self.bot)
         self._http: HttpServer | None = None
         self.account = ""
 
     # --- running -----------------------------------------------------------------
+
+    @property
+    def threads(self) -> bool:
+        """A bot with topics in private chats shows each conversation in its own topic."""
+        return self._topics.enabled
 
     def share_limits(self, fraction: float) -> None:
         limiter = self.bot.rate_limiter
@@ -108,12 +115,14 @@ class TelegramAdapter(Adapter):
             http.serve_files(FILES_PATH, self._fetch_file)
         await self.bot.initialize()  # idempotent: an embedding app may have done it already
         self.account = str(self.bot.id)
+        self._topics.start()
         await self.bot.set_my_commands(
             [BotCommand(name, COMMAND_DESCRIPTIONS[name]) for name in COMMANDS])
         if not self._owns_bot:
             return  # embedded: the company's Application receives updates (embed.py)
         await self._receiver.start(http)
-        log.info("telegram: receiving by %s as bot %s", self.settings.mode, self.account)
+        log.info("telegram: receiving by %s as bot %s%s", self.settings.mode, self.account,
+                 ", a topic per conversation" if self._topics.enabled else "")
 
     async def check(self) -> tuple[bool, str]:
         try:
@@ -186,12 +195,17 @@ class TelegramAdapter(Adapter):
             log.warning("telegram: a private-chat message not from that chat's user ignored")
             return
         command = _command(update)
+        thread = self._topics.thread_of(message)
+        if command == "new" and self._topics.enabled:  # a new conversation: a new topic
+            thread = await self._topics.open(message.chat.id, "", unnamed=True)
         if command is not None:
-            event = inbound.command_event(self.account, update, command)
+            event = inbound.command_event(self.account, update, command, thread)
         else:
-            event = inbound.message_event(self.account, update, self._file_url)
+            event = inbound.message_event(self.account, update, self._file_url, thread)
         if event is not None:
             await self._sink(event)
+        if command is None:
+            await self._topics.name_if_new(message.chat.id, thread, message.text or "")
         if update.edited_message is None:
             await self._say_what_could_not_go(message)
 
@@ -256,32 +270,44 @@ class TelegramAdapter(Adapter):
             raise DeliveryError(f"telegram: {error}") from None
 
     async def _deliver(self, chat_id: int, message: Outgoing) -> str | None:
-        if message.kind == "edit":
-            # An edit is one message: the first piece, should the text be long.
-            pieces = messages(message.document) if message.text else []
-            try:
-                if not pieces:  # only take the buttons away
-                    await self.bot.edit_message_reply_markup(
-                        chat_id=chat_id, message_id=int(message.edit_ref), reply_markup=None)
-                else:
-                    text, entities = pieces[0]
-                    await self.bot.edit_message_text(
-                        chat_id=chat_id, message_id=int(message.edit_ref), text=text,
-                        entities=entities)
-            except BadRequest as error:
-                if "not found" in error.message.lower():
-                    raise EditTargetGone() from None
-                if "not modified" not in error.message.lower():
-                    raise
-            return message.edit_ref
+        ref = await (self._edit(chat_id, message) if message.kind == "edit"
+                     else self._send(chat_id, message))
+        if message.final and message.thread is not None:
+            await self._topics.close(chat_id, message.thread)
+        return ref
+
+    async def _edit(self, chat_id: int, message: Outgoing) -> str | None:
+        # An edit is one message: the first piece, should the text be long.
+        pieces = messages(message.document) if message.text else []
+        try:
+            if not pieces:  # only take the buttons away
+                await self.bot.edit_message_reply_markup(
+                    chat_id=chat_id, message_id=int(message.edit_ref), reply_markup=None)
+            else:
+                text, entities = pieces[0]
+                await self.bot.edit_message_text(
+                    chat_id=chat_id, message_id=int(message.edit_ref), text=text,
+                    entities=entities)
+        except BadRequest as error:
+            if "not found" in error.message.lower():
+                raise EditTargetGone() from None
+            if "not modified" not in error.message.lower():
+                raise
+        return message.edit_ref
+
+    async def _send(self, chat_id: int, message: Outgoing) -> str | None:
+        if message.thread is None and message.thread_title is not None:
+            # a conversation not in a topic yet (none, where Telegram refuses one)
+            message.thread = await self._topics.open(chat_id, message.thread_title)
+        sent = None
         if message.kind == "reply" and message.attachments:
             sent = await self._send_attachments(chat_id, message)
-            if sent is not None and not message.text:
-                return sent
-        return await self._send_text(chat_id, _document_of(message), _keyboard(message),
-                                     message.busy)
+        if message.text or sent is None:
+            sent = await self._send_text(chat_id, message.thread, _document_of(message),
+                                         _keyboard(message), message.busy)
+        return sent
 
-    async def _send_text(self, chat_id: int, document: Document,
+    async def _send_text(self, chat_id: int, thread: str | None, document: Document,
                          keyboard: InlineKeyboardMarkup | None, busy: bool) -> str | None:
         pieces = messages(document)  # none: nothing to show (a reply of blank lines)
         last = None
@@ -289,15 +315,16 @@ class TelegramAdapter(Adapter):
             markup = keyboard if index == len(pieces) - 1 else None
             await self._fair_share.turn(str(chat_id), busy)
             try:
-                last = await self.bot.send_message(chat_id, text, entities=entities,
-                                                   reply_markup=markup)
+                last = await self._topics.send(chat_id, thread, self.bot.send_message, chat_id,
+                                               text, entities=entities, reply_markup=markup)
             except BadRequest as error:
                 if "entities" not in error.message:
                     raise
                 # Telegram refused the formatting: the words matter more than their look.
                 log.warning("telegram refused a message's formatting (%s); sent it plain",
                             error.message)
-                last = await self.bot.send_message(chat_id, text, reply_markup=markup)
+                last = await self._topics.send(chat_id, thread, self.bot.send_message, chat_id,
+                                               text, reply_markup=markup)
         return str(last.message_id) if last is not None else None
 
     async def _send_attachments(self, chat_id: int, message: Outgoing) -> str | None:
@@ -306,10 +333,12 @@ class TelegramAdapter(Adapter):
         sent = None
         for item in message.attachments:
             try:
-                send = self._sender_for(item.mime_type)
-                sent = await send(chat_id, item.url, caption=item.name)
+                sent = await self._topics.send(chat_id, message.thread,
+                                               self._sender_for(item.mime_type), chat_id,
+                                               item.url, caption=item.name)
             except BadRequest:
-                sent = await self.bot.send_message(chat_id, f"{item.name}: {item.url}")
+                sent = await self._topics.send(chat_id, message.thread, self.bot.send_message,
+                                               chat_id, f"{item.name}: {item.url}")
         return str(sent.message_id) if sent is not None else None
 
     def _sender_for(self, mime_type: str):
@@ -341,8 +370,10 @@ def _command(update: Update) -> str | None:
 
 
 def _document_of(message: Outgoing) -> Document:
-    """The message's text, after its conversation's label and, for a reply, its sender."""
-    prefix = (Span(f"[{message.conversation_label}] "),) if message.conversation_label else ()
+    """The message's text, after its conversation's label (unless it is shown in that
+    conversation's topic) and, for a reply, its sender."""
+    label = message.conversation_label if message.thread is None else None
+    prefix = (Span(f"[{label}] "),) if label else ()
     if message.kind == "reply" and message.text:
         prefix += (Span(f"{message.sender_name}:", frozenset({BOLD})), Span(" "))
     return message.document.with_prefix(prefix)

@@ -30,10 +30,11 @@ class CustomerFile:
 
 
 def message_event(account: str, update: Update,
-                  file_url: Callable[[str], str | None] = lambda _file_id: None
-                  ) -> InboundMessage | None:
+                  file_url: Callable[[str], str | None] = lambda _file_id: None,
+                  thread: str | None = None) -> InboundMessage | None:
     """file_url(file_id): a bridge-served link to the file, or None when there is none.
-    A file over what bots may download (too_large) goes without it: its caption only."""
+    A file over what bots may download (too_large) goes without it: its caption only.
+    thread: the topic it was written in, for a bot with a topic per conversation."""
     message: Message | None = update.message or update.edited_message
     if message is None or message.from_user is None:
         return None
@@ -57,7 +58,7 @@ def message_event(account: str, update: Update,
     if not text.strip() and attachment is None:  # nothing to say (whitespace only)
         return None
     return InboundMessage(chat_user(account, message.from_user, message.chat_id), text,
-                          message_id, attachment=attachment, edited=edited)
+                          message_id, attachment=attachment, edited=edited, thread=thread)
 
 
 def file_of(message: Message) -> CustomerFile | None:
@@ -128,11 +129,12 @@ def _map_link(location: Location) -> str:
     return f"https://www.openstreetmap.org/?mlat={lat}&mlon={lon}#map=17/{lat}/{lon}"
 
 
-def command_event(account: str, update: Update, name: str) -> Command | None:
+def command_event(account: str, update: Update, name: str,
+                  thread: str | None = None) -> Command | None:
     message = update.message
     if message is None or message.from_user is None:
         return None
-    return Command(chat_user(account, message.from_user, message.chat_id), name)
+    return Command(chat_user(account, message.from_user, message.chat_id), name, thread)
 
 
 def press_event(account: str, update: Update) -> ButtonPress | None:

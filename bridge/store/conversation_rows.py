@@ -2,6 +2,7 @@
 active one (where a message written outside any thread goes)."""
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from bridge.store.driver import Transaction
@@ -11,6 +12,10 @@ from bridge.store.queries import IS_OPEN, SELECT_CONVERSATION, Queries
 _BY_ID = f"{SELECT_CONVERSATION} WHERE id = ?"
 _BY_TICKET = f"{SELECT_CONVERSATION} WHERE ticket_chat_id = ?"
 _OPEN = f"{SELECT_CONVERSATION} WHERE customer_id = ? AND {IS_OPEN} ORDER BY id"
+THREAD_CONVERSATION = (f"{SELECT_CONVERSATION} WHERE customer_id = ? AND thread_ref = ? "
+                       "ORDER BY id DESC LIMIT 1")
+_FIRST_MESSAGE = ("SELECT body FROM to_helpdesk WHERE conversation_id = ? AND kind = 'message' "
+                  "ORDER BY id LIMIT 1")
 AWAITING_COMMENT = (f"{SELECT_CONVERSATION} WHERE customer_id = ? AND prompt = 'comment' "
                      "ORDER BY id DESC LIMIT 1")
 _HIGHEST_NUMBER = "SELECT max(number) FROM conversations WHERE customer_id = ?"
@@ -26,6 +31,18 @@ _END_CALL = ("UPDATE conversations SET call_state = 'closed' WHERE id = ? "
 class ConversationRows(Queries):
     async def conversation(self, conversation_id: int) -> Conversation | None:
         return self._conversation(await self._db.read(_BY_ID, conversation_id))
+
+    async def thread_conversation(self, customer_id: int, thread: str) -> Conversation | None:
+        """The (latest) conversation shown in that platform thread."""
+        return self._conversation(await self._db.read(THREAD_CONVERSATION, customer_id, thread))
+
+    async def first_words(self, conversation_id: int) -> str:
+        """What the customer wrote first in the conversation ("" when it is not kept)."""
+        found = await self._db.read(_FIRST_MESSAGE, conversation_id)
+        if found is None:
+            return ""
+        body = json.loads(found[0]) if isinstance(found[0], str) else found[0]
+        return str(body.get("text") or "")
 
     async def conversation_by_ticket(self, ticket_chat_id: str) -> Conversation | None:
         return self._conversation(await self._db.read(_BY_TICKET, ticket_chat_id))

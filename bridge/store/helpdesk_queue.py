@@ -5,14 +5,18 @@ from __future__ import annotations
 import json
 from typing import Any, Awaitable, Callable, Optional, Sequence
 
-from bridge.store.conversation_rows import AWAITING_COMMENT, SET_ACTIVE, ConversationRows
+from bridge.store.conversation_rows import (
+    AWAITING_COMMENT,
+    SET_ACTIVE,
+    THREAD_CONVERSATION,
+    ConversationRows,
+)
 from bridge.store.driver import Duplicate, column_list, model
 from bridge.store.models import Conversation, ToHelpdesk, utcnow
 from bridge.store.queries import (
     CONVERSATION,
     FENCE,
     OPEN_STATES,
-    SELECT_CONVERSATION,
     TO_HELPDESK,
 )
 
@@ -30,8 +34,6 @@ _NO_COMMENT_AWAITED = (" AND NOT EXISTS (SELECT 1 FROM conversations w "
                        "WHERE w.customer_id = u.id AND w.prompt = 'comment')")
 _QUEUE_IN_ACTIVE = f"{_QUEUE_IN_OPEN} RETURNING id, conversation_id"
 _QUEUE_UNLESS_COMMENT = f"{_QUEUE_IN_OPEN}{_NO_COMMENT_AWAITED} RETURNING id, conversation_id"
-_THREAD_CONVERSATION = (f"{SELECT_CONVERSATION} WHERE customer_id = ? AND thread_ref = ? "
-                        "ORDER BY id DESC LIMIT 1")
 _ACTIVE_CONVERSATION = (f"SELECT {column_list(CONVERSATION, 'c')} FROM conversations c "
                         "JOIN customers u ON u.active_conversation_id = c.id WHERE u.id = ?")
 _MOVE = "UPDATE to_helpdesk SET conversation_id = ? WHERE id = ?"
@@ -70,7 +72,7 @@ class HelpdeskQueue(ConversationRows):
                     if awaiting is not None:
                         return self._conversation(awaiting)
                 if thread is not None:
-                    found = await transaction.row(_THREAD_CONVERSATION, customer_id, thread)
+                    found = await transaction.row(THREAD_CONVERSATION, customer_id, thread)
                 else:
                     found = await transaction.row(_ACTIVE_CONVERSATION, customer_id)
                 target = self._conversation(found)
