@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
+import re
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -57,6 +58,8 @@ class FakeTelegram:
         self.topics_enabled = False
         self.topics: dict[int, dict[int, dict]] = {}  # chat id -> thread id -> topic
         self._thread_ids = itertools.count(5000)
+        self.written: dict[tuple[int, int], dict] = {}  # (chat, message id) -> from a user
+        self.chats: dict[int, dict] = {}  # chat id -> as users' messages show it
 
     # --- the test's side -------------------------------------------------------------
 
@@ -94,6 +97,11 @@ class FakeTelegram:
         until it answers 200), otherwise to the next getUpdates."""
         update_id = next(self._update_ids)
         update = {"update_id": update_id, **update}
+        for kind in ("message", "business_message"):
+            if kind in update:  # what a bot's answer may reply to
+                written = update[kind]
+                self.written[(written["chat"]["id"], written["message_id"])] = written
+                self.chats[written["chat"]["id"]] = written["chat"]
         if self.webhook:
             self._posting = getattr(self, "_posting", asyncio.Lock())
             asyncio.get_running_loop().create_task(self._post_to_webhook(update))
@@ -120,9 +128,15 @@ class FakeTelegram:
         message = {"message_id": next(self._message_ids), "date": int(time.time()),
                    "from": self.user(user_id, first_name, language),
                    "chat": chat or self.private_chat(user_id, first_name), "text": text}
+        entities = []
         if text.startswith("/"):
             command = text.split()[0]
-            message["entities"] = [{"type": "bot_command", "offset": 0, "length": len(command)}]
+            entities.append({"type": "bot_command", "offset": 0, "length": len(command)})
+        entities += [{"type": "mention", "offset": len(telegram_entities.utf16(
+            text[:found.start()])) // 2, "length": len(found.group())}
+            for found in re.finditer(r"(?<![/\w])@\w{5,32}", text)]
+        if entities:
+            message["entities"] = entities
         return message
 
     def say(self, user_id: int, text: str, **kwargs: Any) -> int:
@@ -258,7 +272,7 @@ class FakeTelegram:
     def _message(self, params: dict, **content: Any) -> dict | web.Response:
         chat_id = int(params["chat_id"])
         message = {"message_id": next(self._message_ids), "date": int(time.time()),
-                   "from": self._bot_user(), "chat": self.private_chat(chat_id), **content}
+                   "from": self._bot_user(), "chat": self._chat(chat_id), **content}
         if params.get("message_thread_id"):
             thread = int(params["message_thread_id"])
             if thread not in self.topics.get(chat_id, {}):
@@ -266,7 +280,18 @@ class FakeTelegram:
             message.update(message_thread_id=thread, is_topic_message=True)
         if params.get("reply_markup"):
             message["reply_markup"] = params["reply_markup"]
+        replying = params.get("reply_parameters")
+        if replying:
+            answered = self.written.get((chat_id, int(replying["message_id"])))
+            if answered is None and not replying.get("allow_sending_without_reply"):
+                return self._error(400, "Bad Request: message to be replied not found")
+            if answered is not None:
+                message["reply_to_message"] = answered
         return self._store(chat_id, message)
+
+    def _chat(self, chat_id: int) -> dict:
+        """The chat as users' messages showed it (a group), else a private chat."""
+        return self.chats.get(chat_id) or self.private_chat(chat_id)
 
     async def _api_sendMessage(self, params: dict) -> dict | web.Response:
         text = str(params.get("text", ""))

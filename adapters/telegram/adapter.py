@@ -12,23 +12,25 @@ import logging
 from aiohttp import web
 from aiolimiter import AsyncLimiter
 from cachetools import LRUCache
-from telegram import BotCommand, InlineKeyboardButton, InlineKeyboardMarkup, Update
+from telegram import BotCommand, InlineKeyboardButton, InlineKeyboardMarkup, Message, Update
 from telegram.constants import ChatType, MessageEntityType
 from telegram.error import BadRequest, Forbidden, InvalidToken, RetryAfter, TelegramError
 from telegram.ext import AIORateLimiter, ExtBot
 
-from adapters.telegram import inbound
+from adapters.telegram import groups, inbound
 from adapters.telegram.entities import messages
 from adapters.telegram.files import FILES_PATH, fetch_customer_file
+from adapters.telegram.groups import GROUP_PACE, Place
 from adapters.telegram.receiving import UpdateReceiver, retry_after
 from adapters.telegram.settings import TelegramSettings
 from adapters.telegram.topics import Topics
 from adapters.telegram.typing_indicator import TypingIndicator
 from bridge.adapter import Adapter, DeliveryError, EditTargetGone, Sink, Unstorable
-from bridge.events import COMMANDS, ChatUser, Outgoing
+from bridge.events import COMMANDS, ButtonPress, ChatUser, Command, Outgoing
 from bridge.fair_share import FairShare
 from bridge.http import HttpServer
 from bridge.markdown import BOLD, Document, Span
+from bridge.pacing import Pacer
 
 log = logging.getLogger(__name__)
 
@@ -87,6 +89,7 @@ class TelegramAdapter(Adapter):
         self._fair_share = FairShare(BOT_RATE, chat_burst=CHAT_BURST, chat_every=CHAT_EVERY)
         self._typing = TypingIndicator(self.bot, crowded=lambda: self._fair_share.crowded())
         self._topics = Topics(self.bot)
+        self._group_pace = Pacer(*GROUP_PACE)
         self._http: HttpServer | None = None
         self.account = ""
 
@@ -229,36 +232,64 @@ class TelegramAdapter(Adapter):
 
     async def _on_press(self, update: Update) -> None:
         query = update.callback_query
+        alert = None
         try:
             event = inbound.press_event(self.account, update)
-            # In a private chat the chat's id is its user's: a press on a message in
-            # someone else's chat is forged.
-            chat = query.message.chat if query.message is not None else None
-            if event is not None and chat is not None and chat.type == ChatType.PRIVATE \
-                    and chat.id == query.from_user.id:
-                await self._sink(event)
+            prompt = query.message if isinstance(query.message, Message) else None
+            chat = prompt.chat if prompt is not None else None
+            if event is None or chat is None:
+                return
+            if chat.type == ChatType.PRIVATE:
+                # In a private chat the chat's id is its user's: a press on a message in
+                # someone else's chat is forged.
+                if chat.id == query.from_user.id:
+                    await self._sink(event)
+            elif self.settings.groups == "conversations" and groups.is_group(prompt):
+                opener = groups.opener_of(prompt)
+                if opener is not None and opener != query.from_user.id:
+                    alert = groups.ONLY_OPENER  # nothing is sent
+                    return
+                await self._sink(ButtonPress(groups.member(self.account, prompt,
+                                                           query.from_user), event.action))
         finally:
             # Every callback query is answered, or the button spins on the customer's screen.
             try:
-                await query.answer()
+                await query.answer(alert, show_alert=alert is not None)
             except TelegramError as error:
                 log.info("telegram: answerCallbackQuery failed: %s", error)
 
     async def _on_group_message(self, update: Update) -> None:
+        """A group is a support channel (groups = "conversations"): a member who mentions
+        the bot or replies to it talks to the helpdesk, and other chatter is not read.
+        Otherwise a mention is answered with a note to write in private."""
         message = update.message
-        username = self.bot.username
-        if message and username and f"@{username}".lower() in (message.text or "").lower():
+        if message is None or message.from_user is None or message.from_user.is_bot \
+                or not groups.is_group(message) \
+                or not groups.addressed(message, self.bot.id, self.bot.username):
+            return
+        if self.settings.groups != "conversations":
             await message.reply_text(GROUP_NOTE)
+            return
+        member = groups.member(self.account, message, message.from_user)
+        command = _command(update)
+        if command is not None:
+            event = Command(member, command)
+        else:
+            event = inbound.message_event(self.account, update, self._file_url, user=member,
+                                          bot_username=self.bot.username)
+        if event is not None:
+            await self._sink(event)
 
     # --- delivery ----------------------------------------------------------------
 
     async def awaiting_reply(self, user: ChatUser) -> None:
-        self._typing.start(int(user.chat_id))
+        self._typing.start(Place.of(user.chat_id).chat_id)
 
     async def deliver(self, user: ChatUser, message: Outgoing) -> str | None:
-        self._typing.stop(int(user.chat_id))
+        place = Place.of(user.chat_id)
+        self._typing.stop(place.chat_id)
         try:
-            return await self._deliver(int(user.chat_id), message)
+            return await self._deliver(place, message)
         except RetryAfter as error:
             raise DeliveryError("telegram: flood control (429)",
                                 retry_after=retry_after(error)) from None
@@ -269,11 +300,11 @@ class TelegramAdapter(Adapter):
         except TelegramError as error:  # NetworkError, TimedOut, 5xx: try again later
             raise DeliveryError(f"telegram: {error}") from None
 
-    async def _deliver(self, chat_id: int, message: Outgoing) -> str | None:
-        ref = await (self._edit(chat_id, message) if message.kind == "edit"
-                     else self._send(chat_id, message))
+    async def _deliver(self, place: Place, message: Outgoing) -> str | None:
+        ref = await (self._edit(place.chat_id, message) if message.kind == "edit"
+                     else self._send(place, message))
         if message.final and message.thread is not None:
-            await self._topics.close(chat_id, message.thread)
+            await self._topics.close(place.chat_id, message.thread)
         return ref
 
     async def _edit(self, chat_id: int, message: Outgoing) -> str | None:
@@ -295,50 +326,59 @@ class TelegramAdapter(Adapter):
                 raise
         return message.edit_ref
 
-    async def _send(self, chat_id: int, message: Outgoing) -> str | None:
-        if message.thread is None and message.thread_title is not None:
+    async def _send(self, place: Place, message: Outgoing) -> str | None:
+        if message.thread is None and message.thread_title is not None \
+                and not place.in_group:
             # a conversation not in a topic yet (none, where Telegram refuses one)
-            message.thread = await self._topics.open(chat_id, message.thread_title)
+            message.thread = await self._topics.open(place.chat_id, message.thread_title)
         sent = None
         if message.kind == "reply" and message.attachments:
-            sent = await self._send_attachments(chat_id, message)
+            sent = await self._send_attachments(place, message)
         if message.text or sent is None:
-            sent = await self._send_text(chat_id, message.thread, _document_of(message),
-                                         _keyboard(message), message.busy)
+            sent = await self._send_text(place, message, _document_of(message))
         return sent
 
-    async def _send_text(self, chat_id: int, thread: str | None, document: Document,
-                         keyboard: InlineKeyboardMarkup | None, busy: bool) -> str | None:
+    async def _post(self, place: Place, message: Outgoing, send, *args, **kwargs):
+        """send(chat, *args): in the conversation's topic, or the group topic where the
+        member wrote, as an answer to that member's message."""
+        thread = message.thread or (str(place.thread) if place.thread else None)
+        return await self._topics.send(place.chat_id, thread, send, place.chat_id, *args,
+                                       **place.sending(), **kwargs)
+
+    async def _send_text(self, place: Place, message: Outgoing,
+                         document: Document) -> str | None:
         pieces = messages(document)  # none: nothing to show (a reply of blank lines)
+        keyboard = _keyboard(message)
         last = None
         for index, (text, entities) in enumerate(pieces):
             markup = keyboard if index == len(pieces) - 1 else None
-            await self._fair_share.turn(str(chat_id), busy)
+            if place.in_group:
+                await self._group_pace.wait(place.chat_id)
+            await self._fair_share.turn(str(place.chat_id), message.busy)
             try:
-                last = await self._topics.send(chat_id, thread, self.bot.send_message, chat_id,
-                                               text, entities=entities, reply_markup=markup)
+                last = await self._post(place, message, self.bot.send_message, text,
+                                        entities=entities, reply_markup=markup)
             except BadRequest as error:
                 if "entities" not in error.message:
                     raise
                 # Telegram refused the formatting: the words matter more than their look.
                 log.warning("telegram refused a message's formatting (%s); sent it plain",
                             error.message)
-                last = await self._topics.send(chat_id, thread, self.bot.send_message, chat_id,
-                                               text, reply_markup=markup)
+                last = await self._post(place, message, self.bot.send_message, text,
+                                        reply_markup=markup)
         return str(last.message_id) if last is not None else None
 
-    async def _send_attachments(self, chat_id: int, message: Outgoing) -> str | None:
+    async def _send_attachments(self, place: Place, message: Outgoing) -> str | None:
         """Agent attachments: each by the method that fits its type (Telegram fetches it),
         or as a link when Telegram can't. The reference of the last one sent."""
         sent = None
         for item in message.attachments:
             try:
-                sent = await self._topics.send(chat_id, message.thread,
-                                               self._sender_for(item.mime_type), chat_id,
-                                               item.url, caption=item.name)
+                sent = await self._post(place, message, self._sender_for(item.mime_type),
+                                        item.url, caption=item.name)
             except BadRequest:
-                sent = await self._topics.send(chat_id, message.thread, self.bot.send_message,
-                                               chat_id, f"{item.name}: {item.url}")
+                sent = await self._post(place, message, self.bot.send_message,
+                                        f"{item.name}: {item.url}")
         return str(sent.message_id) if sent is not None else None
 
     def _sender_for(self, mime_type: str):

@@ -8,6 +8,7 @@ from telegram import Location, Message, Update
 from telegram import User as TelegramUser
 
 from adapters.telegram.files import DOWNLOAD_LIMIT
+from adapters.telegram.groups import without_mention
 from bridge.events import ButtonPress, ChatUser, Command, InboundMessage
 
 
@@ -31,18 +32,21 @@ class CustomerFile:
 
 def message_event(account: str, update: Update,
                   file_url: Callable[[str], str | None] = lambda _file_id: None,
-                  thread: str | None = None) -> InboundMessage | None:
+                  thread: str | None = None, user: ChatUser | None = None,
+                  bot_username: str | None = None) -> InboundMessage | None:
     """file_url(file_id): a bridge-served link to the file, or None when there is none.
     A file over what bots may download (too_large) goes without it: its caption only.
-    thread: the topic it was written in, for a bot with a topic per conversation."""
+    thread: the topic it was written in, for a bot with a topic per conversation.
+    In a group (groups.py): user, the member as a customer; bot_username, the mention of
+    the bot, taken out of their words."""
     message: Message | None = update.message or update.edited_message
     if message is None or message.from_user is None:
         return None
     edited = update.edited_message is not None
     if edited and message.location is not None:
         return None  # a live location moving: its first position was relayed
-    text = "\n".join(part for part in (message.text or message.caption or "",
-                                        _place_of(message)) if part)
+    words = without_mention(message.text or message.caption or "", bot_username)
+    text = "\n".join(part for part in (words, _place_of(message)) if part)
     # Message ids are unique per chat; an edit gets its own id so it is relayed, once.
     message_id = f"{message.chat_id}:{message.message_id}"
     if edited:
@@ -57,8 +61,9 @@ def message_event(account: str, update: Update,
                       "mime_type": sent.mime_type}
     if not text.strip() and attachment is None:  # nothing to say (whitespace only)
         return None
-    return InboundMessage(chat_user(account, message.from_user, message.chat_id), text,
-                          message_id, attachment=attachment, edited=edited, thread=thread)
+    user = user or chat_user(account, message.from_user, message.chat_id)
+    return InboundMessage(user, text, message_id, attachment=attachment, edited=edited,
+                          thread=thread)
 
 
 def file_of(message: Message) -> CustomerFile | None:
