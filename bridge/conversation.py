@@ -65,8 +65,11 @@ class ConversationFlow:
         text = message.text
         if message.edited:
             text = self.texts.get("edited_prefix", customer.language) + text
+        body = {"text": text, "attachment": message.attachment}
+        if message.album:
+            body["album"] = message.album
         row = await self.store.accept_message(
-            customer.id, {"text": text, "attachment": message.attachment}, dedupe,
+            customer.id, body, dedupe,
             thread=message.thread, ref=message.ref, may_be_comment=bool(message.text))
         if isinstance(row, Conversation):  # a rating waited for its comment: this is it
             await self._settle_comment(customer, message.text, dedupe, awaiting=row)

@@ -31,6 +31,9 @@ class InboundMessage:
     # conversation it starts is threaded under it.
     thread: str | None = None
     ref: str | None = None
+    # Several messages the platform shows as one (a Telegram album, its media_group_id):
+    # they reach the helpdesk as one message with all their files.
+    album: str | None = None
 
 
 @dataclass(frozen=True)

@@ -89,6 +89,12 @@ class HelpdeskOutbox:
         pending = await self.store.next_to_helpdesk(customer_id)
         while pending is not None:
             row, conversation = pending
+            gathering = row.body.get("album_until", 0) - time.time() if row.kind == "message" \
+                else 0
+            if gathering > 0:  # an album still waits for more of its parts
+                await asyncio.sleep(gathering)
+                pending = await self.store.next_to_helpdesk(customer_id)
+                continue
             if row.kind == "message" and attempt == 0:
                 await self._keep_pace(customer)
             self.store.check_fence(customer_id)  # LeaseLost: not even the typing indicator

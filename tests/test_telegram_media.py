@@ -127,6 +127,47 @@ async def test_a_live_location_moving_is_not_relayed_again_and_again(
         "📍 52.5, 13.4", "here I am"]
 
 
+def _album_part(telegram, album: str, file_id: str, caption: str | None = None) -> dict:  # noqa: F811
+    message = telegram.text(ANN, "")
+    del message["text"]
+    message.update(media_group_id=album,
+                   photo=[_file(f"{file_id}-small", width=90, height=90, file_size=1_000),
+                          _file(file_id, width=1280, height=960, file_size=90_000)])
+    if caption is not None:
+        message["caption"] = caption
+    return message
+
+
+async def test_an_album_reaches_the_helpdesk_as_one_message_complete_in_order(
+        bridge, telegram, sandbox):  # noqa: F811
+    parts = [_album_part(telegram, "13579", "FIRST", caption="the damage, three sides"),
+             _album_part(telegram, "13579", "SECOND"), _album_part(telegram, "13579", "THIRD")]
+    for part in parts:
+        telegram.push({"message": part})
+    telegram.push({"message": parts[1]})  # Telegram bringing a part again
+    await telegram.wait_for(lambda: sandbox.received)
+    await telegram.wait_for_text(ANN, "the damage, three sides")  # SATE's one answer
+    await asyncio.sleep(1.5)  # longer than an album waits for its parts
+    assert len(sandbox.received) == 1
+    album = sandbox.received[0]
+    assert album["message"] == "the damage, three sides"
+    assert [a["url"].split("/files/telegram/")[1].split("?")[0]
+            for a in album["attachment_metadata"]] == ["FIRST", "SECOND", "THIRD"]
+    assert len([m for m in telegram.sent_to(ANN) if "SATE" in m["text"]]) == 1
+
+
+async def test_an_album_after_its_time_and_a_message_between_are_not_mixed(
+        bridge, telegram, sandbox):  # noqa: F811
+    telegram.push({"message": _album_part(telegram, "24680", "ONE", caption="first album")})
+    await telegram.wait_for(lambda: sandbox.received)
+    telegram.push({"message": _album_part(telegram, "24680", "LATE")})  # long after: its own
+    telegram.say(ANN, "and a word")
+    telegram.push({"message": _album_part(telegram, "97531", "OTHER")})
+    await telegram.wait_for(lambda: len(sandbox.received) == 4)
+    assert [m["message"] for m in sandbox.received] == ["first album", "", "and a word", ""]
+    assert sandbox.received[1]["attachment_metadata"]["name"] == "photo.jpg"
+
+
 async def test_a_file_over_20_mb_gets_a_plain_sentence_and_its_caption_still_goes(
         bridge, telegram, sandbox):  # noqa: F811
     _sent(telegram, {"video": _file("BIG", width=1920, height=1080, duration=300,

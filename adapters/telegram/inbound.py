@@ -63,7 +63,7 @@ def message_event(account: str, update: Update,
         return None
     user = user or chat_user(account, message.from_user, message.chat_id)
     return InboundMessage(user, text, message_id, attachment=attachment, edited=edited,
-                          thread=thread)
+                          thread=thread, album=None if edited else message.media_group_id)
 
 
 def file_of(message: Message) -> CustomerFile | None:

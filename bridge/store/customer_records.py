@@ -95,8 +95,9 @@ class CustomerRecords(CustomerRows):
         paths = set()
         for (body,) in await self._db.read_all(_BODIES, customer.id):
             attachment = (json.loads(body) if isinstance(body, str) else body).get("attachment")
-            if isinstance(attachment, dict) and isinstance(attachment.get("url"), str):
-                paths.add(unquote(urlsplit(attachment["url"]).path))
+            for sent in attachment if isinstance(attachment, list) else [attachment]:
+                if isinstance(sent, dict) and isinstance(sent.get("url"), str):
+                    paths.add(unquote(urlsplit(sent["url"]).path))
         async with self._transaction(changes_customer=customer.id) as transaction:
             for path in sorted(paths):
                 await transaction.run(_REVOKE, path, self._db.from_time(utcnow()))

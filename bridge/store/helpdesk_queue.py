@@ -3,6 +3,7 @@ kept until the helpdesk has acknowledged it, worked oldest first per customer.""
 from __future__ import annotations
 
 import json
+import time
 from typing import Any, Awaitable, Callable, Optional, Sequence
 
 from bridge.store.conversation_rows import (
@@ -46,6 +47,18 @@ _FINISH = "UPDATE to_helpdesk SET status = ?, error = ?, done_at = ? WHERE id = 
 _FINISH_FENCED = f"{_FINISH} AND {FENCE} RETURNING id"
 _OPENED = "UPDATE conversations SET ticket_chat_id = ?, state = 'open' WHERE id = ?"
 _COUNT_ATTEMPT = "UPDATE to_helpdesk SET attempts = attempts + 1 WHERE id = ?"
+_LATEST_QUEUED = ("SELECT id, conversation_id, body, dedupe_key, created_at FROM to_helpdesk "
+                  "WHERE customer_id = ? AND status = 'queued' AND kind = 'message' "
+                  "ORDER BY id DESC LIMIT 1")
+_SET_BODY = "UPDATE to_helpdesk SET body = ? WHERE id = ? AND status = 'queued'"
+# A part gathered into another row: kept (done) for its dedupe key only.
+_GATHERED = ("INSERT INTO to_helpdesk (customer_id, conversation_id, kind, body, dedupe_key, "
+             "status, attempts, created_at, done_at) VALUES (?, ?, 'message', '{}', ?, "
+             "'gathered', 0, ?, ?)")
+ALBUM_WINDOW = 1.0  # seconds an album waits for more of its parts after each one
+# A part joins its album only this long before the album may go: the sender reads the row
+# at album_until at the earliest, so a part is never added to one already on its way.
+ALBUM_MARGIN = 0.5
 
 
 class HelpdeskQueue(ConversationRows):
@@ -61,6 +74,11 @@ class HelpdeskQueue(ConversationRows):
         that conversation comes back instead (the text is its comment). Asked here, in the
         same round trip, because it is asked of every message and is almost always no."""
         try:
+            if body.get("album"):
+                gathered = await self._gather_into_album(customer_id, body, dedupe_key)
+                if gathered is not None:
+                    return gathered
+                body = {**body, "album_until": time.time() + ALBUM_WINDOW}
             if thread is None:
                 queued = await self._queue_in_active_conversation(
                     customer_id, body, dedupe_key, may_be_comment)
@@ -85,6 +103,35 @@ class HelpdeskQueue(ConversationRows):
                                           body, dedupe_key)
         except Duplicate:
             return None
+
+    async def _gather_into_album(self, customer_id: int, body: dict,
+                                 dedupe_key: str | None) -> ToHelpdesk | None:
+        """A part of an album (several files sent as one, as Telegram does) joins the
+        album's row while that row still waits for parts (ALBUM_WINDOW after the latest):
+        the helpdesk gets one message with every file and the caption once, and answers it
+        once. None when there is no such row (the part starts one). Raises Duplicate for a
+        part seen before."""
+        async with self._transaction(changes_customer=customer_id) as transaction:
+            found = await transaction.row(_LATEST_QUEUED, customer_id)
+            if found is None:
+                return None
+            row_id, conversation_id, album_body, album_key, created_at = found
+            album_body = json.loads(album_body) if isinstance(album_body, str) else album_body
+            now = time.time()
+            if album_body.get("album") != body["album"] \
+                    or now > album_body.get("album_until", 0) - ALBUM_MARGIN:
+                return None
+            moment = self._db.from_time(utcnow())
+            await transaction.run(_GATHERED, customer_id, conversation_id, dedupe_key, moment,
+                                  moment)
+            merged = {**album_body, "album_until": now + ALBUM_WINDOW,
+                      "text": "\n".join(t for t in (album_body["text"], body["text"]) if t),
+                      "attachment": _files(album_body) + _files(body) or None}
+            await transaction.run(_SET_BODY, json.dumps(merged), row_id)
+            return ToHelpdesk(id=row_id, customer_id=customer_id,
+                              conversation_id=conversation_id, kind="message", body=merged,
+                              dedupe_key=album_key, status="queued", attempts=0, error=None,
+                              created_at=self._db.to_time(created_at), done_at=None)
 
     async def _queue_in_active_conversation(self, customer_id: int, body: dict,
                                             dedupe_key: str | None,
@@ -165,3 +212,9 @@ class HelpdeskQueue(ConversationRows):
 
     async def count_attempt(self, row_id: int) -> None:
         await self._db.write(_COUNT_ATTEMPT, row_id)
+
+
+def _files(body: dict) -> list[dict]:
+    """A queued message's attachments as a list (one file is kept as itself)."""
+    found = body.get("attachment")
+    return found if isinstance(found, list) else [found] if found else []
