@@ -142,6 +142,15 @@ class FakeTelegram:
     def say(self, user_id: int, text: str, **kwargs: Any) -> int:
         return self.push({"message": self.text(user_id, text, **kwargs)})
 
+    def to_business(self, user_id: int, text: str, connection: str,
+                    sender: int | None = None) -> dict:
+        """A message in the chat of user with a company's business account (written by
+        the user, or by `sender` of the company), as the bot connected to it receives it."""
+        message = self.text(sender or user_id, text, chat=self.private_chat(user_id))
+        message["business_connection_id"] = connection
+        self.push({"business_message": message})
+        return message
+
     def topic_by_user(self, user_id: int, name: str) -> int:
         """A topic the customer opened in their chat with the bot; its thread id."""
         thread = next(self._thread_ids)
@@ -273,6 +282,8 @@ class FakeTelegram:
         chat_id = int(params["chat_id"])
         message = {"message_id": next(self._message_ids), "date": int(time.time()),
                    "from": self._bot_user(), "chat": self._chat(chat_id), **content}
+        if params.get("business_connection_id"):  # sent on behalf of a business account
+            message["business_connection_id"] = params["business_connection_id"]
         if params.get("message_thread_id"):
             thread = int(params["message_thread_id"])
             if thread not in self.topics.get(chat_id, {}):

@@ -172,15 +172,17 @@ class TelegramAdapter(Adapter):
         self._remember(update.update_id)
 
     async def _say_not_received(self, update: Update) -> None:
-        message = update.message or update.edited_message
+        message = inbound.written(update)
         if message is None or message.chat.type != ChatType.PRIVATE:
             return
-        await self._tell(message.chat.id, NOT_RECEIVED)
+        await self._tell(message, NOT_RECEIVED)
 
-    async def _tell(self, chat_id: int, text: str) -> None:
-        """A word from the bridge itself, outside any conversation; not retried."""
+    async def _tell(self, message: Message, text: str) -> None:
+        """A word from the bridge itself, outside any conversation, in the chat of the
+        customer's message; not retried."""
         try:
-            await self.bot.send_message(chat_id, text)
+            await self.bot.send_message(message.chat.id, text,
+                                        business_connection_id=message.business_connection_id)
         except TelegramError as error:
             log.warning("telegram: could not tell a customer what was not received: %s", error)
 
@@ -188,14 +190,21 @@ class TelegramAdapter(Adapter):
         if update.callback_query is not None:
             await self._on_press(update)
             return
-        message = update.message or update.edited_message
+        if update.business_connection is not None or update.deleted_business_messages:
+            _log_business(update)
+            return
+        message = inbound.written(update)
         if message is None:
             return
         if message.chat.type != ChatType.PRIVATE:
             await self._on_group_message(update)
             return
         if message.from_user is None or message.chat.id != message.from_user.id:
-            log.warning("telegram: a private-chat message not from that chat's user ignored")
+            # In a business account's chat, the company's own words (its people, or this
+            # bot) are not the customer's.
+            if message.business_connection_id is None:
+                log.warning("telegram: a private-chat message not from that chat's user "
+                            "ignored")
             return
         command = _command(update)
         thread = self._topics.thread_of(message)
@@ -209,7 +218,7 @@ class TelegramAdapter(Adapter):
             await self._sink(event)
         if command is None:
             await self._topics.name_if_new(message.chat.id, thread, message.text or "")
-        if update.edited_message is None:
+        if not inbound.is_edit(update):
             await self._say_what_could_not_go(message)
 
     async def _say_what_could_not_go(self, message) -> None:
@@ -218,9 +227,9 @@ class TelegramAdapter(Adapter):
         kind = inbound.unsendable(message)
         sent = inbound.file_of(message)
         if kind is not None:
-            await self._tell(message.chat.id, UNSENDABLE.format(kind=kind))
+            await self._tell(message, UNSENDABLE.format(kind=kind))
         elif sent is not None and inbound.too_large(sent):
-            await self._tell(message.chat.id, TOO_LARGE)
+            await self._tell(message, TOO_LARGE)
 
     def _file_url(self, file_id: str) -> str | None:
         if self._http is None:
@@ -283,7 +292,9 @@ class TelegramAdapter(Adapter):
     # --- delivery ----------------------------------------------------------------
 
     async def awaiting_reply(self, user: ChatUser) -> None:
-        self._typing.start(Place.of(user.chat_id).chat_id)
+        place = Place.of(user.chat_id)
+        if place.business is None:  # there, "typing…" would show in the bot's own chat
+            self._typing.start(place.chat_id)
 
     async def deliver(self, user: ChatUser, message: Outgoing) -> str | None:
         place = Place.of(user.chat_id)
@@ -301,24 +312,25 @@ class TelegramAdapter(Adapter):
             raise DeliveryError(f"telegram: {error}") from None
 
     async def _deliver(self, place: Place, message: Outgoing) -> str | None:
-        ref = await (self._edit(place.chat_id, message) if message.kind == "edit"
+        ref = await (self._edit(place, message) if message.kind == "edit"
                      else self._send(place, message))
         if message.final and message.thread is not None:
             await self._topics.close(place.chat_id, message.thread)
         return ref
 
-    async def _edit(self, chat_id: int, message: Outgoing) -> str | None:
+    async def _edit(self, place: Place, message: Outgoing) -> str | None:
         # An edit is one message: the first piece, should the text be long.
         pieces = messages(message.document) if message.text else []
         try:
             if not pieces:  # only take the buttons away
                 await self.bot.edit_message_reply_markup(
-                    chat_id=chat_id, message_id=int(message.edit_ref), reply_markup=None)
+                    chat_id=place.chat_id, message_id=int(message.edit_ref), reply_markup=None,
+                    **place.editing())
             else:
                 text, entities = pieces[0]
                 await self.bot.edit_message_text(
-                    chat_id=chat_id, message_id=int(message.edit_ref), text=text,
-                    entities=entities)
+                    chat_id=place.chat_id, message_id=int(message.edit_ref), text=text,
+                    entities=entities, **place.editing())
         except BadRequest as error:
             if "not found" in error.message.lower():
                 raise EditTargetGone() from None
@@ -327,8 +339,7 @@ class TelegramAdapter(Adapter):
         return message.edit_ref
 
     async def _send(self, place: Place, message: Outgoing) -> str | None:
-        if message.thread is None and message.thread_title is not None \
-                and not place.in_group:
+        if message.thread is None and message.thread_title is not None and place.is_bot_chat:
             # a conversation not in a topic yet (none, where Telegram refuses one)
             message.thread = await self._topics.open(place.chat_id, message.thread_title)
         sent = None
@@ -395,9 +406,23 @@ class TelegramAdapter(Adapter):
         return self.bot.send_document
 
 
+def _log_business(update: Update) -> None:
+    """A company connected or disconnected its Telegram Business account, or a customer
+    deleted messages there: the helpdesk has no use for a deletion, so it is only logged."""
+    connection = update.business_connection
+    if connection is not None:
+        log.info("telegram: business connection %s %s (may reply: %s)", connection.id,
+                 "enabled" if connection.is_enabled else "disabled",
+                 bool(connection.rights and connection.rights.can_reply))
+        return
+    deleted = update.deleted_business_messages
+    log.info("telegram: %d message(s) deleted in a business chat; nothing for the helpdesk",
+             len(deleted.message_ids))
+
+
 def _command(update: Update) -> str | None:
     """"new" for "/new@support_bot and more"; None for anything else."""
-    message = update.message
+    message = update.message or update.business_message
     if message is None or not message.text or not message.entities:
         return None
     first = message.entities[0]

@@ -25,32 +25,47 @@ ONLY_OPENER = "Only the person who opened this conversation can answer this."
 
 @dataclass(frozen=True)
 class Place:
-    """Where to show a customer's messages: a chat, and in a group the member's message to
-    answer and the forum topic it is in."""
+    """Where to show a customer's messages: a chat; in a group the member's message to
+    answer and the forum topic it is in; in a company's business account's chat, that
+    business connection ("<chat>@<connection>")."""
     chat_id: int
     reply_to: int | None = None
     thread: int | None = None
+    business: str | None = None
 
     @classmethod
     def of(cls, chat_id: str) -> "Place":
-        parts = [int(part) for part in chat_id.split("/")]
-        return cls(*parts)
+        where, _, business = chat_id.partition("@")
+        parts = [int(part) for part in where.split("/")]
+        return cls(*parts, business=business or None)
 
     def __str__(self) -> str:
         parts = [self.chat_id, self.reply_to, self.thread]
-        return "/".join(str(part) for part in parts if part is not None)
+        where = "/".join(str(part) for part in parts if part is not None)
+        return f"{where}@{self.business}" if self.business else where
 
     @property
     def in_group(self) -> bool:
         return self.reply_to is not None
 
+    @property
+    def is_bot_chat(self) -> bool:
+        """A customer's private chat with the bot itself."""
+        return self.reply_to is None and self.business is None
+
     def sending(self) -> dict:
         """send_message's arguments that put an answer in its place."""
+        if self.business is not None:
+            return {"business_connection_id": self.business}
         if self.reply_to is None:
             return {}
         # Sent even should the member have deleted the message it answers.
         return {"reply_parameters": ReplyParameters(self.reply_to,
                                                     allow_sending_without_reply=True)}
+
+    def editing(self) -> dict:
+        """edit_message_*'s arguments for a message in this place."""
+        return {"business_connection_id": self.business} if self.business else {}
 
 
 def is_group(message: Message) -> bool:
@@ -72,7 +87,9 @@ def addressed(message: Message, bot_id: int, username: str | None) -> bool:
     if replied is not None and replied.from_user is not None and replied.from_user.id == bot_id:
         return True
     mention = f"@{username}".lower() if username else None
-    for entity, text in message.parse_entities().items():
+    entities = message.parse_entities() if message.text \
+        else message.parse_caption_entities() if message.caption else {}
+    for entity, text in entities.items():
         if entity.type == MessageEntityType.MENTION and text.lower() == mention:
             return True
         if entity.type == MessageEntityType.TEXT_MENTION and entity.user \

@@ -8,12 +8,29 @@ from telegram import Location, Message, Update
 from telegram import User as TelegramUser
 
 from adapters.telegram.files import DOWNLOAD_LIMIT
-from adapters.telegram.groups import without_mention
+from adapters.telegram.groups import Place, without_mention
 from bridge.events import ButtonPress, ChatUser, Command, InboundMessage
 
 
-def chat_user(account: str, user: TelegramUser, chat_id: int) -> ChatUser:
-    return ChatUser("telegram", account, str(user.id), str(chat_id), user.language_code)
+def chat_user(account: str, user: TelegramUser, message: Message) -> ChatUser:
+    """The customer who wrote (or pressed a button on) a message in a private chat. A chat
+    of a company's business account is another customer than the same person's chat with
+    the bot (Telegram: "independent from any potential bot chat"), answered through that
+    business connection."""
+    business = getattr(message, "business_connection_id", None)  # None: inaccessible
+    user_id = f"{user.id}@{business}" if business else str(user.id)
+    return ChatUser("telegram", account, user_id, str(Place(message.chat.id, business=business)),
+                    user.language_code)
+
+
+def written(update: Update) -> Message | None:
+    """The message a customer wrote or edited, to the bot or to a business account."""
+    return (update.message or update.edited_message or update.business_message
+            or update.edited_business_message)
+
+
+def is_edit(update: Update) -> bool:
+    return update.edited_message is not None or update.edited_business_message is not None
 
 
 # What a customer may send that the helpdesk cannot take: they are told so (adapter.py).
@@ -39,10 +56,10 @@ def message_event(account: str, update: Update,
     thread: the topic it was written in, for a bot with a topic per conversation.
     In a group (groups.py): user, the member as a customer; bot_username, the mention of
     the bot, taken out of their words."""
-    message: Message | None = update.message or update.edited_message
+    message = written(update)
     if message is None or message.from_user is None:
         return None
-    edited = update.edited_message is not None
+    edited = is_edit(update)
     if edited and message.location is not None:
         return None  # a live location moving: its first position was relayed
     words = without_mention(message.text or message.caption or "", bot_username)
@@ -61,7 +78,7 @@ def message_event(account: str, update: Update,
                       "mime_type": sent.mime_type}
     if not text.strip() and attachment is None:  # nothing to say (whitespace only)
         return None
-    user = user or chat_user(account, message.from_user, message.chat_id)
+    user = user or chat_user(account, message.from_user, message)
     return InboundMessage(user, text, message_id, attachment=attachment, edited=edited,
                           thread=thread, album=None if edited else message.media_group_id)
 
@@ -136,14 +153,14 @@ def _map_link(location: Location) -> str:
 
 def command_event(account: str, update: Update, name: str,
                   thread: str | None = None) -> Command | None:
-    message = update.message
+    message = written(update)
     if message is None or message.from_user is None:
         return None
-    return Command(chat_user(account, message.from_user, message.chat_id), name, thread)
+    return Command(chat_user(account, message.from_user, message), name, thread)
 
 
 def press_event(account: str, update: Update) -> ButtonPress | None:
     query = update.callback_query
     if query is None or query.message is None or not query.data:
         return None
-    return ButtonPress(chat_user(account, query.from_user, query.message.chat.id), query.data)
+    return ButtonPress(chat_user(account, query.from_user, query.message), query.data)

@@ -27,7 +27,8 @@ from bridge.logs import add_secrets
 
 log = logging.getLogger(__name__)
 
-ALLOWED_UPDATES = ["message", "edited_message", "callback_query"]
+ALLOWED_UPDATES = ["message", "edited_message", "callback_query", "business_connection",
+                   "business_message", "edited_business_message", "deleted_business_messages"]
 WEBHOOK_PATH = "/telegram/webhook"
 
 Dispatch = Callable[[Update], Awaitable[None]]  # returns once stored, raises if not
