@@ -8,6 +8,7 @@ from pydantic import BaseModel
 
 from bridge.events import ChatUser, Inbound, Outgoing
 from bridge.http import HttpServer
+from bridge.texts import Texts
 
 if TYPE_CHECKING:
     from bridge.support_mode import SupportMode
@@ -70,6 +71,13 @@ class Adapter(ABC):
         (0 to 1). A platform limit that holds for the whole bot, not per chat, is to be kept
         to that fraction here. Optional."""
         return None
+
+    #: the customer-facing texts, for what an adapter says itself (use_texts)
+    texts: Texts = Texts()
+
+    def use_texts(self, texts: Texts) -> None:
+        """The deployment's [texts], set by the Bridge before start()."""
+        self.texts = texts
 
     def use_support_mode(self, support_mode: SupportMode) -> None:
         """Where an adapter embedded in a company's own bot or app keeps who is talking to

@@ -81,8 +81,10 @@ class Bridge:
             self._database_lock.acquire()  # AnotherDaemon: this one must not start
         self.store = Store.from_url(url)
         await upgrade(self.store.engine)
+        texts = Texts(settings.texts, settings.default_language)
         for adapter in self.adapters:
             adapter.use_support_mode(SupportMode(self.store))
+            adapter.use_texts(texts)
         helpdesk = settings.helpdesk
         link_factory = partial(HelpdeskLink, helpdesk.url, helpdesk.api_key.get_secret_value(),
                                namespace=helpdesk.namespace, connections=helpdesk.connections,
@@ -108,7 +110,7 @@ class Bridge:
             CallPage(self.http, calls.livekit_url, calls.sdk, self.entry_points.end_call,
                      self.calls.state).mount()
         self.relay = Relay(self.store, link_factory, self.adapters, self.http,
-                           Texts(settings.texts, settings.default_language),
+                           texts,
                            metrics=self.metrics, calls=self.calls, ownership=self.shards,
                            comment_wait=settings.ratings.comment_wait,
                            messages_per_minute=settings.limits.messages_per_minute)

@@ -41,6 +41,16 @@ DEFAULT_TEXTS: dict[str, str] = {
     "edited_prefix": "(edited) ",
     "message_not_shown": "A message from support could not be shown here. Please ask for it "
                          "to be sent again.",
+    # Said by a platform adapter itself, outside any conversation:
+    "not_received": "Sorry, your last message could not be received. Please send it again.",
+    "file_too_large": "That file is larger than {limit}, the most we can receive here, so the "
+                      "support team cannot see it. Please send a smaller file, or a link to it.",
+    "cannot_send": "Sorry, {kind} cannot be sent to the support team. Please describe it in "
+                   "words.",
+    "write_in_private": "Please write to me in a private chat, so your conversation stays "
+                        "private.",
+    "only_opener": "Only the person who opened this conversation can answer this.",
+    "new_topic": "New conversation",  # a topic's name until its first message names it
 }
 
 

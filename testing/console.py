@@ -54,7 +54,7 @@ class ConsoleHarness(ConsoleAdapter):
         """Send any callback payload at all (a forged one)."""
         await self._sink(ButtonPress(self.user(user_id), action))
 
-    def texts(self, user_id: str) -> list[str]:
+    def shown_texts(self, user_id: str) -> list[str]:
         return [item.text for item in self.shown.get(user_id, [])]
 
     async def expect(self, user_id: str, fragment: str, timeout: float = 10.0,
@@ -68,7 +68,7 @@ class ConsoleHarness(ConsoleAdapter):
             try:
                 await asyncio.wait_for(changed.wait_for(lambda: len(matched()) >= count), timeout)
             except asyncio.TimeoutError:
-                shown = "\n".join(self.texts(user_id)) or "(nothing)"
+                shown = "\n".join(self.shown_texts(user_id)) or "(nothing)"
                 raise AssertionError(f"{user_id} was not shown {fragment!r} x{count} within "
                                      f"{timeout}s; shown:\n{shown}") from None
         return matched()[-1]

@@ -290,4 +290,4 @@ async def test_a_call_invite_heard_again_after_the_call_ended_leaves_it_ended(ca
     async with aiohttp.ClientSession() as http:
         async with http.post(f"{bridge.http.url}/call/state", json={"end": end}) as answer:
             assert (await answer.json())["state"] == "sate_left"
-    assert len([t for t in console.texts("lee") if "Your voice call is ready" in t]) == 1
+    assert len([t for t in console.shown_texts("lee") if "Your voice call is ready" in t]) == 1

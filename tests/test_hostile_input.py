@@ -13,10 +13,10 @@ import aiohttp
 import pytest
 
 from adapters.telegram import TelegramAdapter
-from adapters.telegram.adapter import NOT_RECEIVED
 from bridge.app import Bridge
 from bridge.helpdesk import MAX_EVENT_BYTES
 from bridge.store import ToCustomer
+from bridge.texts import DEFAULT_TEXTS
 from testing.fake_telegram import JPEG
 from testing.local import free_port
 from tests.conftest import fail_once, queue_rows
@@ -108,7 +108,7 @@ async def test_a_row_that_cannot_be_shown_is_set_aside_and_the_customer_told(
     rows = await queue_rows(bridge.store, ToCustomer, customer)
     rejected = [row for row in rows if row.status == "rejected"]
     assert [row.error.split(":")[0] for row in rejected] == ["RuntimeError", "TypeError"]
-    assert "cannot be drawn" not in console.texts("ivy")
+    assert "cannot be drawn" not in console.shown_texts("ivy")
     errors = bridge.relay.metrics.errors.labels("message_unshowable")._value.get()
     assert errors == 2
 
@@ -121,8 +121,8 @@ async def test_a_failure_or_two_is_retried_and_shown_once(make_bridge, sandbox):
     await sandbox.agent_reply(sandbox.received[0]["ticket_chat_id"], "shown in the end")
     await console.expect("jay", "shown in the end")
     await asyncio.sleep(0.3)
-    assert len([t for t in console.texts("jay") if "shown in the end" in t]) == 1
-    assert not [t for t in console.texts("jay") if "could not be shown" in t]
+    assert len([t for t in console.shown_texts("jay") if "shown in the end" in t]) == 1
+    assert not [t for t in console.shown_texts("jay") if "could not be shown" in t]
 
 
 # --- 6 and 8: callback data -------------------------------------------------------------
@@ -178,7 +178,7 @@ async def test_a_message_the_database_always_refuses_is_skipped_and_the_customer
             await connection.exec_driver_sql(statement)
     telegram.say(ANN, "this is refused")
     telegram.say(ANN, "this is fine")
-    await telegram.wait_for_text(ANN, NOT_RECEIVED, timeout=15)
+    await telegram.wait_for_text(ANN, DEFAULT_TEXTS["not_received"], timeout=15)
     await telegram.wait_for_text(ANN, 'You said: "this is fine"')
     assert [m["message"] for m in sandbox.received] == ["this is fine"]
 

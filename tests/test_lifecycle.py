@@ -75,7 +75,7 @@ async def test_agent_takeover_is_announced_with_the_agent_name(make_bridge, sand
     await console.say("cy", "I want a human")
     await console.expect("cy", "You're now chatting with Alice.")
     await console.expect("cy", "Alice: Hi, Alice here")
-    texts = console.texts("cy")
+    texts = console.shown_texts("cy")
     assert texts.index("-- You're now chatting with Alice.") < texts.index(
         "Alice: Hi, Alice here. How can I help?")
 
@@ -90,7 +90,7 @@ async def test_agent_message_on_both_channels_is_shown_once(make_bridge, sandbox
     await sandbox.agent_reply(conversation.ticket_chat_id, "found it")
     await console.expect("di", "found it")
     await asyncio.sleep(0.3)  # the second copies had every chance to arrive
-    assert [t for t in console.texts("di") if "checking your order" in t] == [
+    assert [t for t in console.shown_texts("di") if "checking your order" in t] == [
         "Agent: checking your order now"]
 
 
@@ -101,7 +101,7 @@ async def test_replayed_events_are_shown_once(make_bridge, sandbox):
     await console.say("ed", "it is resolved")
     await console.expect("ed", "Did this solve")
     await asyncio.sleep(0.3)
-    texts = console.texts("ed")
+    texts = console.shown_texts("ed")
     assert len([t for t in texts if 'You said: "hello"' in t]) == 1
     assert len([t for t in texts if "Did this solve" in t]) == 1
 
@@ -127,7 +127,7 @@ async def test_fifty_customers_opening_at_once_each_get_their_own_reply(make_bri
     await asyncio.gather(*(console.expect(c, f'You said: "I am customer {c}"', timeout=30)
                            for c in customers))
     for customer in customers:
-        replies = [t for t in console.texts(customer) if "You said" in t]
+        replies = [t for t in console.shown_texts(customer) if "You said" in t]
         assert replies == [f'SATE: You said: "I am customer {customer}". What else can I do?']
     # and on the helpdesk side: 50 conversations, each with exactly one customer's words
     assert len(sandbox.conversations) == 50
@@ -253,7 +253,7 @@ async def test_platform_errors_are_retried_then_delivered_once(make_bridge, sand
     await console.say("rae", "hello")
     await console.expect("rae", 'You said: "hello"', timeout=15)
     await asyncio.sleep(0.2)
-    assert len([t for t in console.texts("rae") if "You said" in t]) == 1
+    assert len([t for t in console.shown_texts("rae") if "You said" in t]) == 1
     assert "retrying in 0.2s" in caplog.text  # the platform's retry_after was honoured
 
 
@@ -273,7 +273,7 @@ async def test_a_blocked_bot_marks_the_customer_unreachable_without_retrying(mak
     ticket = sandbox.received[0]["ticket_chat_id"]
     await sandbox.agent_reply(ticket, "are you there?")
     await asyncio.sleep(0.3)
-    assert console.texts("sam") == []  # nothing got through, and nothing was retried
+    assert console.shown_texts("sam") == []  # nothing got through, and nothing was retried
     rows = await queue_rows(bridge.store, ToCustomer, customer.id)
     assert {r.status for r in rows} == {"failed"} and all(r.attempts <= 1 for r in rows)
     assert caplog.text.count("customer unreachable") == 1

@@ -8,8 +8,8 @@ import asyncio
 import pytest
 
 from adapters.telegram import TelegramAdapter
-from adapters.telegram.groups import ONLY_OPENER
 from bridge.app import Bridge
+from bridge.texts import DEFAULT_TEXTS
 from testing.local import free_port
 from tests.test_telegram import ANN, BOB, _buttons, _settings, telegram  # noqa: F401 (fixture)
 
@@ -70,7 +70,7 @@ async def test_a_member_pressing_someone_elses_button_is_refused_and_nothing_is_
     prompt = await telegram.wait_for_text(GROUP["id"], "Did this solve your issue?")
     telegram.press(BOB, prompt, _buttons(prompt)[0]["callback_data"])
     answered = await telegram.wait_for(lambda: telegram.calls_of("answerCallbackQuery"))
-    assert answered[0].params["text"] == ONLY_OPENER and answered[0].params["show_alert"]
+    assert answered[0].params["text"] == DEFAULT_TEXTS["only_opener"] and answered[0].params["show_alert"]
     await asyncio.sleep(0.3)
     assert not [e for e, _ in sandbox.requests if e == "close_support"]
     assert "reply_markup" in prompt and "Yes, solved" not in prompt["text"]

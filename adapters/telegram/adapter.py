@@ -47,11 +47,6 @@ CHAT_BURST = 3  # messages; then one a second per chat
 CHAT_EVERY = 1.1  # seconds: one a second, with room for the jitter of the way there
 BOT_RATE = 28   # messages a second for the whole bot (Telegram: about 30)
 UPDATE_ATTEMPTS = 3  # an update the core calls Unstorable this often is skipped
-NOT_RECEIVED = "Sorry, your last message could not be received. Please send it again."
-GROUP_NOTE = "Please write to me in a private chat, so your conversation stays private."
-TOO_LARGE = ("That file is larger than 20 MB, the most Telegram lets a bot receive, so the "
-             "support team cannot see it. Please send a smaller file, or a link to it.")
-UNSENDABLE = "Sorry, {kind} cannot be sent to the support team. Please describe it in words."
 
 
 class SharedRateLimiter(AIORateLimiter):
@@ -175,11 +170,12 @@ class TelegramAdapter(Adapter):
         message = inbound.written(update)
         if message is None or message.chat.type != ChatType.PRIVATE:
             return
-        await self._tell(message, NOT_RECEIVED)
+        await self._tell(message, "not_received")
 
-    async def _tell(self, message: Message, text: str) -> None:
-        """A word from the bridge itself, outside any conversation, in the chat of the
-        customer's message; not retried."""
+    async def _tell(self, message: Message, key: str, **values) -> None:
+        """A word from the bridge itself ([texts] key), outside any conversation, in the
+        chat of the customer's message; not retried."""
+        text = self.texts.get(key, _language(message.from_user), **values)
         try:
             await self.bot.send_message(message.chat.id, text,
                                         business_connection_id=message.business_connection_id)
@@ -209,7 +205,9 @@ class TelegramAdapter(Adapter):
         command = _command(update)
         thread = self._topics.thread_of(message)
         if command == "new" and self._topics.enabled:  # a new conversation: a new topic
-            thread = await self._topics.open(message.chat.id, "", unnamed=True)
+            thread = await self._topics.open(
+                message.chat.id, self.texts.get("new_topic", _language(message.from_user)),
+                unnamed=True)
         if command is not None:
             event = inbound.command_event(self.account, update, command, thread)
         else:
@@ -227,9 +225,9 @@ class TelegramAdapter(Adapter):
         kind = inbound.unsendable(message)
         sent = inbound.file_of(message)
         if kind is not None:
-            await self._tell(message, UNSENDABLE.format(kind=kind))
+            await self._tell(message, "cannot_send", kind=kind)
         elif sent is not None and inbound.too_large(sent):
-            await self._tell(message, TOO_LARGE)
+            await self._tell(message, "file_too_large", limit="20 MB")
 
     def _file_url(self, file_id: str) -> str | None:
         if self._http is None:
@@ -256,7 +254,8 @@ class TelegramAdapter(Adapter):
             elif self.settings.groups == "conversations" and groups.is_group(prompt):
                 opener = groups.opener_of(prompt)
                 if opener is not None and opener != query.from_user.id:
-                    alert = groups.ONLY_OPENER  # nothing is sent
+                    # nothing is sent
+                    alert = self.texts.get("only_opener", _language(query.from_user))
                     return
                 await self._sink(ButtonPress(groups.member(self.account, prompt,
                                                            query.from_user), event.action))
@@ -277,7 +276,8 @@ class TelegramAdapter(Adapter):
                 or not groups.addressed(message, self.bot.id, self.bot.username):
             return
         if self.settings.groups != "conversations":
-            await message.reply_text(GROUP_NOTE)
+            await message.reply_text(self.texts.get("write_in_private",
+                                                    _language(message.from_user)))
             return
         member = groups.member(self.account, message, message.from_user)
         command = _command(update)
@@ -299,6 +299,9 @@ class TelegramAdapter(Adapter):
     async def deliver(self, user: ChatUser, message: Outgoing) -> str | None:
         place = Place.of(user.chat_id)
         self._typing.stop(place.chat_id)
+        if message.thread_title is not None and not message.thread_title.strip():
+            # a topic to open, with no words to name it by
+            message.thread_title = self.texts.get("new_topic", user.language)
         try:
             return await self._deliver(place, message)
         except RetryAfter as error:
@@ -404,6 +407,10 @@ class TelegramAdapter(Adapter):
         if mime_type.startswith("audio/"):
             return self.bot.send_audio
         return self.bot.send_document
+
+
+def _language(user) -> str | None:
+    return user.language_code if user is not None else None
 
 
 def _log_business(update: Update) -> None:

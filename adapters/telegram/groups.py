@@ -20,7 +20,6 @@ from telegram.constants import ChatType, MessageEntityType
 from bridge.events import ChatUser
 
 GROUP_PACE = (20, 60.0)  # Telegram: at most 20 messages a minute to one group
-ONLY_OPENER = "Only the person who opened this conversation can answer this."
 
 
 @dataclass(frozen=True)

@@ -17,16 +17,16 @@ log = logging.getLogger(__name__)
 
 NAME_LENGTH = 128  # Telegram's limit for a topic's name
 REFUSED_FOR = 600.0  # seconds a chat whose topics Telegram refused is served without them
-NEW_TOPIC_NAME = "New conversation"  # until its first message names it
 T = TypeVar("T")
 
 
 def topic_name(words: str) -> str:
-    """A topic's name from a conversation's first words: its first line, shortened."""
+    """A topic's name from a conversation's first words (not blank): its first line,
+    shortened."""
     line = next((line.strip() for line in words.splitlines() if line.strip()), "")
     if len(line) > NAME_LENGTH:
         line = line[:NAME_LENGTH - 1].rstrip() + "…"
-    return line or NEW_TOPIC_NAME
+    return line
 
 
 def thread_not_found(error: BadRequest) -> bool:
@@ -39,7 +39,7 @@ class Topics:
         self.enabled = False
         self._refused: TTLCache[int, None] = TTLCache(10_000, REFUSED_FOR)  # chat ids
         # Topics opened by /new, named when their first message comes (in this process:
-        # after a restart such a topic keeps NEW_TOPIC_NAME).
+        # after a restart such a topic keeps the name it was opened with).
         self._unnamed: LRUCache[tuple[int, int], None] = LRUCache(10_000)
 
     def start(self) -> None:
