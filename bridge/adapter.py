@@ -57,6 +57,11 @@ class Adapter(ABC):
     #: conversation without a thread becomes that conversation's thread.
     threads: ClassVar[bool] = False
 
+    def threads_for(self, user: ChatUser) -> bool:
+        """Whether this customer's conversations are shown as threads (see `threads`),
+        for a platform where that depends on the chat."""
+        return self.threads
+
     @property
     def receives_alone(self) -> bool:
         """True when only one daemon of a database may receive for this adapter (a

@@ -81,7 +81,8 @@ class CustomerOutbox:
             if outgoing.edit_of is not None:
                 outgoing.edit_ref, original = await self.store.delivered(outgoing.edit_of)
                 outgoing.edit_original = original.get("text") if original else None
-            threaded = adapter.threads and row.conversation_id is not None
+            threaded = row.conversation_id is not None \
+                and adapter.threads_for(chat_user(customer))
             if threaded:
                 outgoing.thread = (await self.store.conversation(row.conversation_id)).thread_ref
                 if outgoing.thread is None:

@@ -90,10 +90,19 @@ async def test_chatter_that_does_not_address_the_bot_is_not_read(
     assert [m["message"] for m in sandbox.received] == ["hello"]
 
 
-async def test_in_a_forum_group_answers_land_in_the_members_topic(
+async def test_in_a_forum_group_each_topic_is_a_conversation_answered_in_it(
         bridge, telegram, sandbox):  # noqa: F811
-    topic = telegram.topic_by_user(FORUM["id"], "Support")
-    _in_group(telegram, ANN, "@support_bot is the API down?", chat=FORUM,
-              message_thread_id=topic, is_topic_message=True)
+    api, billing = (telegram.topic_by_user(FORUM["id"], name) for name in ("API", "Billing"))
+    asked = _in_group(telegram, ANN, "@support_bot is the API down?", chat=FORUM,
+                      message_thread_id=api, is_topic_message=True)
     answer = await telegram.wait_for_text(FORUM["id"], "is the API down?")
-    assert answer["message_thread_id"] == topic
+    assert answer["message_thread_id"] == api
+    assert answer["reply_to_message"]["message_id"] == asked["message_id"]
+    _in_group(telegram, ANN, "@support_bot and my invoice?", chat=FORUM,
+              message_thread_id=billing, is_topic_message=True)
+    await telegram.wait_for(lambda: len(sandbox.received) == 2)
+    assert sandbox.received[0]["ticket_chat_id"] != sandbox.received[1]["ticket_chat_id"]
+    await telegram.wait_for_text(FORUM["id"], "and my invoice?")
+    await sandbox.agent_reply(sandbox.received[0]["ticket_chat_id"], "The API is back up.")
+    late = await telegram.wait_for_text(FORUM["id"], "The API is back up.")
+    assert late["message_thread_id"] == api  # the first conversation's topic, not the latest

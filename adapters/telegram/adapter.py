@@ -90,10 +90,11 @@ class TelegramAdapter(Adapter):
 
     # --- running -----------------------------------------------------------------
 
-    @property
-    def threads(self) -> bool:
-        """A bot with topics in private chats shows each conversation in its own topic."""
-        return self._topics.enabled
+    def threads_for(self, user: ChatUser) -> bool:
+        """A conversation in its own topic: in a private chat with a bot with topics, and
+        in a forum group, where the member wrote in a topic."""
+        place = Place.of(user.chat_id)
+        return place.thread is not None or (self._topics.enabled and place.is_bot_chat)
 
     def share_limits(self, fraction: float) -> None:
         limiter = self.bot.rate_limiter
@@ -280,12 +281,14 @@ class TelegramAdapter(Adapter):
                                                     _language(message.from_user)))
             return
         member = groups.member(self.account, message, message.from_user)
+        topic = Place.of(member.chat_id).thread  # a forum's topic: a conversation of its own
+        thread = str(topic) if topic is not None else None
         command = _command(update)
         if command is not None:
-            event = Command(member, command)
+            event = Command(member, command, thread)
         else:
-            event = inbound.message_event(self.account, update, self._file_url, user=member,
-                                          bot_username=self.bot.username)
+            event = inbound.message_event(self.account, update, self._file_url, thread,
+                                          user=member, bot_username=self.bot.username)
         if event is not None:
             await self._sink(event)
 
@@ -357,7 +360,7 @@ class TelegramAdapter(Adapter):
         member wrote, as an answer to that member's message."""
         thread = message.thread or (str(place.thread) if place.thread else None)
         return await self._topics.send(place.chat_id, thread, send, place.chat_id, *args,
-                                       **place.sending(), **kwargs)
+                                       **place.sending(thread), **kwargs)
 
     async def _send_text(self, place: Place, message: Outgoing,
                          document: Document) -> str | None:

@@ -52,12 +52,13 @@ class Place:
         """A customer's private chat with the bot itself."""
         return self.reply_to is None and self.business is None
 
-    def sending(self) -> dict:
-        """send_message's arguments that put an answer in its place."""
+    def sending(self, thread: str | None = None) -> dict:
+        """send_message's arguments that put an answer in its place, when it goes to the
+        forum topic `thread`."""
         if self.business is not None:
             return {"business_connection_id": self.business}
-        if self.reply_to is None:
-            return {}
+        if self.reply_to is None or (self.thread is not None and thread != str(self.thread)):
+            return {}  # (the member's latest message is in another topic)
         # Sent even should the member have deleted the message it answers.
         return {"reply_parameters": ReplyParameters(self.reply_to,
                                                     allow_sending_without_reply=True)}
