@@ -67,6 +67,7 @@ class FakeSlack:
         self.uploads: dict[str, dict] = {}            # file id -> {"name", "content", ...}
         self.customer_files: dict[str, tuple[str, bytes]] = {}  # id -> (name, content)
         self.responses: list[dict] = []               # what was POSTed to a response_url
+        self.ephemerals: list[dict] = []              # chat.postEphemeral, as asked
         self.cdn_requests: list[str] = []             # names asked of /cdn/, in order
         self.acks: dict[str, dict] = {}               # socket mode: envelope id -> ack
         self.app_url = ""                             # HTTP mode: the app's request URL
@@ -154,6 +155,33 @@ class FakeSlack:
                 "event_id": f"Ev{next(self._events):08d}", "event_time": int(time.time()),
                 "authorizations": [{"team_id": TEAM, "user_id": BOT_USER, "is_bot": True}]}
 
+    def channel_message(self, user: str, channel: str, text: str,
+                        thread_ts: str | None = None, user_team: str = TEAM,
+                        channel_type: str = "channel", **extra: Any) -> dict:
+        """A message in a channel the app's bot is in, as the Events API sends it; from a
+        member of another organisation (user_team) in a Slack Connect channel."""
+        ts = self.next_ts()
+        event = {"type": "message", "channel": channel, "user": user, "text": text, "ts": ts,
+                 "event_ts": ts, "channel_type": channel_type, "team": user_team,
+                 "user_team": user_team, "source_team": user_team,
+                 "client_msg_id": str(uuid.uuid4()), **extra}
+        if thread_ts:
+            event["thread_ts"] = thread_ts
+        self.messages.setdefault(channel, []).append(
+            {k: v for k, v in event.items() if k not in ("channel_type", "event_ts")})
+        return {"token": "legacy-verification-token", "team_id": TEAM, "api_app_id": "A0BRIDGE",
+                "event": event, "type": "event_callback", "is_ext_shared_channel":
+                    user_team != TEAM, "event_id": f"Ev{next(self._events):08d}",
+                "event_time": int(time.time()),
+                "authorizations": [{"team_id": TEAM, "user_id": BOT_USER, "is_bot": True}]}
+
+    def in_channel(self, channel: str, needle: str,
+                   thread_ts: str | None = None) -> dict | None:
+        """The app's message in a channel (in a thread) that shows needle."""
+        return next((m for m in self.messages.get(channel, []) if m.get("user") == BOT_USER
+                     and (thread_ts is None or m.get("thread_ts") == thread_ts)
+                     and (needle in m["text"] or needle in shown_text(m))), None)
+
     def press_payload(self, user: str, message: dict, index: int,
                       channel: str | None = None) -> dict:
         buttons = buttons_of(message)
@@ -194,6 +222,12 @@ class FakeSlack:
     async def say(self, user: str, text: str, thread_ts: str | None = None, **extra: Any) -> dict:
         """The customer writes in their DM with the app; returns the event sent."""
         body = self.message_event(user, text, thread_ts, **extra)
+        await self._deliver("events_api", body, "event")
+        return body
+
+    async def say_in_channel(self, user: str, channel: str, text: str, **options: Any) -> dict:
+        """A person writes in a channel; returns the event sent."""
+        body = self.channel_message(user, channel, text, **options)
         await self._deliver("events_api", body, "event")
         return body
 
@@ -341,6 +375,18 @@ class FakeSlack:
                 return {"channel": params["channel"], "ts": params["ts"],
                         "text": message["text"], "message": dict(message)}
         raise SlackError("message_not_found")
+
+    def _conversations_replies(self, params: dict) -> dict:
+        thread = params["ts"]
+        found = [m for m in self.messages.get(params["channel"], [])
+                 if m["ts"] == thread or m.get("thread_ts") == thread]
+        if not found:
+            raise SlackError("thread_not_found")
+        return {"messages": found[:int(params.get("limit") or 1000)], "has_more": False}
+
+    def _chat_postEphemeral(self, params: dict) -> dict:
+        self.ephemerals.append(params)
+        return {"message_ts": self.next_ts()}
 
     def _views_open(self, params: dict) -> dict:
         view = _json(params["view"])

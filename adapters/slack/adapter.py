@@ -10,6 +10,12 @@ milliseconds; the helpdesk is reached later, by the core's queue, well after the
 Each helpdesk conversation is a thread in the customer's DM with the app: a top-level
 message continues the active conversation (or starts one, threaded under that message);
 a reply in a thread goes to that thread's conversation; `/support` starts a new one.
+
+In a support channel (any channel the bot is in, shared ones included; [slack] channels
+may list them), each thread is a conversation and the helpdesk's customer: a top-level
+message starts one threaded under it, and everything is answered in the thread for the
+whole channel to see. Only the person who opened it (or a [slack] channel_admins member)
+may close or rate it.
 """
 from __future__ import annotations
 
@@ -36,10 +42,10 @@ from adapters.slack import blocks, inbound, rich_text
 from adapters.slack.errors import BLOCKS_REFUSED, delivery_error, error_code
 from adapters.slack.files import FILES_PATH, SlackFiles
 from adapters.slack.form_body import read_form_body_again
-from adapters.slack.inbound import team_of
+from adapters.slack.inbound import dig, team_of
 from adapters.slack.settings import SlackSettings
 from bridge.adapter import Adapter, DeliveryError, EditTargetGone, Sink
-from bridge.events import ChatUser, Outgoing, comment_action
+from bridge.events import ButtonPress, ChatUser, Outgoing, comment_action
 from bridge.http import HttpServer
 from bridge.pacing import Pacer
 
@@ -78,6 +84,8 @@ class SlackAdapter(Adapter):
         self._socket: AsyncSocketModeHandler | None = None
         self._seen_events: LRUCache[str, None] = LRUCache(REMEMBERED)
         self._dm_channels: LRUCache[str, str] = LRUCache(REMEMBERED)
+        # (channel, thread ts) -> the user who opened that support-channel conversation
+        self._openers: LRUCache[tuple[str, str], str] = LRUCache(REMEMBERED)
         self._pacer = Pacer(burst=CHANNEL_BURST)
         self._files = SlackFiles(self.client, settings, self._pacer)
         self.bot_user_id = ""
@@ -88,6 +96,7 @@ class SlackAdapter(Adapter):
     def _register(self, app: AsyncApp) -> None:
         app.use(read_form_body_again)  # before any listener: see form_body.py
         app.event("message", matchers=[self._wants_message])(self._on_message)
+        app.event("app_mention")(self._on_mention)
         app.command(self.settings.command)(self._on_command)
         app.action(re.compile(r"^helpdesk\."))(self._on_action)
         app.view(blocks.COMMENT_MODAL)(self._on_comment)
@@ -155,12 +164,50 @@ class SlackAdapter(Adapter):
     async def _on_message(self, body: dict, event: dict) -> None:
         if body.get("event_id") in self._seen_events:
             return
-        if event.get("channel_type") == "im" and inbound.from_person(event, self.bot_user_id):
+        if not inbound.from_person(event, self.bot_user_id):
+            pass
+        elif event.get("channel_type") == "im":
             self._remember_dm(event["user"], event.get("channel"))
             found = inbound.message_event(team_of(body), event, self._file_url)
             if found is not None:
                 await self._sink(found)
+        elif inbound.in_support_channel(event):
+            await self._on_channel_message(body, event)
         self._remember_event(body.get("event_id"))  # only once stored: a failure is retried
+
+    async def _on_mention(self, body: dict, event: dict) -> None:
+        """@app in a channel: a channel message like any other (when the app also gets
+        every channel message, the same message comes twice: the core keeps it once)."""
+        channel = event.get("channel")
+        if isinstance(channel, str) and channel[:1] in ("C", "G") \
+                and inbound.from_person({"subtype": None, **event}, self.bot_user_id):
+            await self._on_channel_message(body, {**event, "subtype": None})
+
+    async def _on_channel_message(self, body: dict, event: dict) -> None:
+        if not self._for_helpdesk(event):
+            return
+        if isinstance(event.get("text"), str):  # "@app": not words for the helpdesk
+            event = {**event,
+                     "text": event["text"].replace(f"<@{self.bot_user_id}>", "").strip()}
+        found = inbound.message_event(team_of(body), event, self._file_url, channel_thread=True)
+        if found is None:
+            return
+        if found.thread is None:  # it opens a conversation: its writer may close it
+            self._openers[(event["channel"], event["ts"])] = event["user"]
+        await self._sink(found)
+
+    def _for_helpdesk(self, event: dict) -> bool:
+        """A support channel's message for the helpdesk: in a listed channel (or any, with
+        none listed), and not internal (the prefix, or the app's own workspace when so
+        configured)."""
+        settings = self.settings
+        if settings.channels and event.get("channel") not in settings.channels:
+            return False
+        text = event.get("text") if isinstance(event.get("text"), str) else ""
+        if settings.internal_prefix and text.lstrip().startswith(settings.internal_prefix):
+            return False
+        team = event.get("user_team") or event.get("team")
+        return not (settings.internal_own_workspace and team == self.team)
 
     async def _on_command(self, ack, body: dict) -> None:
         # A command replayed within Slack's 5 minutes is signed all the same: its
@@ -183,6 +230,10 @@ class SlackAdapter(Adapter):
             await ack()  # a link button: the browser opens it, nothing to do here
             return
         user = (body.get("user") or {}).get("id", "")
+        channel = dig(body, "container", "channel_id")
+        if isinstance(channel, str) and channel[:1] in ("C", "G"):
+            await self._on_channel_action(ack, body, user, channel, action)
+            return
         event = inbound.press_event(team_of(body), user, await self._dm_channel(user), action)
         if event is not None:
             await self._sink(event)
@@ -190,6 +241,49 @@ class SlackAdapter(Adapter):
         if event is not None and action.get("action_id", "").startswith(
                 f"{blocks.ACTION_PREFIX}rating.") and body.get("trigger_id"):
             await self._open_comment_modal(body["trigger_id"], event.action)
+
+    async def _on_channel_action(self, ack, body: dict, user: str, channel: str,
+                                 action: dict) -> None:
+        """A button in a support channel's thread: pressed by the person who opened the
+        conversation (or an admin), it counts; anyone else is told so, and nothing is sent.
+        The comment is written in the thread (no modal: it would be the presser's)."""
+        message = body.get("message") if isinstance(body.get("message"), dict) else {}
+        thread = message.get("thread_ts") or message.get("ts")
+        value = action.get("value")
+        if not isinstance(thread, str) or not isinstance(value, str) or not value:
+            await ack()
+            return
+        if user not in self.settings.channel_admins \
+                and user != await self._opener(channel, thread):
+            await ack()
+            await self._say_only_opener(channel, thread, user)
+            return
+        await self._sink(ButtonPress(inbound.channel_customer(team_of(body), channel, thread),
+                                     value))
+        await ack()
+
+    async def _opener(self, channel: str, thread: str) -> str | None:
+        """Who wrote the message a support-channel thread hangs under."""
+        opener = self._openers.get((channel, thread))
+        if opener is None:
+            try:
+                found = await self.client.conversations_replies(channel=channel, ts=thread,
+                                                                limit=1)
+            except SlackApiError as error:
+                log.warning("slack: who opened a thread is unknown (%s)", error_code(error))
+                return None
+            first = (found.get("messages") or [{}])[0]
+            opener = first.get("user") if first.get("ts") == thread else None
+            if opener is not None:
+                self._openers[(channel, thread)] = opener
+        return opener
+
+    async def _say_only_opener(self, channel: str, thread: str, user: str) -> None:
+        try:
+            await self.client.chat_postEphemeral(channel=channel, user=user, thread_ts=thread,
+                                                 text=self.texts.get("only_opener"))
+        except SlackApiError as error:
+            log.info("slack: an ephemeral note was refused (%s)", error_code(error))
 
     async def _open_comment_modal(self, trigger_id: str, rating_action: str) -> None:
         """Slack's trigger_id lives 3 s: opened right away. If it fails, the comment prompt

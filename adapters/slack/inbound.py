@@ -33,8 +33,10 @@ def from_person(event: dict, bot_user_id: str) -> bool:
 
 
 def message_event(team: str, event: dict,
-                  file_url: Callable[[str], str | None] = lambda _file_id: None
-                  ) -> InboundMessage | None:
+                  file_url: Callable[[str], str | None] = lambda _file_id: None,
+                  channel_thread: bool = False) -> InboundMessage | None:
+    """channel_thread: written in a support channel, where each thread is a customer of
+    its own (channel_customer)."""
     channel, ts = event.get("channel"), event.get("ts")
     if not isinstance(channel, str) or not isinstance(ts, str):
         return None
@@ -49,10 +51,23 @@ def message_event(team: str, event: dict,
     if not text.strip() and attachment is None:
         return None
     thread = event.get("thread_ts")
-    return InboundMessage(ChatUser("slack", team, event["user"], channel), text,
-                          f"{channel}:{ts}", attachment=attachment,
-                          thread=thread if isinstance(thread, str) and thread != ts else None,
+    thread = thread if isinstance(thread, str) and thread != ts else None
+    who = channel_customer(team, channel, thread or ts) if channel_thread \
+        else ChatUser("slack", team, event["user"], channel)
+    return InboundMessage(who, text, f"{channel}:{ts}", attachment=attachment, thread=thread,
                           ref=ts)
+
+
+def channel_customer(team: str, channel: str, thread: str) -> ChatUser:
+    """In a support channel the helpdesk's customer is the thread: whoever writes in it
+    continues its one conversation, and a busy channel holds as many open conversations
+    as it has threads (the helpdesk's limit of 3 is per customer). docs/customers.md."""
+    return ChatUser("slack", team, f"{channel}/{thread}", channel)
+
+
+def in_support_channel(event: dict) -> bool:
+    """A public or private channel (shared ones included), not a DM or a group DM."""
+    return event.get("channel_type") in ("channel", "group")
 
 
 def command_events(team: str, user: str, dm_channel: str, text: str,
@@ -83,7 +98,7 @@ def comment_event(team: str, user: str, dm_channel: str, view: dict,
     action = view.get("private_metadata")
     if not isinstance(action, str) or not action.startswith("comment:"):
         return None
-    typed = _dig(view, "state", "values", block_id, action_id, "value")
+    typed = dig(view, "state", "values", block_id, action_id, "value")
     typed = typed.strip() if isinstance(typed, str) else ""
     return ButtonPress(ChatUser("slack", team, user, dm_channel), action, text=typed or None)
 
@@ -93,7 +108,7 @@ def _string(data: dict, key: str) -> str:
     return value if isinstance(value, str) else ""
 
 
-def _dig(data: object, *keys: str) -> object:
+def dig(data: object, *keys: str) -> object:
     """data[k1][k2]…, or None where the shape is not as Slack documents it."""
     for key in keys:
         if not isinstance(data, dict):

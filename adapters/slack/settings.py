@@ -21,6 +21,18 @@ class SlackSettings(StrictModel):
     # internal network, e.g. ["10.20.0.0/16"]. Nothing else that is loopback, private,
     # link-local or a cloud metadata address is ever fetched (it is sent as a link).
     file_networks: list[str] = []
+    # Support channels (README "Slack support channels"): a channel the app's bot is a
+    # member of, Slack Connect channels shared with a customer's organisation included.
+    # Each thread there is a conversation. Empty: every channel the bot is in.
+    channels: list[str] = []
+    # Kept out of the helpdesk: channel messages that begin with this prefix ("" : none)...
+    internal_prefix: str = ""
+    # ...and, when true, channel messages from members of the app's own workspace (in a
+    # shared channel: the company's staff, talking among themselves).
+    internal_own_workspace: bool = False
+    # Who may close or rate any channel conversation, besides the person who opened it:
+    # Slack user ids (U…).
+    channel_admins: list[str] = []
 
     @field_validator("file_networks")
     @classmethod
