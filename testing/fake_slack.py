@@ -198,9 +198,10 @@ class FakeSlack:
                              "block_id": button["block_id"], "text": button["text"],
                              "value": button.get("value"), "action_ts": str(time.time())}]}
 
-    def command_form(self, user: str, text: str, command: str = "/support") -> dict:
+    def command_form(self, user: str, text: str, command: str = "/support",
+                     channel: str = "C0GENERAL") -> dict:
         return {"token": "legacy-verification-token", "team_id": TEAM, "team_domain": "acme",
-                "channel_id": "C0GENERAL", "channel_name": "general", "user_id": user,
+                "channel_id": channel, "channel_name": channel.lower(), "user_id": user,
                 "user_name": user.lower(), "command": command, "text": text,
                 "api_app_id": "A0BRIDGE", "is_enterprise_install": "false",
                 "response_url": f"{self.url}/respond/{uuid.uuid4().hex}",
@@ -235,8 +236,8 @@ class FakeSlack:
         await self._deliver("interactive", self.press_payload(user, message, index, **options),
                             "interaction")
 
-    async def command(self, user: str, text: str = "") -> None:
-        await self._deliver("slash_commands", self.command_form(user, text), "form")
+    async def command(self, user: str, text: str = "", **options: Any) -> None:
+        await self._deliver("slash_commands", self.command_form(user, text, **options), "form")
 
     async def submit(self, user: str, view: dict, typed: str) -> None:
         await self._deliver("interactive", self.view_submission(user, view, typed),

@@ -121,6 +121,18 @@ async def test_the_own_workspace_may_be_kept_internal(slack, sandbox, database_u
         await asyncio.wait_for(bridge.stop(), 20)
 
 
+async def test_the_slash_command_in_a_support_channel_opens_a_thread_there(
+        bridge, slack, sandbox):  # noqa: F811
+    await slack.command(CAROL, "where is my refund?", channel=SHARED)
+    question = await slack.wait_for(lambda: slack.in_channel(SHARED, "where is my refund?"))
+    assert question["text"] == f"<@{CAROL}>: where is my refund?" and "thread_ts" not in question
+    answer = await slack.wait_for(lambda: slack.in_channel(
+        SHARED, '"where is my refund?"', thread_ts=question["ts"]))
+    assert "SATE" in answer["text"]
+    assert sandbox.received[0]["message"] == "where is my refund?"
+    assert not slack.messages.get(slack.dm(CAROL))
+
+
 async def test_an_app_mention_opens_a_conversation_once(bridge, slack, sandbox):  # noqa: F811
     body = slack.channel_message(CAROL, OTHER, f"<@{BOT_USER}> can you help?",
                                  user_team=CUSTOMER_TEAM)

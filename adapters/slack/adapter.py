@@ -45,7 +45,7 @@ from adapters.slack.form_body import read_form_body_again
 from adapters.slack.inbound import dig, team_of
 from adapters.slack.settings import SlackSettings
 from bridge.adapter import Adapter, DeliveryError, EditTargetGone, Sink
-from bridge.events import ButtonPress, ChatUser, Outgoing, comment_action
+from bridge.events import ButtonPress, ChatUser, InboundMessage, Outgoing, comment_action
 from bridge.http import HttpServer
 from bridge.pacing import Pacer
 
@@ -86,6 +86,7 @@ class SlackAdapter(Adapter):
         self._dm_channels: LRUCache[str, str] = LRUCache(REMEMBERED)
         # (channel, thread ts) -> the user who opened that support-channel conversation
         self._openers: LRUCache[tuple[str, str], str] = LRUCache(REMEMBERED)
+        self._seen_channels: LRUCache[str, None] = LRUCache(REMEMBERED)  # support channels
         self._pacer = Pacer(burst=CHANNEL_BURST)
         self._files = SlackFiles(self.client, settings, self._pacer)
         self.bot_user_id = ""
@@ -186,6 +187,7 @@ class SlackAdapter(Adapter):
     async def _on_channel_message(self, body: dict, event: dict) -> None:
         if not self._for_helpdesk(event):
             return
+        self._seen_channels[event["channel"]] = None
         if isinstance(event.get("text"), str):  # "@app": not words for the helpdesk
             event = {**event,
                      "text": event["text"].replace(f"<@{self.bot_user_id}>", "").strip()}
@@ -195,6 +197,32 @@ class SlackAdapter(Adapter):
         if found.thread is None:  # it opens a conversation: its writer may close it
             self._openers[(event["channel"], event["ts"])] = event["user"]
         await self._sink(found)
+
+    def _is_support_channel(self, channel: object) -> bool:
+        """A channel listed in [slack] channels, or (none listed) one the bot has seen a
+        message in: a slash command there opens its conversation there."""
+        if not isinstance(channel, str) or channel[:1] not in ("C", "G"):
+            return False
+        return channel in self.settings.channels if self.settings.channels \
+            else channel in self._seen_channels
+
+    async def _open_from_command(self, body: dict, user: str, channel: str, text: str) -> bool:
+        """`/support <question>` in a support channel: the question is posted there for the
+        channel to see, and its thread is the conversation. False when Slack refuses the
+        post (the bot is not in that channel): the command then goes to the DM."""
+        try:
+            posted = await self.client.chat_postMessage(
+                channel=channel, text=f"<@{user}>: {text}", unfurl_links=False)
+        except SlackApiError as error:
+            log.info("slack: a command's question could not go to its channel (%s)",
+                     error_code(error))
+            return False
+        thread = posted["ts"]
+        self._openers[(channel, thread)] = user
+        await self._sink(InboundMessage(inbound.channel_customer(team_of(body), channel, thread),
+                                        inbound.plain_text(text), f"{channel}:{thread}",
+                                        ref=thread))
+        return True
 
     def _for_helpdesk(self, event: dict) -> bool:
         """A support channel's message for the helpdesk: in a listed channel (or any, with
@@ -217,6 +245,14 @@ class SlackAdapter(Adapter):
             await ack()
             return
         user = body.get("user_id", "")
+        text = body.get("text") if isinstance(body.get("text"), str) else ""
+        in_channel = body.get("channel_id")
+        if self._is_support_channel(in_channel) and text.strip() \
+                and await self._open_from_command(body, user, in_channel, text.strip()):
+            if trigger:
+                self._remember_event(f"trigger:{trigger}")
+            await ack()
+            return
         channel = await self._dm_channel(user)
         for event in inbound.command_events(team_of(body), user, channel, body.get("text") or "",
                                             trigger):
