@@ -11,6 +11,8 @@ from bridge.http import HttpServer
 from bridge.texts import Texts
 
 if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncEngine
+
     from bridge.support_mode import SupportMode
 
 # What the core gives an adapter: call it with every inbound event. It returns once the
@@ -83,6 +85,11 @@ class Adapter(ABC):
     def use_texts(self, texts: Texts) -> None:
         """The deployment's [texts], set by the Bridge before start()."""
         self.texts = texts
+
+    def use_database(self, engine: AsyncEngine) -> None:
+        """The bridge's database, for an adapter that keeps its own tables there (created
+        by the bridge's migrations): Slack's installations in many workspaces. Optional."""
+        return None
 
     def use_support_mode(self, support_mode: SupportMode) -> None:
         """Where an adapter embedded in a company's own bot or app keeps who is talking to

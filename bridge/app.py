@@ -85,6 +85,7 @@ class Bridge:
         for adapter in self.adapters:
             adapter.use_support_mode(SupportMode(self.store))
             adapter.use_texts(texts)
+            adapter.use_database(self.store.engine)
         helpdesk = settings.helpdesk
         link_factory = partial(HelpdeskLink, helpdesk.url, helpdesk.api_key.get_secret_value(),
                                namespace=helpdesk.namespace, connections=helpdesk.connections,

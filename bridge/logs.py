@@ -35,11 +35,27 @@ def add_secrets(values: list[str]) -> None:
 _JWT = re.compile(r"eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}")
 
 
+# Secrets a platform hands out at run time, known by their shape: (a cheap marker that
+# every one contains, the pattern). Registered by the adapter (add_secret_shape).
+_shapes: list[tuple[str, re.Pattern]] = [("eyJ", _JWT)]
+
+
+def add_secret_shape(marker: str, pattern: str) -> None:
+    """Redact whatever matches `pattern` (a token a platform issues while the bridge runs,
+    such as each Slack workspace's bot token); `marker` is a substring every match has."""
+    if all(shape.pattern != pattern for _marker, shape in _shapes):
+        _shapes.append((marker, re.compile(pattern)))
+    add_secrets([])
+
+
 def redact(text: str) -> str:
     for secret in _secrets:
         if secret in text:
             text = text.replace(secret, REDACTED)
-    return _JWT.sub(REDACTED, text) if "eyJ" in text else text
+    for marker, shape in _shapes:
+        if marker in text:
+            text = shape.sub(REDACTED, text)
+    return text
 
 
 def _install_factory() -> None:

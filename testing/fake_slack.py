@@ -39,6 +39,7 @@ BOT_ID = "B0BRIDGE"
 class Call:
     method: str
     params: dict
+    team: str | None = None  # the workspace whose token made the call
 
 
 class SlackError(Exception):
@@ -91,9 +92,13 @@ class FakeSlack:
         app.router.add_post("/respond/{id}", self._respond)
         app.router.add_get("/cdn/{name}", self._cdn)
         app.router.add_get("/socket", self._socket_mode)
+        self._add_routes(app)
         self._runner, port = await serve(app)
         self.url = f"http://127.0.0.1:{port}"
         return self.url
+
+    def _add_routes(self, app: web.Application) -> None:
+        """More of Slack, for a subclass."""
 
     async def stop(self) -> None:
         if self._socket is not None:
@@ -114,8 +119,9 @@ class FakeSlack:
         return [call for call in self.calls if call.method == method]
 
     @staticmethod
-    def dm(user: str) -> str:
-        return "D" + user[1:]
+    def dm(user: str, team: str = TEAM) -> str:
+        """The user's DM with the app (DM ids are per workspace)."""
+        return ("D" if team == TEAM else f"D{team[-3:]}") + user[1:]
 
     def next_ts(self) -> str:
         n = next(self._ts)
@@ -130,30 +136,40 @@ class FakeSlack:
             await asyncio.sleep(0.02)
         raise AssertionError(f"timed out after {timeout}s; messages: {self.messages}")
 
-    def find(self, user: str, needle: str) -> dict | None:
-        return next((m for m in self.messages.get(self.dm(user), []) if needle in m["text"]
-                     or needle in shown_text(m)), None)
+    def find(self, user: str, needle: str, team: str = TEAM) -> dict | None:
+        return next((m for m in self.messages.get(self.dm(user, team), [])
+                     if needle in m["text"] or needle in shown_text(m)), None)
 
-    async def wait_for_text(self, user: str, needle: str, timeout: float = 10.0) -> dict:
-        return await self.wait_for(lambda: self.find(user, needle), timeout)
+    async def wait_for_text(self, user: str, needle: str, timeout: float = 10.0,
+                            team: str = TEAM) -> dict:
+        return await self.wait_for(lambda: self.find(user, needle, team), timeout)
 
     # --- what customers do ---------------------------------------------------------------
 
     def message_event(self, user: str, text: str, thread_ts: str | None = None,
-                      ts: str | None = None, **extra: Any) -> dict:
+                      ts: str | None = None, team: str = TEAM, **extra: Any) -> dict:
         ts = ts or self.next_ts()
-        event = {"type": "message", "channel": self.dm(user), "user": user, "text": text,
+        channel = self.dm(user, team)
+        event = {"type": "message", "channel": channel, "user": user, "text": text,
                  "ts": ts, "event_ts": ts, "channel_type": "im",
-                 "client_msg_id": str(uuid.uuid4()), "team": TEAM, **extra}
+                 "client_msg_id": str(uuid.uuid4()), "team": team, **extra}
         if thread_ts:
             event["thread_ts"] = thread_ts
         message = {key: value for key, value in event.items()
                    if key not in ("channel_type", "event_ts")}
-        self.messages.setdefault(self.dm(user), []).append(message)
-        return {"token": "legacy-verification-token", "team_id": TEAM, "api_app_id": "A0BRIDGE",
+        self.messages.setdefault(channel, []).append(message)
+        return self.event_body(event, team)
+
+    def bot_user_of(self, _team: str) -> str:
+        return BOT_USER
+
+    def event_body(self, event: dict, team: str = TEAM) -> dict:
+        """An Events API envelope for the app installed in `team`."""
+        return {"token": "legacy-verification-token", "team_id": team, "api_app_id": "A0BRIDGE",
                 "event": event, "type": "event_callback",
                 "event_id": f"Ev{next(self._events):08d}", "event_time": int(time.time()),
-                "authorizations": [{"team_id": TEAM, "user_id": BOT_USER, "is_bot": True}]}
+                "authorizations": [{"team_id": team, "user_id": self.bot_user_of(team),
+                                    "is_bot": True}]}
 
     def channel_message(self, user: str, channel: str, text: str,
                         thread_ts: str | None = None, user_team: str = TEAM,
@@ -223,8 +239,12 @@ class FakeSlack:
     async def say(self, user: str, text: str, thread_ts: str | None = None, **extra: Any) -> dict:
         """The customer writes in their DM with the app; returns the event sent."""
         body = self.message_event(user, text, thread_ts, **extra)
-        await self._deliver("events_api", body, "event")
+        await self.send(body)
         return body
+
+    async def send(self, body: dict) -> None:
+        """An Events API envelope, by HTTP or Socket Mode."""
+        await self._deliver("events_api", body, "event")
 
     async def say_in_channel(self, user: str, channel: str, text: str, **options: Any) -> dict:
         """A person writes in a channel; returns the event sent."""
@@ -324,10 +344,9 @@ class FakeSlack:
     async def _api(self, request: web.Request) -> web.Response:
         method = request.match_info["method"]
         params = await self._params(request)
-        token = request.headers.get("Authorization", "").removeprefix("Bearer ")
-        self.calls.append(Call(method, params))
-        expected = self.app_token if method == "apps.connections.open" else self.bot_token
-        if token != expected:
+        self.caller_team = self._authorized(method, request)
+        self.calls.append(Call(method, params, self.caller_team))
+        if self.caller_team is None:
             return web.json_response({"ok": False, "error": "invalid_auth"})
         injected = self.errors.get(method)
         if injected:
@@ -343,6 +362,12 @@ class FakeSlack:
         except SlackError as error:
             return web.json_response({"ok": False, "error": str(error)})
 
+    def _authorized(self, method: str, request: web.Request) -> str | None:
+        """The workspace the request's token speaks for; None: not a token we know."""
+        token = request.headers.get("Authorization", "").removeprefix("Bearer ")
+        expected = self.app_token if method == "apps.connections.open" else self.bot_token
+        return TEAM if token == expected else None
+
     def _auth_test(self, _params: dict) -> dict:
         return {"url": "https://acme.slack.com/", "team": "ACME", "user": "helpdesk",
                 "team_id": TEAM, "user_id": BOT_USER, "bot_id": BOT_ID, "is_enterprise_install": False}
@@ -351,7 +376,8 @@ class FakeSlack:
         return {"url": self.url.replace("http://", "ws://") + "/socket"}
 
     def _conversations_open(self, params: dict) -> dict:
-        return {"no_op": True, "already_open": True, "channel": {"id": self.dm(params["users"])}}
+        return {"no_op": True, "already_open": True,
+                "channel": {"id": self.dm(params["users"], self.caller_team or TEAM)}}
 
     def _chat_postMessage(self, params: dict) -> dict:
         _check_blocks(params)

@@ -15,6 +15,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 from adapters.slack import blocks
 from adapters.slack.errors import error_code
 from adapters.slack.settings import SlackSettings
+from adapters.slack.workspaces import NotInstalled, Workspaces
 from bridge.events import Outgoing
 from bridge.files import FileRefused, fetch_public, networks, refused, serve_download
 from bridge.pacing import Pacer
@@ -26,18 +27,21 @@ ATTACHMENT_LIMIT = 50 * 1024 * 1024
 
 
 class SlackFiles:
-    def __init__(self, client: AsyncWebClient, settings: SlackSettings,
+    def __init__(self, workspaces: Workspaces, settings: SlackSettings,
                  pacer: Pacer) -> None:
-        self._client = client
+        self._workspaces = workspaces
         self._settings = settings
         self._pacer = pacer
         self._file_networks = networks(settings.file_networks)
 
-    async def fetch(self, request: web.Request, file_id: str) -> web.StreamResponse:
+    async def fetch(self, request: web.Request, key: str) -> web.StreamResponse:
         """A customer's file, for the helpdesk: streamed from Slack with the bot token, which
-        stays here; the link itself is signed and expires."""
+        stays here; the link itself is signed and expires. key: the file id, after its
+        workspace's id for an app installed in many ("T0123:F0456")."""
+        team, _, file_id = key.rpartition(":")
         try:
-            info = (await self._client.files_info(file=file_id))["file"]
+            client = await self._workspaces.client(team)
+            info = (await client.files_info(file=file_id))["file"]
             url = info.get("url_private_download") or info.get("url_private") or ""
             if not isinstance(url, str) or not self._is_slack_url(url):
                 raise FileRefused("the file is not on Slack")
@@ -45,13 +49,13 @@ class SlackFiles:
                 raise FileRefused("the file is too large")
             name = info.get("name") if isinstance(info.get("name"), str) else "file"
             mimetype = info.get("mimetype") if isinstance(info.get("mimetype"), str) else ""
-            token = self._settings.bot_token.get_secret_value()
+            token = client.token
             return await serve_download(
                 request, url, limit=ATTACHMENT_LIMIT, name=name, content_type=mimetype
                 or mimetypes.guess_type(name)[0] or "application/octet-stream",
                 headers={"Authorization": f"Bearer {token}"})
         except (SlackApiError, aiohttp.ClientError, asyncio.TimeoutError, FileRefused,
-                KeyError, TypeError) as error:
+                NotInstalled, KeyError, TypeError) as error:
             log.warning("slack: could not fetch a customer file: %s", error_code(error))
             return refused()
 
@@ -61,21 +65,22 @@ class SlackFiles:
         return host == "slack.com" or host.endswith(".slack.com") \
             or host == urlsplit(self._settings.api_url).hostname
 
-    async def send_attachments(self, channel: str, message: Outgoing) -> None:
+    async def send_attachments(self, client: AsyncWebClient, channel: str,
+                               message: Outgoing) -> None:
         """Agent attachments: uploaded into the thread (files.getUploadURLExternal +
         files.completeUploadExternal, which slack-sdk's files_upload_v2 does), or a link
         when that fails. Fetched from public addresses only (bridge/files.py)."""
         for item in message.attachments:
             try:
                 content = await fetch_public(item.url, ATTACHMENT_LIMIT, self._file_networks)
-                await self._client.files_upload_v2(channel=channel, thread_ts=message.thread,
-                                                   content=content, filename=item.name,
-                                                   title=item.name)
+                await client.files_upload_v2(channel=channel, thread_ts=message.thread,
+                                             content=content, filename=item.name,
+                                             title=item.name)
             except (SlackClientError, aiohttp.ClientError, asyncio.TimeoutError,
                     FileRefused) as error:
                 log.info("slack: attachment sent as a link (%s)", error_code(error))
                 await self._pacer.wait(channel)
-                await self._client.chat_postMessage(
+                await client.chat_postMessage(
                     channel=channel, thread_ts=message.thread,
                     text=blocks.escape(f"{item.name}: {item.url}"),
                     blocks=[{"type": "section", "text": {"type": "mrkdwn", "text": "<{}|{}>".format(

@@ -5,9 +5,18 @@ from pydantic import SecretStr, field_validator, model_validator
 
 from bridge.config import HttpUrl, StrictModel
 
+# What a distributed app asks of each workspace it is installed in (README's manifest).
+DEFAULT_SCOPES = ["chat:write", "im:history", "im:write", "commands", "files:read",
+                  "files:write", "channels:history", "groups:history", "app_mentions:read"]
+
 
 class SlackSettings(StrictModel):
-    bot_token: SecretStr                     # xoxb-…
+    # One workspace: its bot token. Many (the app distributed, OAuth v2): client_id and
+    # client_secret instead; customers install it at [http] public_url + /slack/install.
+    bot_token: SecretStr | None = None       # xoxb-…
+    client_id: str = ""
+    client_secret: SecretStr | None = None
+    scopes: list[str] = DEFAULT_SCOPES       # asked of each workspace that installs it
     # "socket": Socket Mode over the app-level token, no public URL needed.
     # "http": Slack POSTs events and interactions to [http] public_url + /slack/events.
     # "embedded": a company's own Bolt app receives (set by adapters.slack.install()).
@@ -46,6 +55,9 @@ class SlackSettings(StrictModel):
 
     @model_validator(mode="after")
     def _mode_has_its_secret(self) -> "SlackSettings":
+        if (self.bot_token is None) == (not (self.client_id and self.client_secret)):
+            raise ValueError("set either bot_token (one workspace) or client_id and "
+                             "client_secret (an app installed in many workspaces)")
         if self.mode == "socket" and self.app_token is None:
             raise ValueError('app_token is required for mode = "socket"')
         if self.mode == "http" and self.signing_secret is None:
@@ -55,4 +67,6 @@ class SlackSettings(StrictModel):
         return self
 
     def needs_public_url(self) -> str | None:
-        return 'mode = "http"' if self.mode == "http" else None
+        if self.mode == "http":
+            return 'mode = "http"'
+        return "client_id (the install page)" if self.client_id else None
