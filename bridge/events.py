@@ -59,7 +59,8 @@ COMMANDS = ("start", "new", "conversations", "close", "call", "help")
 class Command:
     user: ChatUser
     name: str          # one of COMMANDS
-    thread: str | None = None  # the platform thread it was typed in: that conversation's
+    thread: str | None = None  # the platform thread it was typed in: it is about the
+    #                            conversation shown there (a Telegram topic)
 
 
 Inbound = InboundMessage | ButtonPress | Command

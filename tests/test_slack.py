@@ -56,14 +56,22 @@ def _settings(slack, sandbox, database_url, mode="http", file_networks=LOCAL_FIL
     }, env={}, adapter_schemas=adapter_schemas())
 
 
-async def _start(slack, sandbox, database_url, mode="http", **options) -> Bridge:
+async def _start(slack, sandbox, database_url, mode="http", adapter_options: dict | None = None,
+                 **options) -> Bridge:
+    """adapter_options: more of [slack] (support channels)."""
     settings = _settings(slack, sandbox, database_url, mode, **options)
-    bridge = Bridge(settings, [SlackAdapter(settings.adapters["slack"])])
+    adapter_settings = settings.adapters["slack"].model_copy(update=adapter_options or {})
+    return await started(slack, settings, SlackAdapter(adapter_settings))
+
+
+async def started(slack, settings, adapter: SlackAdapter) -> Bridge:
+    """The bridge with this Slack adapter, started, and the local Slack sending to it."""
+    bridge = Bridge(settings, [adapter])
     await bridge.start()
     await bridge.relay.link.wait_connected(10)
-    slack.mode = mode
+    slack.mode = adapter.settings.mode
     slack.app_url = f"{settings.http.public_url}/slack/events"
-    if mode == "socket":
+    if slack.mode == "socket":
         await slack.wait_for_socket()
     return bridge
 

@@ -8,11 +8,11 @@ import asyncio
 
 import pytest
 
-from adapters.slack import SlackAdapter
 from bridge.app import Bridge
 from bridge.texts import DEFAULT_TEXTS
 from testing.fake_slack import BOT_USER, TEAM, buttons_of
-from tests.test_slack import _settings, slack  # noqa: F401 (a fixture)
+from tests.test_slack import _start as start_slack
+from tests.test_slack import slack  # noqa: F401 (a fixture)
 
 SHARED, OTHER, UNLISTED = "C0SHARED", "C0OTHERCO", "C0RANDOM"
 CUSTOMER_TEAM = "T0CUSTOMER"
@@ -20,18 +20,9 @@ CAROL, DAVE, STAFF, LEAD = "U0CAROL", "U0DAVE", "U0STAFF", "U0LEAD"
 
 
 async def _start(slack, sandbox, database_url, mode: str, **channel_options) -> Bridge:  # noqa: F811
-    settings = _settings(slack, sandbox, database_url, mode)
     options = {"channels": [SHARED, OTHER], "internal_prefix": "!",
                "channel_admins": [LEAD], **channel_options}
-    adapter = SlackAdapter(settings.adapters["slack"].model_copy(update=options))
-    bridge = Bridge(settings, [adapter])
-    await bridge.start()
-    await bridge.relay.link.wait_connected(10)
-    slack.mode = mode
-    slack.app_url = f"{settings.http.public_url}/slack/events"
-    if mode == "socket":
-        await slack.wait_for_socket()
-    return bridge
+    return await start_slack(slack, sandbox, database_url, mode, adapter_options=options)
 
 
 @pytest.fixture(params=["http", "socket"])

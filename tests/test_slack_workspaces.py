@@ -18,7 +18,7 @@ from bridge.registry import adapter_schemas
 from bridge.sandbox import DEFAULT_API_KEY
 from testing.fake_slack_oauth import CLIENT_ID, CLIENT_SECRET, FakeSlackWorkspaces
 from testing.local import free_port
-from tests.test_slack import APP_TOKEN, SIGNING_SECRET
+from tests.test_slack import APP_TOKEN, SIGNING_SECRET, started
 
 ACME, GLOBEX = "T0ACME", "T0GLOBEX"
 ANN = "U0ANN"  # a user id that both workspaces have: two different people
@@ -45,15 +45,8 @@ async def _start(slack, sandbox, database_url, mode: str) -> Bridge:
         "http": {"listen": f"127.0.0.1:{port}", "public_url": public_url},
         "slack": section,
     }, env={}, adapter_schemas=adapter_schemas())
-    bridge = Bridge(settings, [SlackAdapter(settings.adapters["slack"])])
-    await bridge.start()
-    await bridge.relay.link.wait_connected(10)
-    slack.mode = mode
-    slack.app_url = f"{public_url}/slack/events"
     slack.redirect_url = f"{public_url}/slack/oauth_redirect"
-    if mode == "socket":
-        await slack.wait_for_socket()
-    return bridge
+    return await started(slack, settings, SlackAdapter(settings.adapters["slack"]))
 
 
 @pytest.fixture(params=["http", "socket"])

@@ -114,6 +114,15 @@ async def test_a_forged_button_from_another_user_is_refused(bridge, telegram, sa
     assert telegram.calls_of("answerCallbackQuery")
 
 
+async def test_a_press_on_a_prompt_older_than_48_hours_still_counts(bridge, telegram, sandbox):
+    telegram.say(ANN, "resolved")
+    prompt = await telegram.wait_for_text(ANN, "Did this solve your issue?")
+    # Telegram then sends the prompt as an InaccessibleMessage: its chat, its id, date 0
+    too_old = {"chat": prompt["chat"], "message_id": prompt["message_id"], "date": 0}
+    telegram.press(ANN, too_old, _buttons(prompt)[0]["callback_data"])
+    await telegram.wait_for(lambda: [e for e, _ in sandbox.requests if e == "close_support"])
+
+
 async def test_429_and_5xx_are_retried_and_delivered_once(bridge, telegram):
     telegram.fail("sendMessage", 429, "Too Many Requests: retry after 1", retry_after=1)
     telegram.fail("sendMessage", 502, "Bad Gateway", times=2)

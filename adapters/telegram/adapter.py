@@ -181,7 +181,7 @@ class TelegramAdapter(Adapter):
             await self.bot.send_message(message.chat.id, text,
                                         business_connection_id=message.business_connection_id)
         except TelegramError as error:
-            log.warning("telegram: could not tell a customer what was not received: %s", error)
+            log.warning("telegram: could not tell a customer %s: %s", key, error)
 
     async def _handle(self, update: Update) -> None:
         if update.callback_query is not None:
@@ -195,7 +195,12 @@ class TelegramAdapter(Adapter):
             return
         if message.chat.type != ChatType.PRIVATE:
             await self._on_group_message(update)
-            return
+        else:
+            await self._on_private_message(update, message)
+
+    async def _on_private_message(self, update: Update, message: Message) -> None:
+        """A customer's message in their chat with the bot, or with a business account
+        connected to it; in its topic, for a bot with a topic per conversation."""
         if message.from_user is None or message.chat.id != message.from_user.id:
             # In a business account's chat, the company's own words (its people, or this
             # bot) are not the customer's.
@@ -243,8 +248,9 @@ class TelegramAdapter(Adapter):
         alert = None
         try:
             event = inbound.press_event(self.account, update)
+            # (an InaccessibleMessage when the prompt is older than 48 hours: its chat only)
+            chat = query.message.chat if query.message is not None else None
             prompt = query.message if isinstance(query.message, Message) else None
-            chat = prompt.chat if prompt is not None else None
             if event is None or chat is None:
                 return
             if chat.type == ChatType.PRIVATE:
@@ -252,7 +258,8 @@ class TelegramAdapter(Adapter):
                 # someone else's chat is forged.
                 if chat.id == query.from_user.id:
                     await self._sink(event)
-            elif self.settings.groups == "conversations" and groups.is_group(prompt):
+            elif self.settings.groups == "conversations" and prompt is not None \
+                    and groups.is_group(prompt):
                 opener = groups.opener_of(prompt)
                 if opener is not None and opener != query.from_user.id:
                     # nothing is sent
