@@ -112,6 +112,17 @@ async def test_uninstalling_one_workspace_stops_it_and_the_other_goes_on(
         assert [row[0] for row in teams] == [ACME]
 
 
+async def test_revoked_bot_tokens_remove_that_workspaces_bot(bridge, slack, sandbox):
+    for team in (ACME, GLOBEX):
+        await _install(bridge, slack, team)
+    revoked = slack.event_body({"type": "tokens_revoked", "event_ts": slack.next_ts(),
+                                "tokens": {"bot": [slack.bot_user_of(ACME)]}}, ACME)
+    await slack.send(revoked)
+    async with bridge.store.engine.connect() as connection:
+        teams = await connection.exec_driver_sql("SELECT DISTINCT team_id FROM slack_bots")
+        assert [row[0] for row in teams] == [GLOBEX]
+
+
 async def test_an_expiring_bot_token_is_rotated_before_it_is_used(bridge, slack, sandbox):
     slack.token_lifetime = 600  # ten minutes: within the two hours before which it rotates
     await _install(bridge, slack, ACME)
