@@ -20,11 +20,15 @@ _installed = False
 
 def add_secrets(values: list[str]) -> None:
     """Register secret values; any log record containing one is rewritten with *** instead."""
-    global _installed
     for value in values:
         if value and len(value) >= 4:
             # the form it has in a URL too (the helpdesk key travels in the query string)
             _secrets.update({value, quote(value, safe=""), quote_plus(value)})
+    _install_once()
+
+
+def _install_once() -> None:
+    global _installed
     if not _installed:
         _install_factory()
         _installed = True
@@ -45,7 +49,7 @@ def add_secret_shape(marker: str, pattern: str) -> None:
     such as each Slack workspace's bot token); `marker` is a substring every match has."""
     if all(shape.pattern != pattern for _marker, shape in _shapes):
         _shapes.append((marker, re.compile(pattern)))
-    add_secrets([])
+    _install_once()
 
 
 def redact(text: str) -> str:

@@ -20,7 +20,7 @@ from bridge.backoff import retry_delay
 from bridge.customers import chat_user, log_context
 from bridge.display import Display
 from bridge.drain import Drainer
-from bridge.events import Outgoing
+from bridge.events import ChatUser, Outgoing
 from bridge.helpdesk import HelpdeskLink
 from bridge.logs import redact
 from bridge.metrics import Metrics
@@ -81,16 +81,17 @@ class CustomerOutbox:
             if outgoing.edit_of is not None:
                 outgoing.edit_ref, original = await self.store.delivered(outgoing.edit_of)
                 outgoing.edit_original = original.get("text") if original else None
-            threaded = row.conversation_id is not None \
-                and adapter.threads_for(chat_user(customer))
+            user = chat_user(customer)
+            threaded = row.conversation_id is not None and adapter.threads_for(user)
             if threaded:
                 outgoing.thread = (await self.store.conversation(row.conversation_id)).thread_ref
-                if outgoing.thread is None:
-                    outgoing.thread_title = await self.store.first_words(row.conversation_id)
+            unthreaded = threaded and outgoing.thread is None  # the adapter may open one
+            if unthreaded:
+                outgoing.thread_title = await self.store.first_words(row.conversation_id)
             self.store.check_fence(customer_id)  # LeaseLost: another daemon may show it
             outgoing.busy = shown > 0 or customer_id in self.backlogged
             try:
-                ref = await _show(adapter, customer, outgoing)
+                ref = await _show(adapter, user, outgoing)
             except DeliveryError as error:
                 if error.permanent:
                     self.metrics.errors.labels("customer_unreachable").inc()
@@ -128,8 +129,7 @@ class CustomerOutbox:
             attempt = 0
             shown += 1
             delivered = row
-            opened_thread = outgoing.thread if threaded and outgoing.thread_title is not None \
-                else None
+            opened_thread = outgoing.thread if unthreaded else None
 
             async def finish() -> ToCustomer | None:
                 if opened_thread:  # the first word of a conversation with no thread yet
@@ -172,10 +172,9 @@ class CustomerOutbox:
                                {"ticket_chat_id": ticket, "entity": "customer"})
 
 
-async def _show(adapter: Adapter, customer: Customer, outgoing: Outgoing) -> str | None:
+async def _show(adapter: Adapter, user: ChatUser, outgoing: Outgoing) -> str | None:
     """Deliver. An edit whose message never went out, or is gone (deleted by the customer),
     says its text as a new message; when only buttons were to go, nothing."""
-    user = chat_user(customer)
     if outgoing.kind == "edit":
         if outgoing.edit_ref:
             try:

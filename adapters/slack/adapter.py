@@ -30,7 +30,6 @@ from cachetools import LRUCache
 from slack_bolt.adapter.aiohttp import to_aiohttp_response, to_bolt_request
 from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
 from slack_bolt.app.async_app import AsyncApp
-from slack_bolt.listener.async_builtins import AsyncTokenRevocationListeners
 from slack_bolt.oauth.async_oauth_settings import AsyncOAuthSettings
 from slack_sdk.errors import SlackApiError
 from slack_sdk.http_retry.builtin_async_handlers import (
@@ -216,23 +215,21 @@ class SlackAdapter(Adapter):
     async def _on_message(self, body: dict, event: dict) -> None:
         if body.get("event_id") in self._seen_events:
             return
-        if not inbound.from_person(event, self._bot_user(body)):
-            pass
-        elif event.get("channel_type") == "im":
+        from_person = inbound.from_person(event, self._bot_user(body))
+        if from_person and event.get("channel_type") == "im":
             team = team_of(body)
             self._remember_dm(team, event["user"], event.get("channel"))
             found = inbound.message_event(team, event, self._file_link(team))
             if found is not None:
                 await self._sink(found)
-        elif inbound.in_support_channel(event):
+        elif from_person and inbound.in_support_channel(event):
             await self._on_channel_message(body, event)
         self._remember_event(body.get("event_id"))  # only once stored: a failure is retried
 
     async def _on_mention(self, body: dict, event: dict) -> None:
         """@app in a channel: a channel message like any other (when the app also gets
         every channel message, the same message comes twice: the core keeps it once)."""
-        channel = event.get("channel")
-        if isinstance(channel, str) and channel[:1] in ("C", "G") \
+        if inbound.is_channel(event.get("channel")) \
                 and inbound.from_person({"subtype": None, **event}, self._bot_user(body)):
             await self._on_channel_message(body, {**event, "subtype": None})
 
@@ -254,7 +251,7 @@ class SlackAdapter(Adapter):
     def _is_support_channel(self, channel: object) -> bool:
         """A channel listed in [slack] channels, or (none listed) one the bot has seen a
         message in: a slash command there opens its conversation there."""
-        if not isinstance(channel, str) or channel[:1] not in ("C", "G"):
+        if not inbound.is_channel(channel):
             return False
         return channel in self.settings.channels if self.settings.channels \
             else channel in self._seen_channels
@@ -329,7 +326,7 @@ class SlackAdapter(Adapter):
             return
         user = (body.get("user") or {}).get("id", "")
         channel = dig(body, "container", "channel_id")
-        if isinstance(channel, str) and channel[:1] in ("C", "G"):
+        if inbound.is_channel(channel):
             await self._on_channel_action(ack, body, user, channel, action)
             return
         event = inbound.press_event(team_of(body), user,
@@ -430,19 +427,13 @@ class SlackAdapter(Adapter):
         return file_url
 
     async def _on_uninstalled(self, body: dict, context) -> None:
-        """The app was removed from a workspace: its installation is deleted (it is
-        neither answered nor asked again); the other workspaces go on."""
         if self._workspaces.distributed:
-            await AsyncTokenRevocationListeners(
-                self._workspaces.installations).handle_app_uninstalled_events(context)
-            self._workspaces.forget(team_of(body))
+            await self._workspaces.uninstalled(team_of(body), context)
             log.info("slack: uninstalled from workspace %s", team_of(body))
 
     async def _on_tokens_revoked(self, body: dict, event: dict, context) -> None:
         if self._workspaces.distributed:
-            await AsyncTokenRevocationListeners(
-                self._workspaces.installations).handle_tokens_revoked_events(event, context)
-            self._workspaces.forget(team_of(body))
+            await self._workspaces.tokens_revoked(team_of(body), event, context)
             log.info("slack: tokens revoked in workspace %s", team_of(body))
 
     # --- delivery ----------------------------------------------------------------

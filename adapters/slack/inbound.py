@@ -70,6 +70,12 @@ def in_support_channel(event: dict) -> bool:
     return event.get("channel_type") in ("channel", "group")
 
 
+def is_channel(channel: object) -> bool:
+    """A public or private channel's id (C…, G…), not a DM's (D…), where an event names
+    no channel_type (a mention, a button, a slash command)."""
+    return isinstance(channel, str) and channel[:1] in ("C", "G")
+
+
 def command_events(team: str, user: str, dm_channel: str, text: str,
                    trigger: str) -> list[Command | InboundMessage]:
     """`/support` -> a new conversation; `/support close|call|help|list` -> that command;

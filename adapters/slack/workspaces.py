@@ -14,6 +14,7 @@ import time
 from typing import Callable
 
 from cachetools import TTLCache
+from slack_bolt.listener.async_builtins import AsyncTokenRevocationListeners
 from slack_sdk.oauth.installation_store.models.bot import Bot
 from slack_sdk.oauth.installation_store.sqlalchemy import AsyncSQLAlchemyInstallationStore
 from slack_sdk.oauth.state_store.sqlalchemy import AsyncSQLAlchemyOAuthStateStore
@@ -79,11 +80,16 @@ class Workspaces:
             self._clients[team] = client
         return client
 
-    async def token(self, team: str) -> str:
-        return (await self.client(team)).token
+    async def uninstalled(self, team: str, context) -> None:
+        """app_uninstalled: that workspace's installation is deleted (slack-bolt's own
+        listener); the other workspaces go on."""
+        await AsyncTokenRevocationListeners(self.installations).handle_app_uninstalled_events(
+            context)
+        self._clients.pop(team, None)
 
-    def forget(self, team: str) -> None:
-        """The app was uninstalled there, or its tokens revoked."""
+    async def tokens_revoked(self, team: str, event: dict, context) -> None:
+        await AsyncTokenRevocationListeners(self.installations).handle_tokens_revoked_events(
+            event, context)
         self._clients.pop(team, None)
 
     async def _token(self, team: str) -> str:
@@ -101,13 +107,3 @@ class Workspaces:
             log.info("slack: the bot token of workspace %s was rotated (valid %.0f more "
                      "minutes)", bot.team_id, (rotated.bot_token_expires_at - time.time()) / 60)
         return rotated
-
-    async def installed(self) -> int:
-        """How many workspaces the app is installed in (for `check`)."""
-        from sqlalchemy import func, select
-
-        table = self.installations.bots
-        async with self.installations.engine.connect() as connection:
-            found = await connection.execute(
-                select(func.count(func.distinct(table.c.team_id))))
-            return int(found.scalar() or 0)

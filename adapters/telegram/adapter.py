@@ -91,10 +91,12 @@ class TelegramAdapter(Adapter):
     # --- running -----------------------------------------------------------------
 
     def threads_for(self, user: ChatUser) -> bool:
-        """A conversation in its own topic: in a private chat with a bot with topics, and
-        in a forum group, where the member wrote in a topic."""
+        """A conversation in its own topic: in a private chat with a bot with topics (unless
+        Telegram refuses them there for now), and in a forum group, where the member wrote
+        in a topic."""
         place = Place.of(user.chat_id)
-        return place.thread is not None or (self._topics.enabled and place.is_bot_chat)
+        return place.thread is not None or (place.is_bot_chat
+                                            and self._topics.usable(place.chat_id))
 
     def share_limits(self, fraction: float) -> None:
         limiter = self.bot.rate_limiter
@@ -248,18 +250,16 @@ class TelegramAdapter(Adapter):
         alert = None
         try:
             event = inbound.press_event(self.account, update)
-            # (an InaccessibleMessage when the prompt is older than 48 hours: its chat only)
-            chat = query.message.chat if query.message is not None else None
-            prompt = query.message if isinstance(query.message, Message) else None
-            if event is None or chat is None:
+            prompt = query.message
+            if event is None or prompt is None:
                 return
+            chat = prompt.chat
             if chat.type == ChatType.PRIVATE:
                 # In a private chat the chat's id is its user's: a press on a message in
                 # someone else's chat is forged.
                 if chat.id == query.from_user.id:
                     await self._sink(event)
-            elif self.settings.groups == "conversations" and prompt is not None \
-                    and groups.is_group(prompt):
+            elif self.settings.groups == "conversations" and groups.is_group(prompt):
                 opener = groups.opener_of(prompt)
                 if opener is not None and opener != query.from_user.id:
                     # nothing is sent
@@ -288,7 +288,7 @@ class TelegramAdapter(Adapter):
                                                     _language(message.from_user)))
             return
         member = groups.member(self.account, message, message.from_user)
-        topic = Place.of(member.chat_id).thread  # a forum's topic: a conversation of its own
+        topic = groups.forum_topic(message)  # a forum's topic: a conversation of its own
         thread = str(topic) if topic is not None else None
         command = _command(update)
         if command is not None:

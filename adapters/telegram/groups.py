@@ -76,9 +76,15 @@ def member(account: str, message: Message, user) -> ChatUser:
     """A group member as the customer they are in that group; the place to answer them is
     the message they just wrote."""
     chat = message.chat
-    topic = message.message_thread_id if chat.is_forum and message.is_topic_message else None
     return ChatUser("telegram", account, f"{chat.id}/{user.id}",
-                    str(Place(chat.id, message.message_id, topic)), user.language_code)
+                    str(Place(chat.id, message.message_id, forum_topic(message))),
+                    user.language_code)
+
+
+def forum_topic(message: Message) -> int | None:
+    """The topic of a forum group a message was written in (None: General, or no forum)."""
+    return message.message_thread_id if message.chat.is_forum and message.is_topic_message \
+        else None
 
 
 def addressed(message: Message, bot_id: int, username: str | None) -> bool:
@@ -108,9 +114,9 @@ def without_mention(text: str, username: str | None) -> str:
     return re.sub(rf"\s*@{re.escape(username)}\b", "", text, flags=re.IGNORECASE).strip()
 
 
-def opener_of(prompt: Message | None) -> int | None:
+def opener_of(prompt: Message) -> int | None:
     """Whose conversation a message with buttons belongs to: the member it answers."""
-    replied = prompt.reply_to_message if prompt is not None else None
+    replied = prompt.reply_to_message
     if replied is None or replied.from_user is None:
         return None
     return replied.from_user.id

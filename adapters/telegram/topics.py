@@ -52,9 +52,13 @@ class Topics:
             return None
         return str(message.message_thread_id)
 
+    def usable(self, chat_id: int) -> bool:
+        """Topics are on, and Telegram has not lately refused them in this chat."""
+        return self.enabled and chat_id not in self._refused
+
     async def open(self, chat_id: int, words: str, unnamed: bool = False) -> str | None:
         """A new topic for a conversation; None (the plain chat) when Telegram refuses."""
-        if not self.enabled or chat_id in self._refused:
+        if not self.usable(chat_id):
             return None
         try:
             topic = await self._bot.create_forum_topic(chat_id, topic_name(words))
